@@ -1,0 +1,389 @@
+"""Data sets and loaders for training, and the one-off Tiny-ImageNet validation re-layout.
+
+Imported by ``main.py`` for :func:`get_datasets` and :func:`get_loaders`. Run as a script,
+``python load_data.py --data_dir ./data/tiny-imagenet-200`` moves the raw Tiny-ImageNet-200
+validation images into one folder per class so that ``ImageFolder`` can read them.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import random
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torchvision.datasets as tv_datasets
+import torchvision.transforms as T
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torchvision.datasets.utils import check_integrity
+from torchvision.datasets.vision import StandardTransform
+
+DATASETS = ("cifar10", "cifar100", "tiny-imagenet-200", "imagenet")
+DEFAULT_TINY_DIR = "./data/tiny-imagenet-200"
+
+
+class DataError(Exception):
+    """A problem with the user's data or data options; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Facts about one data set.
+
+    ``num_classes`` is None where it is read from the folder (ImageNet); ``stride`` is the first
+    convolution's stride the models use for this image size; ``crop_padding`` is the padding of the
+    training RandomCrop (None: ImageNet-style resized crops); ``archive``/``archive_folder`` name the
+    downloadable archive and the folder it extracts to (None for folder data sets).
+    """
+
+    title: str
+    num_classes: int | None
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    stride: int
+    crop_padding: int | None
+    archive: str | None = None
+    archive_folder: str | None = None
+
+
+_INFO = {
+    "cifar10": DatasetInfo("CIFAR-10", 10, 32,
+                           (125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255),
+                           stride=1, crop_padding=2,
+                           archive="cifar-10-python.tar.gz", archive_folder="cifar-10-batches-py"),
+    "cifar100": DatasetInfo("CIFAR-100", 100, 32,
+                            (129.3 / 255, 124.1 / 255, 112.4 / 255), (68.2 / 255, 65.4 / 255, 70.4 / 255),
+                            stride=1, crop_padding=2,
+                            archive="cifar-100-python.tar.gz", archive_folder="cifar-100-python"),
+    "tiny-imagenet-200": DatasetInfo("Tiny-ImageNet-200", 200, 64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
+                                     stride=2, crop_padding=4),
+    "imagenet": DatasetInfo("ImageNet", None, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                            stride=1, crop_padding=None),
+}
+_CIFAR_CLASSES = {"cifar10": tv_datasets.CIFAR10, "cifar100": tv_datasets.CIFAR100}
+# ImageNet evaluation resizes the short side to this before the centre crop.
+_IMAGENET_RESIZE = 256
+# What torchvision raises when a CIFAR download or extraction fails (URLError is an OSError).
+_DOWNLOAD_ERRORS = (OSError, RuntimeError, tarfile.TarError, EOFError)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Return the facts for data set ``name`` (one of DATASETS); DataError for any other name."""
+    if name not in _INFO:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return _INFO[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Data sets
+# ---------------------------------------------------------------------------------------------
+
+def get_datasets(dataset: str, data_dir: str, labels_per_class: int | None = None,
+                 valid_labels_per_class: int = 0, seed: int = 0,
+                 download: bool = True) -> tuple[Dataset, Dataset | None, Dataset, int]:
+    """Build (train_set, valid_set or None, test_set, num_classes) for ``dataset`` under ``data_dir``.
+
+    CIFAR is read (and downloaded when ``download``) by torchvision under ``data_dir``; Tiny-ImageNet
+    reads ``data_dir/train`` and the re-laid-out ``data_dir/val/images``; ImageNet reads
+    ``data_dir/train`` and ``data_dir/val``. ``labels_per_class`` (None: all) keeps a class-balanced
+    training subset chosen from ``seed``; ``valid_labels_per_class`` holds out that many training
+    images per class, disjoint from the subset, as a validation set with the test transform. For
+    folder data sets num_classes is the number of class folders. Raises DataError for anything the
+    user must fix.
+    """
+    info = dataset_info(dataset)
+    _check_split_options(labels_per_class, valid_labels_per_class)
+    root = os.path.abspath(os.path.expanduser(data_dir))
+    train_transform, test_transform = _transforms(info)
+    if dataset in _CIFAR_CLASSES:
+        train_full = _load_cifar(dataset, root, True, train_transform, download)
+        test_set = _load_cifar(dataset, root, False, test_transform, download)
+        num_classes = info.num_classes
+    else:
+        train_dir, test_dir = _folder_split_dirs(dataset, root)
+        train_full = _load_image_folder(train_dir, train_transform)
+        test_set = _load_image_folder(test_dir, test_transform)
+        _check_same_classes(train_full, test_set, train_dir, test_dir)
+        num_classes = len(train_full.classes)
+
+    if labels_per_class is None and valid_labels_per_class == 0:
+        return train_full, None, test_set, num_classes
+    train_idx, valid_idx = class_balanced_split(train_full.targets, num_classes, labels_per_class,
+                                                valid_labels_per_class, seed)
+    train_set = Subset(train_full, train_idx)
+    valid_set = Subset(_with_transform(train_full, test_transform), valid_idx) if valid_idx else None
+    return train_set, valid_set, test_set, num_classes
+
+
+def _check_split_options(labels_per_class: int | None, valid_labels_per_class: int) -> None:
+    if labels_per_class is not None and labels_per_class < 1:
+        raise DataError(f"labels_per_class must be a positive number of images per class (or all); "
+                        f"got {labels_per_class}")
+    if valid_labels_per_class < 0:
+        raise DataError(f"valid_labels_per_class must be 0 or more; got {valid_labels_per_class}")
+
+
+def _transforms(info: DatasetInfo) -> tuple[Callable, Callable]:
+    """(train transform, test transform) for a data set, as the published recipe has them."""
+    normalise = [T.ToTensor(), T.Normalize(info.mean, info.std)]
+    if info.crop_padding is None:
+        train = [T.RandomResizedCrop(info.image_size), T.RandomHorizontalFlip()]
+        test = [T.Resize(_IMAGENET_RESIZE), T.CenterCrop(info.image_size)]
+    else:
+        train = [T.RandomCrop(info.image_size, padding=info.crop_padding), T.RandomHorizontalFlip()]
+        test = []
+    return T.Compose(train + normalise), T.Compose(test + normalise)
+
+
+def _with_transform(dataset: tv_datasets.VisionDataset, transform: Callable) -> tv_datasets.VisionDataset:
+    """A shallow copy of ``dataset`` that applies ``transform``; the image data is shared, not copied."""
+    clone = copy.copy(dataset)
+    clone.transform = transform
+    clone.transforms = StandardTransform(transform, dataset.target_transform)
+    return clone
+
+
+def class_balanced_split(targets: Sequence[int], num_classes: int, labels_per_class: int | None,
+                         valid_labels_per_class: int, seed: int) -> tuple[list[int], list[int]]:
+    """Pick (train indices, validation indices) with the same count from every class.
+
+    Per class, the indices are permuted with a generator seeded from ``seed``; the first
+    ``valid_labels_per_class`` go to validation and the next ``labels_per_class`` (None: all the rest)
+    to training. Raises DataError when a class has too few images. Both lists come back sorted.
+    """
+    labels = np.asarray(targets)
+    rng = np.random.default_rng(seed)
+    train_idx: list[int] = []
+    valid_idx: list[int] = []
+    for c in range(num_classes):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        needed = valid_labels_per_class + (labels_per_class if labels_per_class is not None else 1)
+        if len(members) < needed:
+            asked = "all" if labels_per_class is None else str(labels_per_class)
+            raise DataError(f"class {c} has {len(members)} training images, but labels_per_class={asked} "
+                            f"plus valid_labels_per_class={valid_labels_per_class} needs {needed}")
+        stop = None if labels_per_class is None else valid_labels_per_class + labels_per_class
+        valid_idx += members[:valid_labels_per_class].tolist()
+        train_idx += members[valid_labels_per_class:stop].tolist()
+    return sorted(train_idx), sorted(valid_idx)
+
+
+def _load_cifar(dataset: str, root: str, train: bool, transform: Callable,
+                download: bool) -> tv_datasets.CIFAR10:
+    """Open a CIFAR split through torchvision; a failed download becomes a DataError with the fix."""
+    info = _INFO[dataset]
+    archive = os.path.join(root, info.archive)
+    before = _file_state(archive)
+    try:
+        return _CIFAR_CLASSES[dataset](root, train=train, transform=transform, download=download)
+    except _DOWNLOAD_ERRORS as err:
+        _remove_partial_archive(archive, before, _CIFAR_CLASSES[dataset].tgz_md5)
+        reason = " ".join(str(err).split()) or type(err).__name__
+        how = "could not be downloaded" if download else "is missing and download is off"
+        raise DataError(f"{info.title} in {root} {how} ({reason}); place {info.archive} in {root} "
+                        f"(extracting it there gives {os.path.join(root, info.archive_folder)}) "
+                        f"and run again") from err
+
+
+def _file_state(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _remove_partial_archive(archive: str, before: tuple[int, int] | None, md5: str) -> None:
+    """Remove ``archive`` if this call wrote it and it is not the complete official file."""
+    if not os.path.isfile(archive) or _file_state(archive) == before:
+        return  # absent, or the user's own file that the failed attempt did not touch
+    if not check_integrity(archive, md5):
+        os.remove(archive)
+
+
+def _folder_split_dirs(dataset: str, root: str) -> tuple[Path, Path]:
+    """(train folder, test folder) of a folder data set, checked to exist and be laid out."""
+    base = Path(root)
+    if dataset == "tiny-imagenet-200":
+        train_dir, test_dir = base / "train", base / "val" / "images"
+    else:
+        train_dir, test_dir = base / "train", base / "val"
+    missing = [str(d) for d in (train_dir, test_dir) if not d.is_dir()]
+    if missing:
+        hint = _nested_tiny_hint(base) if dataset == "tiny-imagenet-200" else ""
+        raise DataError(f"{_INFO[dataset].title} folder {base} lacks {' and '.join(missing)}{hint}")
+    if dataset == "tiny-imagenet-200":
+        flat = _flat_images(test_dir)
+        if flat:
+            raise DataError(f"{test_dir} still holds {len(flat)} images directly (the raw Tiny-ImageNet "
+                            f"layout); run `python load_data.py --data_dir {base}` first")
+    return train_dir, test_dir
+
+
+def _nested_tiny_hint(base: Path) -> str:
+    nested = base / "tiny-imagenet-200"
+    return f" (did you mean --data_dir {nested}?)" if nested.is_dir() else ""
+
+
+def _flat_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder`` (not in a class sub-folder)."""
+    extensions = tv_datasets.folder.IMG_EXTENSIONS
+    return [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in extensions]
+
+
+def _load_image_folder(folder: Path, transform: Callable) -> tv_datasets.ImageFolder:
+    try:
+        return tv_datasets.ImageFolder(str(folder), transform=transform)
+    except (FileNotFoundError, OSError) as err:
+        raise DataError(f"cannot read images from {folder}: {' '.join(str(err).split())}") from err
+
+
+def _check_same_classes(train_set: tv_datasets.ImageFolder, test_set: tv_datasets.ImageFolder,
+                        train_dir: Path, test_dir: Path) -> None:
+    """Labels are folder positions, so both splits must have the same class folders."""
+    if train_set.classes != test_set.classes:
+        only_train = sorted(set(train_set.classes) - set(test_set.classes))
+        only_test = sorted(set(test_set.classes) - set(train_set.classes))
+        raise DataError(f"class folders differ between {train_dir} and {test_dir}: "
+                        f"only in train {only_train[:5]}, only in test {only_test[:5]} "
+                        f"({len(only_train)} and {len(only_test)} in all)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders
+# ---------------------------------------------------------------------------------------------
+
+def get_loaders(train_set: Dataset, valid_set: Dataset | None, test_set: Dataset, batch_size: int,
+                workers: int, seed: int = 0, distributed: bool = False,
+                pin_memory: bool = False) -> tuple[DataLoader, DataLoader | None, DataLoader]:
+    """Build (train_loader, valid_loader or None, test_loader).
+
+    The training order comes from a generator seeded with ``seed`` (or, when ``distributed``, from a
+    DistributedSampler with that seed: the caller calls ``sampler.set_epoch``); worker processes seed
+    numpy, random and torch from it too. Random transforms run with ``workers == 0`` draw from the
+    global torch generator, which the caller seeds. Every image is used: the last batch may be
+    partial. Validation and test loaders keep the data set order.
+    """
+    if batch_size < 1:
+        raise DataError(f"batch_size must be at least 1; got {batch_size}")
+    if workers < 0:
+        raise DataError(f"workers must be 0 or more; got {workers}")
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    common = dict(batch_size=batch_size, num_workers=workers, pin_memory=pin_memory,
+                  persistent_workers=workers > 0, worker_init_fn=_seed_worker, drop_last=False)
+    if distributed:
+        sampler = DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=False)
+        train_loader = DataLoader(train_set, sampler=sampler, generator=generator, **common)
+    else:
+        train_loader = DataLoader(train_set, shuffle=True, generator=generator, **common)
+    valid_loader = DataLoader(valid_set, shuffle=False, **common) if valid_set is not None else None
+    test_loader = DataLoader(test_set, shuffle=False, **common)
+    return train_loader, valid_loader, test_loader
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed numpy and random in a worker from its torch seed, which the loader derives from its generator."""
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny-ImageNet validation re-layout (the `python load_data.py` step)
+# ---------------------------------------------------------------------------------------------
+
+def relayout_tiny_imagenet_val(data_dir: str) -> int:
+    """Move ``val/images/<file>`` to ``val/images/<wnid>/<file>`` as ``val/val_annotations.txt`` says.
+
+    Returns how many files were moved (0 when already laid out). Every annotated file is checked
+    before anything moves; files move one by one with os.replace, so an interrupted run loses
+    nothing and running again finishes the job. Raises DataError when the folder is not a raw (or
+    partly / fully re-laid-out) Tiny-ImageNet-200 folder, or when a move fails.
+    """
+    base = Path(os.path.expanduser(data_dir))
+    moves = _plan_relayout(base)
+    for count, (source, target) in enumerate(moves):
+        try:
+            target.parent.mkdir(exist_ok=True)
+            os.replace(source, target)
+        except OSError as err:
+            raise DataError(f"could not move {source} to {target} ({err.strerror or err}); "
+                            f"{count} images were moved, run again to finish") from err
+    return len(moves)
+
+
+def _plan_relayout(base: Path) -> list[tuple[Path, Path]]:
+    """(source, target) of each file still to move; DataError if the folder is not as expected."""
+    annotations = base / "val" / "val_annotations.txt"
+    images_dir = base / "val" / "images"
+    if not annotations.is_file() or not images_dir.is_dir():
+        lacks = annotations if not annotations.is_file() else images_dir
+        raise DataError(f"{base} is not an unzipped Tiny-ImageNet-200 folder: {lacks} is missing"
+                        f"{_nested_tiny_hint(base)}")
+    moves = []
+    for line_no, (name, wnid) in enumerate(_read_annotations(annotations), start=1):
+        flat, placed = images_dir / name, images_dir / wnid / name
+        if placed.is_file() and flat.exists():
+            raise DataError(f"{name} is both in {images_dir} and in {placed.parent}; remove one copy")
+        if placed.is_file():
+            continue
+        if not flat.is_file():
+            raise DataError(f"{name} (line {line_no} of {annotations}) is neither in {images_dir} "
+                            f"nor in {placed.parent}")
+        moves.append((flat, placed))
+    return moves
+
+
+def _read_annotations(path: Path) -> list[tuple[str, str]]:
+    """(file name, wnid) per line of val_annotations.txt (tab-separated: file, wnid, box)."""
+    rows = []
+    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2 or not _plain_name(fields[0]) or not _plain_name(fields[1]):
+            raise DataError(f"line {line_no} of {path} is not 'file<TAB>wnid<TAB>box': {line[:80]!r}")
+        rows.append((fields[0], fields[1]))
+    if not rows:
+        raise DataError(f"{path} lists no images")
+    return rows
+
+
+def _plain_name(name: str) -> bool:
+    """A bare file or folder name, so an annotation can never move a file outside val/images."""
+    return bool(name) and name not in (".", "..") and "/" not in name and os.sep not in name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: re-lay out a Tiny-ImageNet-200 validation folder; 0 on success, 2 on bad data."""
+    parser = argparse.ArgumentParser(
+        description="Move the Tiny-ImageNet-200 validation images into one folder per class "
+                    "(run once after unzipping tiny-imagenet-200.zip).")
+    parser.add_argument("--data_dir", default=DEFAULT_TINY_DIR,
+                        help=f"the unzipped tiny-imagenet-200 folder (default {DEFAULT_TINY_DIR})")
+    args = parser.parse_args(argv)
+    try:
+        moved = relayout_tiny_imagenet_val(args.data_dir)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    images_dir = Path(os.path.expanduser(args.data_dir)) / "val" / "images"
+    class_dirs = [d for d in images_dir.iterdir() if d.is_dir()]
+    if moved:
+        print(f"moved {moved} validation images into {len(class_dirs)} class folders under {images_dir}")
+    else:
+        images = sum(len(_flat_images(d)) for d in class_dirs)
+        print(f"already laid out: {images_dir} holds {images} images in {len(class_dirs)} class folders")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

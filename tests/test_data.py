@@ -1,0 +1,287 @@
+"""Tests of load_data.py on small data written in the real on-disk formats (tests/fakedata.py)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler, TensorDataset
+
+import load_data
+from fakedata import write_cifar, write_image_folder, write_tiny_imagenet_raw
+from load_data import DataError, dataset_info, get_datasets, get_loaders, relayout_tiny_imagenet_val
+
+ROOT = Path(load_data.__file__).resolve().parent
+
+
+def _annotations(tiny_dir: Path) -> dict[str, str]:
+    lines = (tiny_dir / "val" / "val_annotations.txt").read_text().splitlines()
+    return dict(line.split("\t")[:2] for line in lines)
+
+
+def _per_class_counts(subset, num_classes: int) -> np.ndarray:
+    targets = np.asarray(subset.dataset.targets)[subset.indices]
+    return np.bincount(targets, minlength=num_classes)
+
+
+# --- facts ---------------------------------------------------------------------------------------
+
+def test_dataset_info_facts_and_unknown_name():
+    assert set(load_data.DATASETS) == {"cifar10", "cifar100", "tiny-imagenet-200", "imagenet"}
+    cifar100 = dataset_info("cifar100")
+    assert (cifar100.num_classes, cifar100.image_size, cifar100.stride) == (100, 32, 1)
+    assert cifar100.mean == pytest.approx((129.3 / 255, 124.1 / 255, 112.4 / 255))
+    tiny = dataset_info("tiny-imagenet-200")
+    assert (tiny.num_classes, tiny.image_size, tiny.stride, tiny.mean, tiny.std) == \
+        (200, 64, 2, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert dataset_info("imagenet").num_classes is None
+    with pytest.raises(DataError, match="cifar10"):
+        dataset_info("mnist")
+
+
+# --- CIFAR ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, classes", [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_loads_normalised_tensors(tmp_path, cifar_no_md5, name, classes):
+    write_cifar(tmp_path, name, train_per_class=3, test_per_class=2)
+    train, valid, test, num_classes = get_datasets(name, str(tmp_path))
+    assert (len(train), len(test), num_classes, valid) == (3 * classes, 2 * classes, classes, None)
+    image, label = test[0]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+    assert label == test.targets[0]
+    info = dataset_info(name)
+    expected = (test.data[0].reshape(-1, 3).mean(0) / 255 - np.array(info.mean)) / np.array(info.std)
+    assert image.mean(dim=(1, 2)).numpy() == pytest.approx(expected, abs=1e-4)
+    assert train[0][0].shape == (3, 32, 32)
+
+
+def test_labels_per_class_subset_and_validation(tmp_path, cifar_no_md5):
+    write_cifar(tmp_path, "cifar10", train_per_class=10, test_per_class=1)
+    train, valid, test, _ = get_datasets("cifar10", str(tmp_path), labels_per_class=4,
+                                         valid_labels_per_class=3, seed=0)
+    assert list(_per_class_counts(train, 10)) == [4] * 10
+    assert list(_per_class_counts(valid, 10)) == [3] * 10
+    assert not set(train.indices) & set(valid.indices)
+    assert len(test) == 10
+
+    again, valid_again, _, _ = get_datasets("cifar10", str(tmp_path), labels_per_class=4,
+                                            valid_labels_per_class=3, seed=0)
+    assert again.indices == train.indices and valid_again.indices == valid.indices
+    other, _, _, _ = get_datasets("cifar10", str(tmp_path), labels_per_class=4,
+                                  valid_labels_per_class=3, seed=1)
+    assert other.indices != train.indices
+
+    # The validation set uses the test transform (deterministic), the training subset the random one.
+    raw = _pil(valid.dataset.data[valid.indices[0]])
+    assert torch.equal(valid[0][0], test.transform(raw))
+    torch.manual_seed(0)
+    first_draw = train[0][0]
+    torch.manual_seed(1)
+    assert not torch.equal(train[0][0], first_draw)
+
+
+def _pil(array):
+    from PIL import Image
+    return Image.fromarray(array)
+
+
+def test_labels_per_class_none_with_validation_keeps_the_rest(tmp_path, cifar_no_md5):
+    write_cifar(tmp_path, "cifar10", train_per_class=5, test_per_class=1)
+    train, valid, _, _ = get_datasets("cifar10", str(tmp_path), valid_labels_per_class=2)
+    assert list(_per_class_counts(train, 10)) == [3] * 10
+    assert list(_per_class_counts(valid, 10)) == [2] * 10
+
+
+def test_asking_more_than_a_class_has_is_an_error(tmp_path, cifar_no_md5):
+    write_cifar(tmp_path, "cifar10", train_per_class=5, test_per_class=1)
+    with pytest.raises(DataError, match=r"has 5 training images.*labels_per_class=4.*"
+                                        r"valid_labels_per_class=2 needs 6"):
+        get_datasets("cifar10", str(tmp_path), labels_per_class=4, valid_labels_per_class=2)
+    with pytest.raises(DataError, match="labels_per_class must be a positive"):
+        get_datasets("cifar10", str(tmp_path), labels_per_class=0)
+
+
+@pytest.mark.parametrize("name, archive, folder",
+                         [("cifar10", "cifar-10-python.tar.gz", "cifar-10-batches-py"),
+                          ("cifar100", "cifar-100-python.tar.gz", "cifar-100-python")])
+def test_download_failure_names_folder_and_archive(tmp_path, monkeypatch, name, archive, folder):
+    import torchvision.datasets.cifar as cifar
+
+    def offline_download(url, download_root, filename=None, md5=None, **kwargs):
+        Path(download_root).mkdir(parents=True, exist_ok=True)  # as torchvision's download_url does
+        Path(download_root, filename).write_bytes(b"partial")  # what an interrupted download leaves
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(cifar, "download_and_extract_archive", offline_download)
+    data_dir = tmp_path / "data"
+    with pytest.raises(DataError) as caught:
+        get_datasets(name, str(data_dir))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str(data_dir) in message and archive in message and folder in message
+    assert "name resolution" in message
+    assert not (data_dir / archive).exists()
+
+
+def test_download_failure_keeps_an_archive_the_user_placed(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as cifar
+
+    def offline_download(url, download_root, filename=None, md5=None, **kwargs):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(cifar, "download_and_extract_archive", offline_download)
+    placed = tmp_path / "cifar-10-python.tar.gz"
+    placed.write_bytes(b"the user's own copy")
+    with pytest.raises(DataError, match="offline"):
+        get_datasets("cifar10", str(tmp_path))
+    assert placed.read_bytes() == b"the user's own copy"
+
+
+def test_missing_cifar_without_download_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="cifar-10-python.tar.gz"):
+        get_datasets("cifar10", str(tmp_path), download=False)
+
+
+# --- Tiny-ImageNet -------------------------------------------------------------------------------
+
+def test_tiny_relayout_then_load(tmp_path):
+    tiny = write_tiny_imagenet_raw(tmp_path, num_classes=3, train_per_class=4, val_per_class=2)
+    with pytest.raises(DataError, match=r"run `python load_data.py --data_dir .*tiny-imagenet-200`"):
+        get_datasets("tiny-imagenet-200", str(tiny))
+
+    assert relayout_tiny_imagenet_val(str(tiny)) == 6
+    annotations = _annotations(tiny)
+    for name, wnid in annotations.items():
+        assert (tiny / "val" / "images" / wnid / name).is_file()
+    assert not list((tiny / "val" / "images").glob("*.JPEG"))
+    assert relayout_tiny_imagenet_val(str(tiny)) == 0
+
+    train, valid, test, num_classes = get_datasets("tiny-imagenet-200", str(tiny))
+    assert (len(train), len(test), num_classes, valid) == (12, 6, 3, None)
+    assert test.classes == train.classes == sorted(set(annotations.values()))
+    for path, target in test.samples:
+        assert train.classes[target] == annotations[Path(path).name]
+    assert train[0][0].shape == test[0][0].shape == (3, 64, 64)
+    assert test[0][0].min() >= -1 and test[0][0].max() <= 1
+
+    sub, held_out, _, _ = get_datasets("tiny-imagenet-200", str(tiny), labels_per_class=2,
+                                       valid_labels_per_class=1, seed=3)
+    assert list(_per_class_counts(sub, 3)) == [2, 2, 2] and len(held_out) == 3
+
+
+def test_tiny_relayout_finishes_after_interruption(tmp_path):
+    tiny = write_tiny_imagenet_raw(tmp_path, num_classes=2, val_per_class=3)
+    name, wnid = next(iter(_annotations(tiny).items()))
+    (tiny / "val" / "images" / wnid).mkdir()
+    (tiny / "val" / "images" / name).replace(tiny / "val" / "images" / wnid / name)
+    assert relayout_tiny_imagenet_val(str(tiny)) == 5
+    assert len(list((tiny / "val" / "images").glob("*/*.JPEG"))) == 6
+
+
+def test_tiny_relayout_rejects_folders_that_are_not_raw(tmp_path):
+    tiny = write_tiny_imagenet_raw(tmp_path)
+    with pytest.raises(DataError, match="did you mean --data_dir"):
+        relayout_tiny_imagenet_val(str(tmp_path))
+    (tiny / "val" / "images" / "val_0.JPEG").unlink()
+    with pytest.raises(DataError, match="val_0.JPEG .*neither in"):
+        relayout_tiny_imagenet_val(str(tiny))
+    assert len(list((tiny / "val" / "images").glob("*.JPEG"))) == 5  # nothing moved
+    (tiny / "val" / "val_annotations.txt").unlink()
+    with pytest.raises(DataError, match="val_annotations.txt is missing"):
+        relayout_tiny_imagenet_val(str(tiny))
+
+
+def test_tiny_missing_folders_are_named(tmp_path):
+    with pytest.raises(DataError, match=r"lacks .*train"):
+        get_datasets("tiny-imagenet-200", str(tmp_path / "nowhere"))
+
+
+def test_relayout_command_line(tmp_path):
+    tiny = write_tiny_imagenet_raw(tmp_path, num_classes=2, val_per_class=2)
+    done = subprocess.run([sys.executable, "load_data.py", "--data_dir", str(tiny)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "moved 4 validation images into 2 class folders" in done.stdout
+
+    bad = subprocess.run([sys.executable, "load_data.py", "--data_dir", str(tmp_path / "empty")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+    assert "val_annotations.txt" in bad.stderr
+
+
+def test_relayout_main_reports_already_laid_out(tmp_path, capsys):
+    tiny = write_tiny_imagenet_raw(tmp_path, num_classes=2, val_per_class=2)
+    assert load_data.main(["--data_dir", str(tiny)]) == 0
+    assert load_data.main(["--data_dir", str(tiny)]) == 0
+    assert "already laid out" in capsys.readouterr().out.splitlines()[-1]
+
+
+# --- ImageNet-style folders ----------------------------------------------------------------------
+
+def test_imagenet_folder(tmp_path):
+    write_image_folder(tmp_path, num_classes=2, per_class=2, size=32)
+    train, valid, test, num_classes = get_datasets("imagenet", str(tmp_path))
+    assert (len(train), len(test), num_classes, valid) == (4, 4, 2, None)
+    assert train[0][0].shape == test[0][0].shape == (3, 224, 224)
+    assert [t for _, t in test.samples] == [0, 0, 1, 1]
+
+
+def test_imagenet_class_mismatch_is_an_error(tmp_path):
+    write_image_folder(tmp_path, num_classes=2, per_class=1, splits=("train",))
+    write_image_folder(tmp_path, num_classes=1, per_class=1, splits=("val",))
+    with pytest.raises(DataError, match="class folders differ"):
+        get_datasets("imagenet", str(tmp_path))
+
+
+# --- loaders -------------------------------------------------------------------------------------
+
+def _first_epoch(loader) -> list[int]:
+    return torch.cat([batch[0] for batch in loader]).tolist()
+
+
+def test_loaders_keep_partial_batches_and_seeded_order():
+    data = TensorDataset(torch.arange(23))
+    train, valid, test = get_loaders(data, data, data, batch_size=10, workers=0, seed=5)
+    order = _first_epoch(train)
+    assert sorted(order) == list(range(23)) and order != list(range(23))
+    assert [len(b[0]) for b in train] == [10, 10, 3]
+    assert [len(b[0]) for b in test] == [10, 10, 3]
+    assert _first_epoch(test) == _first_epoch(valid) == list(range(23))
+    assert _first_epoch(get_loaders(data, None, data, 10, 0, seed=5)[0]) == order
+    assert _first_epoch(get_loaders(data, None, data, 10, 0, seed=6)[0]) != order
+    assert get_loaders(data, None, data, 10, 0)[1] is None
+    with pytest.raises(DataError, match="batch_size"):
+        get_loaders(data, None, data, 0, 0)
+
+
+def test_worker_augmentation_is_reproducible(tmp_path, cifar_no_md5):
+    write_cifar(tmp_path, "cifar10", train_per_class=2, test_per_class=1)
+    train_set, _, test_set, _ = get_datasets("cifar10", str(tmp_path))
+    batches = []
+    for _ in range(2):
+        train_loader, _, _ = get_loaders(train_set, None, test_set, batch_size=20, workers=1, seed=0)
+        assert train_loader.persistent_workers
+        batches.append(next(iter(train_loader)))
+        del train_loader
+    assert torch.equal(batches[0][1], batches[1][1])
+    assert torch.equal(batches[0][0], batches[1][0])  # same random crops and flips
+
+
+def test_distributed_loader_uses_seeded_sampler(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        data = TensorDataset(torch.arange(7))
+        train, _, _ = get_loaders(data, None, data, batch_size=3, workers=0, seed=4, distributed=True)
+        assert isinstance(train.sampler, DistributedSampler) and train.sampler.seed == 4
+        order = _first_epoch(train)
+        assert sorted(order) == list(range(7)) and [len(b[0]) for b in train] == [3, 3, 1]
+        train.sampler.set_epoch(1)
+        assert _first_epoch(train) != order
+    finally:
+        dist.destroy_process_group()
