@@ -2,7 +2,9 @@
 
 - ``MixableClassifier``: the manifold-mixup forward ``forward(x, mix_layer=None, mix_fn=None)``.
 - ``check_model_args`` / ``check_initial_channels``: one clear ValueError for bad constructor input.
-- ``init_conv_bn``: the standard initialisation (kaiming normal convs, BN weight 1 and bias 0).
+
+Layers keep PyTorch's default initialisation, as in the published code: the published
+learning rate (0.2 with the BCE-on-softmax loss) was tuned with it.
 """
 from __future__ import annotations
 
@@ -40,22 +42,6 @@ def check_initial_channels(initial_channels: int) -> None:
         raise ValueError(
             f"initial_channels must be a positive int (published choices 16 or 64), got {initial_channels!r}"
         )
-
-
-def init_conv_bn(model: nn.Module) -> None:
-    """Kaiming-normal (fan_out, ReLU) conv weights, zero conv biases, BN weight 1 and bias 0.
-
-    Linear layers keep PyTorch's default initialisation. All draws use the global torch RNG, so
-    the result is reproducible under ``torch.manual_seed``.
-    """
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
 
 class MixableClassifier(nn.Module):

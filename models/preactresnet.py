@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .mixable import HEAD_DROPOUT_P, MixableClassifier, check_initial_channels, check_model_args, init_conv_bn
+from .mixable import HEAD_DROPOUT_P, MixableClassifier, check_initial_channels, check_model_args
 
 
 class PreActBlock(nn.Module):
@@ -109,7 +109,6 @@ class PreActResNet(MixableClassifier):
         self.layer4 = self._make_layer(block, initial_channels * 8, num_blocks[3], stride=2)
         self.dropout: nn.Module = nn.Dropout(HEAD_DROPOUT_P) if dropout else nn.Identity()
         self.linear = nn.Linear(initial_channels * 8 * block.expansion, num_classes)
-        init_conv_bn(self)
 
     def _make_layer(
         self, block: type[PreActBlock] | type[PreActBottleneck], planes: int, count: int, stride: int

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .mixable import HEAD_DROPOUT_P, MixableClassifier, check_model_args, init_conv_bn
+from .mixable import HEAD_DROPOUT_P, MixableClassifier, check_model_args
 
 
 class ResNeXtBottleneck(nn.Module):
@@ -80,7 +80,6 @@ class CifarResNeXt(MixableClassifier):
         self.stage_3 = self._make_layer(256, blocks_per_stage, 2)
         self.dropout: nn.Module = nn.Dropout(HEAD_DROPOUT_P) if dropout else nn.Identity()
         self.classifier = nn.Linear(256 * ResNeXtBottleneck.expansion, num_classes)
-        init_conv_bn(self)
 
     def _make_layer(self, planes: int, count: int, stride: int) -> nn.Sequential:
         blocks = []

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .mixable import MixableClassifier, check_model_args, init_conv_bn
+from .mixable import MixableClassifier, check_model_args
 
 BLOCK_DROPOUT_P = 0.3
 """Dropout probability inside every wide block when a model is built with ``dropout=True``."""
@@ -66,7 +66,6 @@ class WideResNet(MixableClassifier):
         self.layer3 = self._make_layer(widths[3], blocks_per_stage, 2, dropout_p)
         self.bn1 = nn.BatchNorm2d(widths[3])
         self.linear = nn.Linear(widths[3], num_classes)
-        init_conv_bn(self)
 
     def _make_layer(self, planes: int, count: int, stride: int, dropout_p: float) -> nn.Sequential:
         blocks = []

@@ -10,6 +10,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models run faster on one intra-op thread, and are then immune to a busy second core."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def cifar_no_md5(monkeypatch):
     """Accept CIFAR files that tests wrote themselves: torchvision checks the official md5 sums."""
     import torchvision.datasets.cifar as cifar

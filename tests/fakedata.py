@@ -107,6 +107,17 @@ def write_tiny_imagenet_raw(root: str | os.PathLike, num_classes: int = 3, train
     return base
 
 
+def blob_saliency(batch: int, size: int = 32, seed: int = 0):
+    """Smooth saliency maps (batch, size, size) with one bright blob each, at random places."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(batch, 2, generator=g) * size
+    ys, xs = torch.meshgrid(torch.arange(float(size)), torch.arange(float(size)), indexing="ij")
+    d2 = (ys - centres[:, 0, None, None]) ** 2 + (xs - centres[:, 1, None, None]) ** 2
+    return torch.exp(-d2 / 40) + 0.01
+
+
 def write_image_folder(root: str | os.PathLike, num_classes: int = 3, per_class: int = 4, size: int = 32,
                        seed: int = 0, splits: tuple[str, ...] = ("train", "val")) -> Path:
     """Write an ImageFolder tree ``root/<split>/<class>/<k>.png`` (the layout of an ImageNet copy)."""

@@ -327,10 +327,10 @@ def test_init_is_standard_and_reproducible():
     bn = a.layer3[1].bn2
     assert torch.equal(bn.weight, torch.ones_like(bn.weight))
     assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
-    # Kaiming normal: std sqrt(2 / (512 * 3 * 3)) over 2.4M draws (fan_in = fan_out here); torch's
-    # default conv init would give a std sqrt(6) times smaller.
+    # PyTorch's default conv init, as the published models: uniform(+-1/sqrt(fan_in)), so a std
+    # of 1/sqrt(3 fan_in) over 2.4M draws (kaiming normal would be sqrt(6) times larger).
     conv = a.layer4[1].conv2.weight
-    expected_std = (2.0 / (512 * 9)) ** 0.5
+    expected_std = (1.0 / (3 * 512 * 9)) ** 0.5
     assert abs(conv.std().item() / expected_std - 1) < 0.01
     assert abs(conv.mean().item()) < 0.01 * expected_std
 

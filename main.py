@@ -1,0 +1,582 @@
+"""Train an image classifier with Co-Mixup (or plain training), as the published ``main.py`` did.
+
+    python main.py --dataset cifar100 --data_dir ./data/cifar100/ --labels_per_class 500 \\
+        --arch preactresnet18 --learning_rate 0.2 --epochs 300 --schedule 100 200 --gammas 0.1 0.1
+
+The flags, their defaults, the experiment folder name and the log lines are the published ones
+(SPEC §4-5). Each epoch writes ``log.txt``, ``log.pkl``, ``loss.png``, ``acc.png``,
+``checkpoint.pth.tar`` and, when the test accuracy improves, ``model_best.pth.tar`` to
+``--root_dir/<experiment name>`` (nothing with ``--log_off``). ``--resume`` continues a run
+from our checkpoints bit-identically on the CPU, and also reads the published checkpoint.
+``python main.py --evaluate --resume FILE`` only evaluates on the test set.
+
+Exit status: 0 on success, 2 for bad arguments, data or checkpoints (one ``error:`` line on
+stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+import comix
+import comix_solver
+import models
+from load_data import DATASETS, DataError, dataset_info, get_datasets, get_loaders
+from mixup_parallel import PartitionPool, default_workers
+from utils import (
+    CHECKPOINT_FORMAT,
+    HISTORY_KEYS,
+    AverageMeter,
+    CheckpointError,
+    LogPrinter,
+    accuracy,
+    atomic_pickle_dump,
+    capture_rng_state,
+    convert_secs2time,
+    load_checkpoint,
+    plot_curves,
+    restore_rng_state,
+    save_checkpoint,
+    state_dict_mismatch,
+    str2bool,
+    time_string,
+    to_one_hot,
+)
+
+__all__ = ["get_args_parser", "validate_args", "experiment_name", "adjust_learning_rate", "train_one_epoch",
+           "evaluate", "main"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one ``error: ...`` line on stderr (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None ones, whose help text says what they mean."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def _flag_bool(group: argparse._ArgumentGroup, name: str, help_text: str) -> None:
+    """A boolean that works bare (``--log_off``) and with a value (``--log_off True``)."""
+    group.add_argument(name, nargs="?", const=True, default=False, type=str2bool, metavar="BOOL", help=help_text)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The published command line (SPEC §5), same names, defaults and meanings, plus --m_solver.
+
+    ``--data_dir`` defaults to ./data/<dataset> (resolved by :func:`main`). Booleans accept
+    true/false, yes/no, t/f, y/n, 1/0 in any case.
+    """
+    parser = _ArgumentParser(description="Train a classifier with Co-Mixup",
+                             formatter_class=_HelpFormatter)
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="cifar100", choices=DATASETS, help="data set")
+    data.add_argument("--data_dir", default=None,
+                      help="data set folder (CIFAR is downloaded there); default ./data/<dataset>")
+    data.add_argument("--root_dir", default="experiments", help="folder where experiment folders are created")
+    data.add_argument("--labels_per_class", type=int, default=500, metavar="NL",
+                      help="training images kept per class (a class-balanced subset)")
+    data.add_argument("--valid_labels_per_class", type=int, default=0, metavar="NL",
+                      help="training images per class held out as a validation set (0: none)")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--arch", metavar="ARCH", default="preactresnet18", choices=models.model_names(),
+                       help=f"architecture: {', '.join(models.model_names())}")
+    model.add_argument("--initial_channels", type=int, default=64, choices=(16, 64),
+                       help="width of the preactresnet models")
+    model.add_argument("--dropout", type=str2bool, default=False, metavar="BOOL",
+                       help="dropout before the final layer")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, default=300, help="number of epochs to train")
+    optim.add_argument("--batch_size", type=int, default=100)
+    optim.add_argument("--learning_rate", type=float, default=0.2)
+    optim.add_argument("--momentum", type=float, default=0.9, help="Nesterov momentum of SGD")
+    optim.add_argument("--decay", type=float, default=0.0001, help="weight decay (L2 penalty)")
+    optim.add_argument("--schedule", type=int, nargs="+", default=[100, 200],
+                       help="epochs at which the learning rate is multiplied by the matching gamma")
+    optim.add_argument("--gammas", type=float, nargs="+", default=[0.1, 0.1],
+                       help="learning-rate factors, one per --schedule epoch")
+
+    mix = parser.add_argument_group("Co-Mixup")
+    mix.add_argument("--comix", type=str2bool, default=True, metavar="BOOL",
+                     help="train on Co-Mixup images (False: plain training)")
+    mix.add_argument("--m_block_num", type=int, default=4,
+                     help="mask grid size n (n x n blocks; must divide the image size); -1: random per batch")
+    mix.add_argument("--m_part", type=int, default=20, help="partition size (inputs mixed together)")
+    mix.add_argument("--m_beta", type=float, default=0.32, help="label smoothness coefficient")
+    mix.add_argument("--m_gamma", type=float, default=1.0, help="supermodular diversity coefficient")
+    mix.add_argument("--m_thres", type=float, default=0.83, help="diversity threshold tau")
+    mix.add_argument("--m_thres_type", default="hard", choices=("soft", "hard"), help="thresholding type")
+    mix.add_argument("--m_eta", type=float, default=0.05, help="prior coefficient")
+    mix.add_argument("--mixup_alpha", type=float, default=2.0, help="Dirichlet prior concentration")
+    mix.add_argument("--m_omega", type=float, default=0.001, help="input compatibility coefficient omega")
+    mix.add_argument("--set_resolve", type=str2bool, default=True, metavar="BOOL",
+                     help="resolve outputs that use the same set of inputs")
+    mix.add_argument("--m_niter", type=int, default=4, help="outer iterations of the solver")
+    mix.add_argument("--clean_lam", type=float, default=1.0,
+                     help="weight of the clean-input loss (0: saliency only, in eval mode)")
+    mix.add_argument("--parallel", type=str2bool, default=True, metavar="BOOL",
+                     help="solve the partitions of a batch concurrently (threads)")
+    mix.add_argument("--m_solver", default="fast", choices=comix_solver.SOLVERS,
+                     help="labelling solver: fast (compiled swap moves), bkgco or gco (published GCO backend)")
+
+    ckpt = parser.add_argument_group("checkpoints")
+    ckpt.add_argument("--print_freq", type=int, default=100,
+                      help="accepted for compatibility (the published script does not use it either); "
+                           "running values show in the progress bar")
+    ckpt.add_argument("--resume", default="", type=str, help="checkpoint to continue from (ours or the published)")
+    ckpt.add_argument("--start_epoch", type=int, default=0,
+                      help="first epoch when not resuming (a resumed run starts at the checkpoint's epoch)")
+    _flag_bool(ckpt, "--evaluate", "only evaluate the (resumed) model on the test set")
+
+    accel = parser.add_argument_group("acceleration")
+    accel.add_argument("--ngpu", type=int, default=1,
+                       help="GPUs to use (0: CPU; more than 1: DataParallel); CPU when CUDA is unavailable")
+    accel.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+
+    misc = parser.add_argument_group("misc")
+    misc.add_argument("--seed", type=int, default=0, help="random seed")
+    misc.add_argument("--tag", type=str, default="", help="suffix of the experiment folder name")
+    _flag_bool(misc, "--log_off", "write no files (output is still printed)")
+    return parser
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Check the parsed arguments before any heavy work; ValueError with every problem found
+    (what is wrong and what is allowed), joined into one line."""
+    problems = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    def finite(value: float) -> bool:
+        return math.isfinite(value)
+
+    need(args.batch_size >= 1, f"--batch_size must be at least 1, got {args.batch_size}")
+    need(args.epochs >= 0, f"--epochs must be 0 or more, got {args.epochs}")
+    need(args.start_epoch >= 0, f"--start_epoch must be 0 or more, got {args.start_epoch}")
+    need(finite(args.learning_rate) and args.learning_rate > 0,
+         f"--learning_rate must be a positive number, got {args.learning_rate}")
+    need(finite(args.momentum) and args.momentum >= 0, f"--momentum must be 0 or more, got {args.momentum}")
+    need(finite(args.decay) and args.decay >= 0, f"--decay must be 0 or more, got {args.decay}")
+    if len(args.schedule) != len(args.gammas):
+        problems.append(f"--schedule and --gammas must have the same length, got {len(args.schedule)} "
+                        f"epochs ({' '.join(map(str, args.schedule))}) and {len(args.gammas)} factors "
+                        f"({' '.join(map(str, args.gammas))})")
+    need(all(step >= 0 for step in args.schedule) and list(args.schedule) == sorted(args.schedule),
+         f"--schedule must list epochs >= 0 in increasing order, got {' '.join(map(str, args.schedule))}")
+    need(all(finite(g) and g > 0 for g in args.gammas),
+         f"--gammas must be positive numbers, got {' '.join(map(str, args.gammas))}")
+    need(args.labels_per_class >= 1, f"--labels_per_class must be at least 1, got {args.labels_per_class}")
+    need(args.valid_labels_per_class >= 0,
+         f"--valid_labels_per_class must be 0 or more, got {args.valid_labels_per_class}")
+    need(finite(args.clean_lam) and args.clean_lam >= 0, f"--clean_lam must be 0 or more, got {args.clean_lam}")
+    need(args.print_freq >= 1, f"--print_freq must be at least 1, got {args.print_freq}")
+    need(args.workers >= 0, f"--workers must be 0 or more, got {args.workers}")
+    need(0 <= args.seed < 2**32, f"--seed must lie in [0, 2**32 - 1], got {args.seed}")
+    need(os.sep not in args.tag and (os.altsep is None or os.altsep not in args.tag),
+         f"--tag becomes part of a folder name and must not contain a path separator, got {args.tag!r}")
+    if args.ngpu < 0:
+        problems.append(f"--ngpu must be 0 (CPU) or more, got {args.ngpu}")
+    elif args.ngpu > 1 and torch.cuda.is_available() and args.ngpu > torch.cuda.device_count():
+        problems.append(f"--ngpu {args.ngpu} asks for more GPUs than the {torch.cuda.device_count()} visible")
+    if args.arch not in models.WIDTH_ARCHS and args.initial_channels != models.DEFAULT_INITIAL_CHANNELS:
+        problems.append(f"--initial_channels applies only to the preactresnet models; {args.arch} has a "
+                        f"fixed width (leave it at {models.DEFAULT_INITIAL_CHANNELS})")
+    if args.comix:
+        try:
+            comix.CoMixupConfig.from_namespace(args)
+        except ValueError as err:
+            problems.append(str(err))
+        size = dataset_info(args.dataset).image_size
+        if args.m_block_num >= 1 and size % args.m_block_num:
+            divisors = [n for n in range(1, size + 1) if size % n == 0]
+            problems.append(f"--m_block_num {args.m_block_num} does not divide the {size}x{size} images of "
+                            f"{args.dataset}; use -1 (random) or one of {', '.join(map(str, divisors))}")
+    if args.resume and not os.path.isfile(args.resume):
+        problems.append(f"--resume {args.resume}: no such checkpoint file")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def experiment_name(args: argparse.Namespace) -> str:
+    """The published experiment folder name, e.g. ``cifar100_per_500_arch_preactresnet18_eph_300_lr_0.2_
+    mblock_4_mbeta_0.32_mgamma_1.0_mthres_hard0.83_meta_0.05_m_alpha_2.0_mpart_20_niter_4_omega_0.001_
+    set_clean_1.0_seed_0_test`` (a non-default --m_solver adds ``_solver_<name>`` after the m_* part)."""
+    name = (f"{args.dataset}_per_{args.labels_per_class}_arch_{args.arch}_eph_{args.epochs}"
+            f"_lr_{args.learning_rate}")
+    if args.comix:
+        name += (f"_mblock_{args.m_block_num}_mbeta_{args.m_beta}_mgamma_{args.m_gamma}"
+                 f"_mthres_{args.m_thres_type}{args.m_thres}_meta_{args.m_eta}_m_alpha_{args.mixup_alpha}"
+                 f"_mpart_{args.m_part}_niter_{args.m_niter}_omega_{args.m_omega}")
+        if args.set_resolve:
+            name += "_set"
+        if args.m_solver != "fast":
+            name += f"_solver_{args.m_solver}"
+    if args.clean_lam > 0:
+        name += f"_clean_{args.clean_lam}"
+    name += f"_seed_{args.seed}"
+    if args.tag:
+        name += f"_{args.tag}"
+    return name
+
+
+# ---------------------------------------------------------------------------------------------
+# Training pieces
+# ---------------------------------------------------------------------------------------------
+
+def adjust_learning_rate(optimizer: torch.optim.Optimizer, epoch: int, learning_rate: float,
+                         schedule: Sequence[int], gammas: Sequence[float]) -> float:
+    """Set and return lr = learning_rate x the gammas of every schedule epoch <= epoch."""
+    lr = learning_rate
+    for gamma, step in zip(gammas, schedule, strict=True):
+        if epoch < step:
+            break
+        lr *= gamma
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's training order: a function of (seed, epoch) only, distinct across pairs."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0])
+
+
+def set_train_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Make this epoch's training order depend on (seed, epoch) alone, not on how many epochs
+    this process ran before, so a resumed run sees the batches an uninterrupted one would.
+
+    get_loaders gives the training loader its own generator (shared with its RandomSampler, and
+    the source of worker seeds); it is re-seeded here. A DistributedSampler takes the epoch.
+    """
+    if loader.generator is None:
+        raise ValueError("the training loader needs its own generator (build it with load_data.get_loaders)")
+    loader.generator.manual_seed(epoch_seed(seed, epoch))
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+
+
+def _bce_on_softmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The published loss: binary cross-entropy between softmax(logits) and (soft) targets, mean."""
+    return F.binary_cross_entropy(F.softmax(logits.float(), dim=1), targets)
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    mixer: comix.CoMixup | None, args: argparse.Namespace, device: torch.device,
+                    epoch: int, num_classes: int) -> dict[str, float]:
+    """One epoch of the published training step over ``loader``.
+
+    mixer None: plain training, loss = BCE(softmax(model(x)), one-hot). Otherwise Co-Mixup: the
+    clean pass (saliency and, with args.clean_lam > 0, the clean-loss gradients), the mixed
+    batch from ``mixer``, loss = BCE(softmax(model(mixed)), mixed targets), one SGD step for
+    both. Accuracy is measured on the clean logits.
+
+    Returns loss (mean per image of the training loss), top1, top5 (percent), mix_time (mean
+    seconds per step spent in the mixer, 0 without one) and steps.
+    """
+    model.train()
+    losses, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
+    mix_seconds = 0.0
+    steps = 0
+    # disable=None: the bar shows only when stderr is a terminal (not in logs, pipes or tests).
+    progress = tqdm(loader, desc=f"Epoch {epoch:03d}/{args.epochs:03d}", leave=False, disable=None,
+                    dynamic_ncols=True)
+    for images, target in progress:
+        images = images.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True).long()
+        optimizer.zero_grad(set_to_none=True)
+        if mixer is None:
+            logits = model(images)
+            loss = _bce_on_softmax(logits, to_one_hot(target, num_classes))
+        else:
+            saliency, _, logits = comix.saliency_and_clean_loss(model, images, target, args.clean_lam,
+                                                                num_classes)
+            started = time.perf_counter()
+            mixed_images, mixed_targets = mixer(images, target, saliency)
+            mix_seconds += time.perf_counter() - started
+            loss = _bce_on_softmax(model(mixed_images), mixed_targets)
+        loss.backward()
+        optimizer.step()
+
+        prec1, prec5 = accuracy(logits.detach(), target, topk=(1, 5))
+        batch = images.shape[0]
+        losses.update(loss.item(), batch)
+        top1.update(prec1, batch)
+        top5.update(prec5, batch)
+        steps += 1
+        progress.set_postfix(loss=f"{losses.avg:.4f}", acc=f"{top1.avg:.2f}", refresh=False)
+    progress.close()
+    return {"loss": losses.avg, "top1": top1.avg, "top5": top5.avg,
+            "mix_time": mix_seconds / steps if steps else 0.0, "steps": steps}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_classes: int) -> dict[str, float]:
+    """Top-1/top-5 accuracy (percent) and the published loss, BCE(softmax(logits), one-hot)
+    averaged over images, of ``model`` in eval mode on ``loader``; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    losses, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
+    try:
+        for images, target in loader:
+            images = images.to(device, non_blocking=True)
+            target = target.to(device, non_blocking=True).long()
+            logits = model(images)
+            loss = _bce_on_softmax(logits, to_one_hot(target, num_classes))
+            prec1, prec5 = accuracy(logits, target, topk=(1, 5))
+            batch = images.shape[0]
+            losses.update(loss.item(), batch)
+            top1.update(prec1, batch)
+            top5.update(prec5, batch)
+    finally:
+        model.train(was_training)
+    return {"top1": top1.avg, "top5": top5.avg, "loss": losses.avg}
+
+
+def _train_line(stats: dict[str, float]) -> str:
+    return (f"**Train** Prec@1 {stats['top1']:.2f} Prec@5 {stats['top5']:.2f} "
+            f"Error@1 {100 - stats['top1']:.2f}")
+
+
+def _eval_line(label: str, stats: dict[str, float]) -> str:
+    # label is 5 characters wide ("Test ", "Valid") like the published "**Test **"; trailing space kept.
+    return (f"**{label}** Prec@1 {stats['top1']:.2f} Prec@5 {stats['top5']:.2f} "
+            f"Error@1 {100 - stats['top1']:.2f} Loss: {stats['loss']:.3f} ")
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # CoMixup draws from numpy's global state
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _apply_checkpoint(checkpoint: dict, path: str, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                      args: argparse.Namespace, num_classes: int) -> None:
+    """Load the checkpoint's weights (and optimizer state when ``optimizer``) into the plain model;
+    CheckpointError naming the mismatch when they do not fit."""
+    mismatch = state_dict_mismatch(model.state_dict(), checkpoint["state_dict"])
+    if mismatch:
+        saved = ", ".join(str(v) for v in (checkpoint["arch"], checkpoint["dataset"]) if v)
+        saved = f" (saved for {saved})" if saved else ""
+        raise CheckpointError(f"checkpoint {path}{saved} does not fit {args.arch} with {num_classes} classes "
+                              f"for {args.dataset}: {mismatch}")
+    model.load_state_dict(checkpoint["state_dict"])
+    if optimizer is None or checkpoint["optimizer"] is None:
+        return
+    try:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise CheckpointError(f"the optimizer state in {path} does not fit {args.arch}: "
+                              f"{' '.join(str(err).split())}") from err
+    # The command line, not the checkpoint, decides the SGD settings (lr is set every epoch).
+    for group in optimizer.param_groups:
+        group.update(momentum=args.momentum, weight_decay=args.decay, nesterov=True)
+
+
+def _json_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: list(value) if isinstance(value, (list, tuple)) else value for key, value in vars(args).items()}
+
+
+def _final_line(test_acc: list[float]) -> str:
+    last = np.asarray(test_acc[-10:], dtype=np.float64)
+    median = float(np.median(last))
+    spread = max(last.max() - median, median - last.min())
+    return f"\nfinal 10 epoch acc (median) : {median:.2f} (+- {spread:.2f})"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train (or, with --evaluate, evaluate) as the validated ``args`` say; returns the exit status.
+    Raises DataError / CheckpointError for problems the user must fix."""
+    device = torch.device("cuda") if args.ngpu > 0 and torch.cuda.is_available() else torch.device("cpu")
+    args.use_cuda = device.type == "cuda"
+    exp_dir = None if args.log_off else os.path.join(args.root_dir, experiment_name(args))
+    if exp_dir is not None:
+        os.makedirs(exp_dir, exist_ok=True)
+    with LogPrinter(os.path.join(exp_dir, "log.txt") if exp_dir is not None else None) as log:
+        if exp_dir is not None:
+            log(f"save path : {exp_dir}")
+        print()
+        log(dict(sorted(vars(args).items())))
+        print()
+        log(f"Random Seed: {args.seed}")
+        log("python version : {}".format(sys.version.replace("\n", " ")))
+        log(f"torch  version : {torch.__version__}")
+        log(f"cudnn  version : {torch.backends.cudnn.version()}")
+        if args.ngpu > 0 and device.type == "cpu":
+            log("=> CUDA is not available: running on the CPU")
+
+        _seed_everything(args.seed)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+        info = dataset_info(args.dataset)
+        train_set, valid_set, test_set, num_classes = get_datasets(
+            args.dataset, args.data_dir, labels_per_class=args.labels_per_class,
+            valid_labels_per_class=args.valid_labels_per_class, seed=args.seed)
+        train_loader, valid_loader, test_loader = get_loaders(
+            train_set, valid_set, test_set, args.batch_size, args.workers, seed=args.seed,
+            pin_memory=device.type == "cuda")
+
+        log(f"=> creating model '{args.arch}'")
+        model = models.build_model(args.arch, num_classes, args.dropout, stride=info.stride,
+                                   initial_channels=args.initial_channels).to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=args.learning_rate, momentum=args.momentum,
+                                    weight_decay=args.decay, nesterov=True)
+
+        history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
+        if valid_loader is not None:
+            history.update(valid_loss=[], valid_acc=[])
+        best_acc = 0.0
+        start_epoch = args.start_epoch
+        rng_state = None
+        if args.resume:
+            log(f"\n=> loading checkpoint '{args.resume}'")
+            checkpoint = load_checkpoint(args.resume, map_location="cpu")
+            _apply_checkpoint(checkpoint, args.resume, model, None if args.evaluate else optimizer, args, num_classes)
+            for key, values in checkpoint["history"].items():
+                history[key] = list(values)
+            best_acc = checkpoint["best_acc"]
+            start_epoch = checkpoint["epoch"]
+            rng_state = checkpoint["rng"]
+            log(f"=> loaded checkpoint '{args.resume}' (epoch {checkpoint['epoch']})")
+        else:
+            log(f"=> do not use any checkpoint for {args.arch} model")
+
+        net: nn.Module = model
+        if device.type == "cuda" and args.ngpu > 1:
+            net = nn.DataParallel(model, device_ids=list(range(args.ngpu)))
+
+        if args.evaluate:
+            log(_eval_line("Test ", evaluate(net, test_loader, device, num_classes)))
+            return 0
+
+        pool = PartitionPool(default_workers(math.ceil(args.batch_size / args.m_part))) \
+            if args.comix and args.parallel else None
+        try:
+            mixer = None
+            if args.comix:
+                mixer = comix.CoMixup(num_classes=num_classes, executor=pool,
+                                      **vars(comix.CoMixupConfig.from_namespace(args)))
+            # Last, so that nothing above (model init, data subset) shifts the resumed random streams.
+            if rng_state is not None:
+                restore_rng_state(rng_state)
+            _train(args, net, model, optimizer, mixer, device, num_classes, train_loader, valid_loader,
+                   test_loader, history, best_acc, start_epoch, exp_dir, log)
+        finally:
+            if pool is not None:
+                pool.close()
+    return 0
+
+
+def _train(args: argparse.Namespace, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer,
+           mixer: comix.CoMixup | None, device: torch.device, num_classes: int, train_loader: DataLoader,
+           valid_loader: DataLoader | None, test_loader: DataLoader, history: dict[str, list[float]],
+           best_acc: float, start_epoch: int, exp_dir: str | None, log: LogPrinter) -> None:
+    """The epoch loop: train, evaluate, log and save each epoch (net: what runs, model: what is saved)."""
+    if start_epoch >= args.epochs:
+        log(f"=> nothing to train: the run starts at epoch {start_epoch} and --epochs is {args.epochs}")
+    epoch_time = AverageMeter()
+    for epoch in range(start_epoch, args.epochs):
+        started = time.time()
+        lr = adjust_learning_rate(optimizer, epoch, args.learning_rate, args.schedule, args.gammas)
+        set_train_epoch(train_loader, args.seed, epoch)
+        hours, minutes, seconds = convert_secs2time(epoch_time.avg * (args.epochs - epoch))
+        log(f"\n==>>{time_string()} [Epoch={epoch:03d}/{args.epochs:03d}] "
+            f"[Need: {hours:02d}:{minutes:02d}:{seconds:02d}] [learning_rate={lr:6.4f}] "
+            f"[Best : Accuracy={best_acc:.2f}, Error={100 - best_acc:.2f}]")
+
+        train_stats = train_one_epoch(net, train_loader, optimizer, mixer, args, device, epoch, num_classes)
+        log(_train_line(train_stats))
+        if valid_loader is not None:
+            valid_stats = evaluate(net, valid_loader, device, num_classes)
+            log(_eval_line("Valid", valid_stats))
+            history["valid_loss"].append(valid_stats["loss"])
+            history["valid_acc"].append(valid_stats["top1"])
+        test_stats = evaluate(net, test_loader, device, num_classes)
+        log(_eval_line("Test ", test_stats))
+
+        # The first evaluated epoch is always the best so far, even at 0% accuracy.
+        is_best = not history["test_acc"] or test_stats["top1"] > best_acc
+        best_acc = test_stats["top1"] if is_best else best_acc
+        history["train_loss"].append(train_stats["loss"])
+        history["train_acc"].append(train_stats["top1"])
+        history["test_loss"].append(test_stats["loss"])
+        history["test_acc"].append(test_stats["top1"])
+
+        if exp_dir is not None:
+            atomic_pickle_dump({key: list(values) for key, values in history.items()},
+                               os.path.join(exp_dir, "log.pkl"))
+            plot_curves(history, exp_dir)
+            save_checkpoint({
+                "format": CHECKPOINT_FORMAT,
+                "epoch": epoch + 1,
+                "arch": args.arch,
+                "state_dict": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "best_acc": best_acc,
+                "history": {key: list(values) for key, values in history.items()},
+                "args": _json_args(args),
+                "rng": capture_rng_state(include_cuda=device.type == "cuda"),
+                "num_classes": num_classes,
+                "dataset": args.dataset,
+            }, is_best, exp_dir)
+        epoch_time.update(time.time() - started)
+
+    if history["test_acc"]:
+        log(_final_line(history["test_acc"]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default: sys.argv[1:]), validate, and run; returns the exit status
+    (0 success, 2 bad arguments/data/checkpoint with one ``error:`` line on stderr)."""
+    parser = get_args_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a usage error already printed (2)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    if args.data_dir is None:
+        args.data_dir = f"./data/{args.dataset}"
+    try:
+        validate_args(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        return run(args)
+    except (DataError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""Checkpoints: the published format (pickled logger.RecorderMeter, DataParallel keys), refusal of
+other pickled objects, mismatches, atomic files and RNG states."""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import re
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms as T
+from torchvision.datasets import CIFAR10
+
+import main
+import models
+import utils
+from fakedata import write_cifar
+
+CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
+CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+PUBLISHED_EPOCHS = 3
+RECORDED_TEST_ACC = [21.5, 34.25, 30.0]
+TEST_RE = re.compile(r"^\*\*Test \*\* Prec@1 \d+\.\d\d Prec@5 \d+\.\d\d Error@1 \d+\.\d\d Loss: \d+\.\d{3} $")
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def data_dir(tmp_path, cifar_no_md5):
+    return write_cifar(tmp_path / "data", "cifar10", train_per_class=6, test_per_class=2)
+
+
+def base_args(data_dir: Path, root: Path, *extra: str) -> list[str]:
+    return ["--dataset", "cifar10", "--data_dir", str(data_dir), "--root_dir", str(root),
+            "--labels_per_class", "6", "--arch", "preactresnet18", "--initial_channels", "16",
+            "--batch_size", "20", "--m_part", "10", "--ngpu", "0", "--workers", "0", *extra]
+
+
+def cifar_split(data_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split as normalised tensors, read with torchvision directly (not through load_data)."""
+    dataset = CIFAR10(str(data_dir), train=train, download=False,
+                      transform=T.Compose([T.ToTensor(), T.Normalize(CIFAR10_MEAN, CIFAR10_STD)]))
+    images, labels = zip(*[dataset[i] for i in range(len(dataset))], strict=True)
+    return torch.stack(images), torch.tensor(labels)
+
+
+def trained_model(data_dir: Path) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """A model main.py could not produce by itself (other seed, trained), with its optimizer."""
+    torch.manual_seed(1234)
+    model = models.build_model("preactresnet18", 10, initial_channels=16)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4, nesterov=True)
+    images, labels = cifar_split(data_dir, train=True)
+    model.train()
+    for _ in range(6):
+        optimizer.zero_grad()
+        F.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+    return model, optimizer
+
+
+def save_published_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """torch.save a dict as the published main.py did, with a RecorderMeter from a module `logger`
+    that exists only while saving (as on the authors' machine)."""
+    assert "logger" not in sys.modules
+    logger = types.ModuleType("logger")
+
+    class RecorderMeter:
+        def __init__(self, total_epoch: int) -> None:
+            self.total_epoch = total_epoch
+            self.current_epoch = 0
+            self.epoch_losses = np.zeros((total_epoch, 2), dtype=np.float32) - 1
+            self.epoch_accuracy = np.zeros((total_epoch, 2), dtype=np.float32)
+
+        def update(self, idx, train_loss, train_acc, val_loss, val_acc):
+            self.epoch_losses[idx] = (train_loss, val_loss)
+            self.epoch_accuracy[idx] = (train_acc, val_acc)
+            self.current_epoch = idx + 1
+
+    RecorderMeter.__module__ = "logger"
+    RecorderMeter.__qualname__ = "RecorderMeter"
+    logger.RecorderMeter = RecorderMeter
+    recorder = RecorderMeter(10)
+    for epoch, test_acc in enumerate(RECORDED_TEST_ACC):
+        recorder.update(epoch, 0.05 - 0.01 * epoch, 20.0 + 10 * epoch, 0.04 - 0.005 * epoch, test_acc)
+
+    optimizer_state = optimizer.state_dict()
+    for group in optimizer_state["param_groups"]:  # torch 1.7's SGD groups had only these keys
+        for key in list(group):
+            if key not in ("lr", "momentum", "dampening", "weight_decay", "nesterov", "params"):
+                del group[key]
+    sys.modules["logger"] = logger
+    try:
+        torch.save({"epoch": PUBLISHED_EPOCHS, "arch": "preactresnet18",
+                    "state_dict": {"module." + k: v for k, v in model.state_dict().items()},
+                    "recorder": recorder, "optimizer": optimizer_state}, path)
+    finally:
+        del sys.modules["logger"]
+
+
+@pytest.fixture
+def published(tmp_path, data_dir):
+    model, optimizer = trained_model(data_dir)
+    path = tmp_path / "published" / "checkpoint.pth.tar"
+    path.parent.mkdir()
+    save_published_checkpoint(path, model, optimizer)
+    return path, model
+
+
+def expected_test_line(model: torch.nn.Module, data_dir: Path) -> str:
+    images, labels = cifar_split(data_dir, train=False)
+    model.eval()
+    with torch.no_grad():
+        logits = model(images)
+    top1 = (logits.argmax(1) == labels).float().mean().item() * 100
+    top5 = (logits.topk(5, dim=1).indices == labels[:, None]).any(1).float().mean().item() * 100
+    loss = F.binary_cross_entropy(F.softmax(logits, 1), F.one_hot(labels, 10).float()).item()
+    return f"**Test ** Prec@1 {top1:.2f} Prec@5 {top5:.2f} Error@1 {100 - top1:.2f} Loss: {loss:.3f} "
+
+
+def test_published_checkpoint_needs_the_allowlist(published):
+    path, _ = published
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+
+
+def test_published_checkpoint_evaluates(published, data_dir, tmp_path, capsys):
+    path, model = published
+    root = tmp_path / "exp"
+    rc = main.main(base_args(data_dir, root, "--evaluate", "--log_off", "--parallel", "False", "--resume", str(path)))
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0
+    assert f"=> loaded checkpoint '{path}' (epoch {PUBLISHED_EPOCHS})" in out
+    assert [line for line in out if TEST_RE.match(line)] == [expected_test_line(model, data_dir)]
+    assert "logger" not in sys.modules
+    assert not root.exists()
+
+
+def test_load_checkpoint_normalises_the_published_format(published):
+    path, model = published
+    loaded = utils.load_checkpoint(path)
+    assert loaded["source"] == "published"
+    assert loaded["epoch"] == PUBLISHED_EPOCHS and loaded["arch"] == "preactresnet18"
+    assert loaded["state_dict"].keys() == model.state_dict().keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded["state_dict"][key], value)
+    assert loaded["history"]["test_acc"] == pytest.approx(RECORDED_TEST_ACC)
+    assert loaded["history"]["train_acc"] == pytest.approx([20.0, 30.0, 40.0])
+    assert loaded["history"]["test_loss"] == pytest.approx([0.04, 0.035, 0.03])
+    assert len(loaded["history"]["train_loss"]) == PUBLISHED_EPOCHS
+    assert loaded["best_acc"] == pytest.approx(max(RECORDED_TEST_ACC))
+    assert loaded["rng"] is None
+
+
+def test_published_checkpoint_with_numpy1_names_loads(published, tmp_path):
+    """The real file was pickled under numpy 1, whose arrays name numpy.core.multiarray._reconstruct
+    (numpy 2 moved it to numpy._core); rewrite our file's pickle to those names."""
+    path, model = published
+    old_names = tmp_path / "numpy1.pth.tar"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(old_names, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("/data.pkl"):
+                assert b"numpy._core.multiarray" in data
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            target.writestr(info, data)
+    assert "numpy.core.multiarray._reconstruct" in torch.serialization.get_unsafe_globals_in_checkpoint(old_names)
+    loaded = utils.load_checkpoint(old_names)
+    assert loaded["history"]["test_acc"] == pytest.approx(RECORDED_TEST_ACC)
+    assert torch.equal(loaded["state_dict"]["linear.weight"], model.state_dict()["linear.weight"])
+
+
+def test_published_checkpoint_resumes_training(published, data_dir, tmp_path, capsys):
+    path, model = published
+    root = tmp_path / "exp"
+    rc = main.main(base_args(data_dir, root, "--epochs", str(PUBLISHED_EPOCHS + 1), "--comix", "False",
+                             "--resume", str(path)))
+    out = capsys.readouterr().out
+    assert rc == 0
+    best = max(RECORDED_TEST_ACC)
+    assert "[Epoch=003/004]" in out and "[Epoch=002/004]" not in out
+    assert f"[Best : Accuracy={best:.2f}, Error={100 - best:.2f}]" in out
+    assert out.count("**Train**") == 1
+
+    (exp,) = root.iterdir()
+    checkpoint = torch.load(exp / "checkpoint.pth.tar", weights_only=True)
+    assert checkpoint["epoch"] == PUBLISHED_EPOCHS + 1
+    assert checkpoint["history"]["test_acc"][:3] == pytest.approx(RECORDED_TEST_ACC)
+    assert len(checkpoint["history"]["test_acc"]) == PUBLISHED_EPOCHS + 1
+    assert not torch.equal(checkpoint["state_dict"]["linear.weight"], model.state_dict()["linear.weight"])
+    # the published momentum buffers were loaded and carried on
+    assert len(checkpoint["optimizer"]["state"]) == len(list(model.parameters()))
+
+
+def test_other_pickled_objects_are_refused(tmp_path, data_dir, capsys):
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    model = models.build_model("preactresnet18", 10, initial_channels=16)
+    path = tmp_path / "evil.pth.tar"
+    torch.save({"epoch": 1, "arch": "preactresnet18", "state_dict": model.state_dict(), "extra": Payload()}, path)
+    with pytest.raises(utils.CheckpointError, match="refusing"):
+        utils.load_checkpoint(path)
+    rc = main.main(base_args(data_dir, tmp_path / "exp", "--evaluate", "--log_off", "--resume", str(path)))
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "system" in err[0]
+    assert not marker.exists()
+
+
+def test_state_dict_of_another_model_exits_2(tmp_path, data_dir, capsys):
+    other = models.build_model("preactresnet18", 100, initial_channels=16)  # CIFAR-100 head
+    path = tmp_path / "c100.pth.tar"
+    torch.save({"epoch": 2, "arch": "preactresnet18", "state_dict": other.state_dict(), "dataset": "cifar100"}, path)
+    rc = main.main(base_args(data_dir, tmp_path / "exp", "--evaluate", "--log_off", "--resume", str(path)))
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "linear.weight is (100, 128) in the checkpoint but (10, 128) in the model" in err[0]
+    assert "cifar100" in err[0] and "10 classes" in err[0]
+
+
+def test_corrupt_checkpoint_exits_2(tmp_path, data_dir, capsys):
+    model = models.build_model("preactresnet18", 10, initial_channels=16)
+    path = tmp_path / "broken.pth.tar"
+    torch.save({"epoch": 1, "state_dict": model.state_dict()}, path)
+    path.write_bytes(path.read_bytes()[:5000])
+    rc = main.main(base_args(data_dir, tmp_path / "exp", "--evaluate", "--log_off", "--resume", str(path)))
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot read checkpoint {path}")
+
+
+def test_not_a_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "numbers.pth"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(utils.CheckpointError, match="not a training checkpoint"):
+        utils.load_checkpoint(path)
+
+
+def test_atomic_write_keeps_the_old_file_on_error(tmp_path):
+    target = tmp_path / "log.pkl"
+    utils.atomic_pickle_dump({"a": [1]}, target)
+
+    def fail_midway(f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        utils.atomic_write(target, fail_midway)
+    with open(target, "rb") as f:
+        assert pickle.load(f) == {"a": [1]}
+    assert [p.name for p in tmp_path.iterdir()] == ["log.pkl"]  # no temporary file left
+
+
+def test_save_checkpoint_writes_best_only_when_asked(tmp_path):
+    utils.save_checkpoint({"epoch": 1, "x": torch.ones(2)}, True, tmp_path)
+    utils.save_checkpoint({"epoch": 2, "x": torch.zeros(2)}, False, tmp_path)
+    assert torch.load(tmp_path / "checkpoint.pth.tar", weights_only=True)["epoch"] == 2
+    assert torch.load(tmp_path / "model_best.pth.tar", weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pth.tar", "model_best.pth.tar"]
+
+
+def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
+    random.seed(3)
+    np.random.seed(3)
+    torch.manual_seed(3)
+    np.random.normal()  # leaves a cached gaussian in numpy's legacy state
+    path = tmp_path / "rng.pt"
+    torch.save(utils.capture_rng_state(), path)
+    draws = (random.random(), np.random.rand(3).tolist(), np.random.normal(), torch.rand(3))
+    random.seed(99)
+    np.random.seed(99)
+    torch.manual_seed(99)
+    utils.restore_rng_state(torch.load(path, weights_only=True))
+    again = (random.random(), np.random.rand(3).tolist(), np.random.normal(), torch.rand(3))
+    assert draws[:3] == again[:3]
+    assert torch.equal(draws[3], again[3])
+
+
+def test_accuracy_counts_topk_with_few_classes():
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.05, 0.15], [0.2, 0.3, 0.5]])
+    target = torch.tensor([1, 2, 0])
+    top1, top2, top5 = utils.accuracy(logits, target, topk=(1, 2, 5))
+    assert top1 == pytest.approx(100 / 3)
+    assert top2 == pytest.approx(200 / 3)
+    assert top5 == pytest.approx(100.0)
+
+
+def test_utils_reexports_the_published_helpers():
+    from utils import distance, to_one_hot
+
+    assert torch.equal(to_one_hot(torch.tensor([2, 0]), 3), torch.tensor([[0.0, 0, 1], [1, 0, 0]]))
+    assert torch.equal(distance(torch.tensor([[0.0, 0], [3, 4]]), "l1"), torch.tensor([[0.0, 7], [7, 0]]))
