@@ -101,7 +101,7 @@ def get_datasets(dataset: str, data_dir: str, labels_per_class: int | None = Non
     info = dataset_info(dataset)
     _check_split_options(labels_per_class, valid_labels_per_class)
     root = os.path.abspath(os.path.expanduser(data_dir))
-    train_transform, test_transform = _transforms(info)
+    train_transform, test_transform = dataset_transforms(info)
     if dataset in _CIFAR_CLASSES:
         train_full = _load_cifar(dataset, root, True, train_transform, download)
         test_set = _load_cifar(dataset, root, False, test_transform, download)
@@ -130,7 +130,7 @@ def _check_split_options(labels_per_class: int | None, valid_labels_per_class: i
         raise DataError(f"valid_labels_per_class must be 0 or more; got {valid_labels_per_class}")
 
 
-def _transforms(info: DatasetInfo) -> tuple[Callable, Callable]:
+def dataset_transforms(info: DatasetInfo) -> tuple[Callable, Callable]:
     """(train transform, test transform) for a data set, as the published recipe has them."""
     normalise = [T.ToTensor(), T.Normalize(info.mean, info.std)]
     if info.crop_padding is None:

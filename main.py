@@ -4,10 +4,13 @@
         --arch preactresnet18 --learning_rate 0.2 --epochs 300 --schedule 100 200 --gammas 0.1 0.1
 
 The flags, their defaults, the experiment folder name and the log lines are the published ones
-(SPEC §4-5). Each epoch writes ``log.txt``, ``log.pkl``, ``loss.png``, ``acc.png``,
-``checkpoint.pth.tar`` and, when the test accuracy improves, ``model_best.pth.tar`` to
-``--root_dir/<experiment name>`` (nothing with ``--log_off``). ``--resume`` continues a run
-from our checkpoints bit-identically on the CPU, and also reads the published checkpoint.
+(SPEC §4-5). ``--method`` also trains the baselines of SPEC §8 (vanilla, mixup, manifold, cutmix,
+puzzle) with the same loop; see :func:`resolve_method` for how it and the published ``--comix``
+combine, and :mod:`methods` for each method's step. Each epoch writes ``log.txt``, ``log.pkl``,
+``loss.png``, ``acc.png``, ``checkpoint.pth.tar`` and, when the test accuracy improves,
+``model_best.pth.tar`` to ``--root_dir/<experiment name>`` (nothing with ``--log_off``).
+``--resume`` continues a run from our checkpoints bit-identically on the CPU, and also reads the
+published checkpoint.
 ``python main.py --evaluate --resume FILE`` only evaluates on the test set.
 
 Exit status: 0 on success, 2 for bad arguments, data or checkpoints (one ``error:`` line on
@@ -32,9 +35,11 @@ from tqdm import tqdm
 
 import comix
 import comix_solver
+import methods
 import models
+import puzzlemix
 from load_data import DATASETS, DataError, dataset_info, get_datasets, get_loaders
-from mixup_parallel import PartitionPool, default_workers
+from mixup_parallel import PartitionPool
 from utils import (
     CHECKPOINT_FORMAT,
     HISTORY_KEYS,
@@ -55,8 +60,8 @@ from utils import (
     to_one_hot,
 )
 
-__all__ = ["get_args_parser", "validate_args", "experiment_name", "adjust_learning_rate", "train_one_epoch",
-           "evaluate", "main"]
+__all__ = ["get_args_parser", "resolve_method", "validate_args", "experiment_name", "adjust_learning_rate",
+           "train_one_epoch", "evaluate", "main"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,9 +89,12 @@ def _flag_bool(group: argparse._ArgumentGroup, name: str, help_text: str) -> Non
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """The published command line (SPEC §5), same names, defaults and meanings, plus --m_solver.
+    """The published command line (SPEC §5), same names, defaults and meanings, plus --m_solver,
+    --method, --loss and the Puzzle Mix flags under the Puzzle Mix repository's names.
 
-    ``--data_dir`` defaults to ./data/<dataset> (resolved by :func:`main`). Booleans accept
+    ``--data_dir`` defaults to ./data/<dataset> (resolved by :func:`main`). ``--method``,
+    ``--comix``, ``--mixup_alpha`` and ``--clean_lam`` default to None, which
+    :func:`resolve_method` turns into the method and its published values. Booleans accept
     true/false, yes/no, t/f, y/n, 1/0 in any case.
     """
     parser = _ArgumentParser(description="Train a classifier with Co-Mixup",
@@ -121,9 +129,30 @@ def get_args_parser() -> argparse.ArgumentParser:
     optim.add_argument("--gammas", type=float, nargs="+", default=[0.1, 0.1],
                        help="learning-rate factors, one per --schedule epoch")
 
+    method = parser.add_argument_group("method")
+    method.add_argument("--method", default=None, choices=methods.METHODS,
+                        help="mixing method: " + ", ".join(methods.METHODS) + ". Default: comix, or vanilla "
+                             "with --comix False. An explicit --comix must agree with an explicit --method "
+                             "(--comix True: comix only; --comix False: any other method)")
+    method.add_argument("--loss", default="bce", choices=methods.LOSSES,
+                        help="training loss against the (mixed) soft targets: bce = BCE on softmax "
+                             "(published), ce = soft-target cross entropy")
+    method.add_argument("--mixup_alpha", type=float, default=None,
+                        help="mixing-weight concentration (Co-Mixup: Dirichlet prior; the others: Beta(a, a)). "
+                             "Default: the method's published value: comix 2.0, mixup 1.0, manifold 2.0, "
+                             "cutmix 1.0, puzzle 1.0 (vanilla: unused)")
+    method.add_argument("--clean_lam", type=float, default=None,
+                        help="weight of the clean-input loss of comix and puzzle (0: saliency only, in eval "
+                             "mode, its loss discarded). Default: the published value: comix 1.0, puzzle 0.0 "
+                             "(vanilla: 1.0, unused but part of the published folder name; mixup, manifold "
+                             "and cutmix have no clean pass and take no value above 0)")
+    method.add_argument("--parallel", type=str2bool, default=True, metavar="BOOL",
+                        help="solve the Co-Mixup partitions / Puzzle Mix pairs of a batch concurrently (threads)")
+
     mix = parser.add_argument_group("Co-Mixup")
-    mix.add_argument("--comix", type=str2bool, default=True, metavar="BOOL",
-                     help="train on Co-Mixup images (False: plain training)")
+    mix.add_argument("--comix", type=str2bool, default=None, metavar="BOOL",
+                     help="published switch: True = --method comix, False = --method vanilla (plain "
+                          "training); default True when --method is not given")
     mix.add_argument("--m_block_num", type=int, default=4,
                      help="mask grid size n (n x n blocks; must divide the image size); -1: random per batch")
     mix.add_argument("--m_part", type=int, default=20, help="partition size (inputs mixed together)")
@@ -132,17 +161,26 @@ def get_args_parser() -> argparse.ArgumentParser:
     mix.add_argument("--m_thres", type=float, default=0.83, help="diversity threshold tau")
     mix.add_argument("--m_thres_type", default="hard", choices=("soft", "hard"), help="thresholding type")
     mix.add_argument("--m_eta", type=float, default=0.05, help="prior coefficient")
-    mix.add_argument("--mixup_alpha", type=float, default=2.0, help="Dirichlet prior concentration")
     mix.add_argument("--m_omega", type=float, default=0.001, help="input compatibility coefficient omega")
     mix.add_argument("--set_resolve", type=str2bool, default=True, metavar="BOOL",
                      help="resolve outputs that use the same set of inputs")
     mix.add_argument("--m_niter", type=int, default=4, help="outer iterations of the solver")
-    mix.add_argument("--clean_lam", type=float, default=1.0,
-                     help="weight of the clean-input loss (0: saliency only, in eval mode)")
-    mix.add_argument("--parallel", type=str2bool, default=True, metavar="BOOL",
-                     help="solve the partitions of a batch concurrently (threads)")
     mix.add_argument("--m_solver", default="fast", choices=comix_solver.SOLVERS,
                      help="labelling solver: fast (compiled swap moves), bkgco or gco (published GCO backend)")
+
+    puzzle = parser.add_argument_group("Puzzle Mix (--method puzzle; the Puzzle Mix repository's names and "
+                                       "CIFAR command)")
+    puzzle.add_argument("--n_labels", type=int, default=3, help="mask levels per block")
+    puzzle.add_argument("--beta", type=float, default=1.2, help="label smoothness")
+    puzzle.add_argument("--gamma", type=float, default=0.5, help="data local smoothness")
+    puzzle.add_argument("--eta", type=float, default=0.2, help="prior term")
+    puzzle.add_argument("--neigh_size", type=int, default=4,
+                        help="pooling size for the colour differences across block borders")
+    puzzle.add_argument("--transport", type=str2bool, default=True, metavar="BOOL",
+                        help="move each image's salient blocks to where its mask keeps it")
+    puzzle.add_argument("--t_eps", type=float, default=0.8, help="transport distance cost")
+    puzzle.add_argument("--t_size", type=int, default=4,
+                        help="transport block side in pixels (-1: the mask's own blocks)")
 
     ckpt = parser.add_argument_group("checkpoints")
     ckpt.add_argument("--print_freq", type=int, default=100,
@@ -165,9 +203,34 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resolve_method(args: argparse.Namespace) -> None:
+    """Settle ``args.method``, ``args.comix``, ``args.mixup_alpha`` and ``args.clean_lam`` in place.
+
+    Rule: an explicit --method wins. Without it, --comix picks: True (or absent) = comix,
+    False = vanilla, as in the published script. Given both, --comix must agree: --comix True
+    only with --method comix, --comix False only with another method; a contradiction raises
+    ValueError (one line). Afterwards ``args.comix`` is ``args.method == "comix"``, and a None
+    --mixup_alpha / --clean_lam becomes the method's published value
+    (:data:`methods.PUBLISHED_MIXUP_ALPHA`, :data:`methods.PUBLISHED_CLEAN_LAM`). Idempotent.
+    """
+    if args.method is None:
+        args.method = "vanilla" if args.comix is False else "comix"
+    elif args.comix is True and args.method != "comix":
+        raise ValueError(f"--comix True contradicts --method {args.method} (--comix True means --method comix); "
+                         f"drop --comix")
+    elif args.comix is False and args.method == "comix":
+        raise ValueError("--comix False contradicts --method comix (--comix False means --method vanilla); "
+                         "drop one of them")
+    args.comix = args.method == "comix"
+    methods.fill_published_defaults(args)
+
+
 def validate_args(args: argparse.Namespace) -> None:
-    """Check the parsed arguments before any heavy work; ValueError with every problem found
-    (what is wrong and what is allowed), joined into one line."""
+    """Check the parsed arguments (after :func:`resolve_method`) before any heavy work; ValueError
+    with every problem found (what is wrong and what is allowed), joined into one line."""
+    if getattr(args, "method", None) not in methods.METHODS:
+        raise ValueError(f"--method must be one of {', '.join(methods.METHODS)} (call resolve_method first), "
+                         f"got {getattr(args, 'method', None)!r}")
     problems = []
 
     def need(ok: bool, message: str) -> None:
@@ -196,6 +259,15 @@ def validate_args(args: argparse.Namespace) -> None:
     need(args.valid_labels_per_class >= 0,
          f"--valid_labels_per_class must be 0 or more, got {args.valid_labels_per_class}")
     need(finite(args.clean_lam) and args.clean_lam >= 0, f"--clean_lam must be 0 or more, got {args.clean_lam}")
+    if args.method in ("mixup", "manifold", "cutmix") and args.clean_lam > 0:
+        problems.append(f"--clean_lam {args.clean_lam}: --method {args.method} has no clean-input pass "
+                        f"(only comix and puzzle do); leave it out")
+    if args.method not in ("comix", "puzzle") and args.mixup_alpha is not None:  # their configs check it
+        need(finite(args.mixup_alpha) and args.mixup_alpha > 0,
+             f"--mixup_alpha must be a finite number > 0, got {args.mixup_alpha}")
+    if args.method == "manifold" and args.ngpu > 1:
+        problems.append(f"--method manifold mixes hidden features across the whole batch, which --ngpu "
+                        f"{args.ngpu} (DataParallel) splits; use --ngpu 1")
     need(args.print_freq >= 1, f"--print_freq must be at least 1, got {args.print_freq}")
     need(args.workers >= 0, f"--workers must be 0 or more, got {args.workers}")
     need(0 <= args.seed < 2**32, f"--seed must lie in [0, 2**32 - 1], got {args.seed}")
@@ -208,7 +280,7 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.arch not in models.WIDTH_ARCHS and args.initial_channels != models.DEFAULT_INITIAL_CHANNELS:
         problems.append(f"--initial_channels applies only to the preactresnet models; {args.arch} has a "
                         f"fixed width (leave it at {models.DEFAULT_INITIAL_CHANNELS})")
-    if args.comix:
+    if args.method == "comix":
         try:
             comix.CoMixupConfig.from_namespace(args)
         except ValueError as err:
@@ -218,6 +290,16 @@ def validate_args(args: argparse.Namespace) -> None:
             divisors = [n for n in range(1, size + 1) if size % n == 0]
             problems.append(f"--m_block_num {args.m_block_num} does not divide the {size}x{size} images of "
                             f"{args.dataset}; use -1 (random) or one of {', '.join(map(str, divisors))}")
+    if args.method == "puzzle":
+        try:
+            puzzlemix.PuzzleMixConfig.from_namespace(args)
+        except ValueError as err:
+            problems.append(str(err))
+        else:
+            geometry = methods.puzzle_geometry_problem(dataset_info(args.dataset).image_size, args.neigh_size,
+                                                       args.t_size)
+            if geometry is not None:
+                problems.append(geometry)
     if args.resume and not os.path.isfile(args.resume):
         problems.append(f"--resume {args.resume}: no such checkpoint file")
     if problems:
@@ -225,12 +307,26 @@ def validate_args(args: argparse.Namespace) -> None:
 
 
 def experiment_name(args: argparse.Namespace) -> str:
-    """The published experiment folder name, e.g. ``cifar100_per_500_arch_preactresnet18_eph_300_lr_0.2_
+    """The experiment folder name of resolved ``args`` (:func:`resolve_method`).
+
+    comix and vanilla: the published name, e.g. ``cifar100_per_500_arch_preactresnet18_eph_300_lr_0.2_
     mblock_4_mbeta_0.32_mgamma_1.0_mthres_hard0.83_meta_0.05_m_alpha_2.0_mpart_20_niter_4_omega_0.001_
-    set_clean_1.0_seed_0_test`` (a non-default --m_solver adds ``_solver_<name>`` after the m_* part)."""
+    set_clean_1.0_seed_0_test`` (vanilla has no m_* part; a non-default --m_solver adds
+    ``_solver_<name>`` after it). The other methods put ``_method_<name>_m_alpha_<a>`` after the
+    learning rate, puzzle then ``_n_labels_<L>_beta_<b>_gamma_<g>_neigh_<s>_eta_<e>`` and, with
+    transport, ``_transport_eps_<t_eps>_size_<t_size>`` (the Puzzle Mix repository's order). Any
+    method: ``--loss ce`` adds ``_loss_ce`` before ``_clean_<clean_lam>`` (present when it is > 0).
+    """
     name = (f"{args.dataset}_per_{args.labels_per_class}_arch_{args.arch}_eph_{args.epochs}"
             f"_lr_{args.learning_rate}")
-    if args.comix:
+    if args.method not in ("comix", "vanilla"):
+        name += f"_method_{args.method}_m_alpha_{args.mixup_alpha}"
+    if args.method == "puzzle":
+        name += (f"_n_labels_{args.n_labels}_beta_{args.beta}_gamma_{args.gamma}_neigh_{args.neigh_size}"
+                 f"_eta_{args.eta}")
+        if args.transport:
+            name += f"_transport_eps_{args.t_eps}_size_{args.t_size}"
+    if args.method == "comix":
         name += (f"_mblock_{args.m_block_num}_mbeta_{args.m_beta}_mgamma_{args.m_gamma}"
                  f"_mthres_{args.m_thres_type}{args.m_thres}_meta_{args.m_eta}_m_alpha_{args.mixup_alpha}"
                  f"_mpart_{args.m_part}_niter_{args.m_niter}_omega_{args.m_omega}")
@@ -238,6 +334,8 @@ def experiment_name(args: argparse.Namespace) -> str:
             name += "_set"
         if args.m_solver != "fast":
             name += f"_solver_{args.m_solver}"
+    if args.loss != "bce":
+        name += f"_loss_{args.loss}"
     if args.clean_lam > 0:
         name += f"_clean_{args.clean_lam}"
     name += f"_seed_{args.seed}"
@@ -287,19 +385,37 @@ def _bce_on_softmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return F.binary_cross_entropy(F.softmax(logits.float(), dim=1), targets)
 
 
+def _as_method(method: methods.Method | comix.CoMixup | None, args: argparse.Namespace,
+               num_classes: int) -> methods.Method:
+    if isinstance(method, methods.Method):
+        return method
+    settings = argparse.Namespace(**vars(args))
+    settings.method = "vanilla" if method is None else "comix"
+    methods.fill_published_defaults(settings)
+    loss = getattr(settings, "loss", "bce")
+    if method is None:
+        return methods.VanillaMethod(num_classes, loss)
+    if isinstance(method, comix.CoMixup):
+        return methods.CoMixupMethod(num_classes, method, settings.clean_lam, loss)
+    raise TypeError(f"method must be a methods.Method (or, as before, a comix.CoMixup or None), "
+                    f"got {type(method).__name__}")
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                    mixer: comix.CoMixup | None, args: argparse.Namespace, device: torch.device,
+                    method: methods.Method | comix.CoMixup | None, args: argparse.Namespace, device: torch.device,
                     epoch: int, num_classes: int) -> dict[str, float]:
-    """One epoch of the published training step over ``loader``.
+    """One epoch of training steps over ``loader``: per batch, ``method`` (a :class:`methods.Method`)
+    gives the loss, then one backward and one SGD step (SPEC §4 for comix, §8 for the others).
 
-    mixer None: plain training, loss = BCE(softmax(model(x)), one-hot). Otherwise Co-Mixup: the
-    clean pass (saliency and, with args.clean_lam > 0, the clean-loss gradients), the mixed
-    batch from ``mixer``, loss = BCE(softmax(model(mixed)), mixed targets), one SGD step for
-    both. Accuracy is measured on the clean logits.
+    For code written before :mod:`methods`, ``method`` may also be a comix.CoMixup (the Co-Mixup
+    step with args.clean_lam, or its published 1.0 when None) or None (vanilla), with args.loss.
 
-    Returns loss (mean per image of the training loss), top1, top5 (percent), mix_time (mean
-    seconds per step spent in the mixer, 0 without one) and steps.
+    Returns loss (mean per image of the training loss, without the clean-input loss), top1, top5
+    (percent; on the logits the method returns: clean images for vanilla, comix and puzzle,
+    mixed images against each one's own label for mixup, manifold and cutmix), mix_time (mean
+    seconds per step spent mixing) and steps.
     """
+    method = _as_method(method, args, num_classes)
     model.train()
     losses, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
     mix_seconds = 0.0
@@ -311,22 +427,14 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True).long()
         optimizer.zero_grad(set_to_none=True)
-        if mixer is None:
-            logits = model(images)
-            loss = _bce_on_softmax(logits, to_one_hot(target, num_classes))
-        else:
-            saliency, _, logits = comix.saliency_and_clean_loss(model, images, target, args.clean_lam,
-                                                                num_classes)
-            started = time.perf_counter()
-            mixed_images, mixed_targets = mixer(images, target, saliency)
-            mix_seconds += time.perf_counter() - started
-            loss = _bce_on_softmax(model(mixed_images), mixed_targets)
-        loss.backward()
+        step = method(model, images, target)
+        step.loss.backward()
         optimizer.step()
+        mix_seconds += step.mix_time
 
-        prec1, prec5 = accuracy(logits.detach(), target, topk=(1, 5))
+        prec1, prec5 = accuracy(step.logits, target, topk=(1, 5))
         batch = images.shape[0]
-        losses.update(loss.item(), batch)
+        losses.update(step.loss.item(), batch)
         top1.update(prec1, batch)
         top5.update(prec5, batch)
         steps += 1
@@ -480,17 +588,14 @@ def run(args: argparse.Namespace) -> int:
             log(_eval_line("Test ", evaluate(net, test_loader, device, num_classes)))
             return 0
 
-        pool = PartitionPool(default_workers(math.ceil(args.batch_size / args.m_part))) \
-            if args.comix and args.parallel else None
+        workers = methods.pool_workers(args)
+        pool = PartitionPool(workers) if workers else None
         try:
-            mixer = None
-            if args.comix:
-                mixer = comix.CoMixup(num_classes=num_classes, executor=pool,
-                                      **vars(comix.CoMixupConfig.from_namespace(args)))
+            method = methods.build_method(args, num_classes, info, executor=pool)
             # Last, so that nothing above (model init, data subset) shifts the resumed random streams.
             if rng_state is not None:
                 restore_rng_state(rng_state)
-            _train(args, net, model, optimizer, mixer, device, num_classes, train_loader, valid_loader,
+            _train(args, net, model, optimizer, method, device, num_classes, train_loader, valid_loader,
                    test_loader, history, best_acc, start_epoch, exp_dir, log)
         finally:
             if pool is not None:
@@ -499,7 +604,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer,
-           mixer: comix.CoMixup | None, device: torch.device, num_classes: int, train_loader: DataLoader,
+           method: methods.Method, device: torch.device, num_classes: int, train_loader: DataLoader,
            valid_loader: DataLoader | None, test_loader: DataLoader, history: dict[str, list[float]],
            best_acc: float, start_epoch: int, exp_dir: str | None, log: LogPrinter) -> None:
     """The epoch loop: train, evaluate, log and save each epoch (net: what runs, model: what is saved)."""
@@ -515,7 +620,7 @@ def _train(args: argparse.Namespace, net: nn.Module, model: nn.Module, optimizer
             f"[Need: {hours:02d}:{minutes:02d}:{seconds:02d}] [learning_rate={lr:6.4f}] "
             f"[Best : Accuracy={best_acc:.2f}, Error={100 - best_acc:.2f}]")
 
-        train_stats = train_one_epoch(net, train_loader, optimizer, mixer, args, device, epoch, num_classes)
+        train_stats = train_one_epoch(net, train_loader, optimizer, method, args, device, epoch, num_classes)
         log(_train_line(train_stats))
         if valid_loader is not None:
             valid_stats = evaluate(net, valid_loader, device, num_classes)
@@ -567,6 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.data_dir is None:
         args.data_dir = f"./data/{args.dataset}"
     try:
+        resolve_method(args)
         validate_args(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

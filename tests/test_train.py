@@ -3,8 +3,6 @@ argument checking."""
 from __future__ import annotations
 
 import pickle
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,48 +11,25 @@ import torch
 import comix
 import main
 import models
-from fakedata import write_cifar
 from load_data import get_datasets, get_loaders
+from runs import (assert_one_error_line, FINAL_RE, HEADER_RE, TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, VALID_RE, base_args,
+                  only_experiment, read_checkpoint)
 
-TRAIN_PER_CLASS = 6
-TEST_PER_CLASS = 2
 
-HEADER_RE = re.compile(r"^==>>\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] \[Epoch=(\d{3})/(\d{3})\] \[Need: \d\d:\d\d:\d\d\] "
-                       r"\[learning_rate=(\d\.\d{4})\] \[Best : Accuracy=(\d+\.\d\d), Error=(\d+\.\d\d)\]$")
-TRAIN_RE = re.compile(r"^\*\*Train\*\* Prec@1 (\d+\.\d\d) Prec@5 (\d+\.\d\d) Error@1 (\d+\.\d\d)$")
-TEST_RE = re.compile(r"^\*\*Test \*\* Prec@1 (\d+\.\d\d) Prec@5 (\d+\.\d\d) Error@1 (\d+\.\d\d) Loss: (\d+\.\d{3}) $")
-VALID_RE = re.compile(r"^\*\*Valid\*\* Prec@1 (\d+\.\d\d) Prec@5 (\d+\.\d\d) Error@1 (\d+\.\d\d) Loss: (\d+\.\d{3}) $")
-FINAL_RE = re.compile(r"^final 10 epoch acc \(median\) : (\d+\.\d\d) \(\+- (\d+\.\d\d)\)$")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def data_dir(tmp_path, cifar_no_md5):
-    return write_cifar(tmp_path / "data", "cifar10", train_per_class=TRAIN_PER_CLASS, test_per_class=TEST_PER_CLASS)
 
 
-def base_args(data_dir: Path, root: Path, *extra: str) -> list[str]:
-    return ["--dataset", "cifar10", "--data_dir", str(data_dir), "--root_dir", str(root),
-            "--labels_per_class", str(TRAIN_PER_CLASS), "--arch", "preactresnet18", "--initial_channels", "16",
-            "--batch_size", "20", "--m_part", "10", "--ngpu", "0", "--workers", "0", "--epochs", "1", *extra]
 
-
-def only_experiment(root: Path) -> Path:
-    folders = [p for p in root.iterdir()]
-    assert len(folders) == 1, folders
-    return folders[0]
-
-
-def read_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @pytest.mark.parametrize("comix_on", [False, True], ids=["vanilla", "comix"])
-def test_one_epoch_writes_the_published_files(data_dir, tmp_path, capsys, comix_on):
+def test_one_epoch_writes_the_published_files(cifar10_dir, tmp_path, capsys, comix_on):
     root = tmp_path / "exp"
-    rc = main.main(base_args(data_dir, root, "--comix", str(comix_on), "--tag", "t"))
+    rc = main.main(base_args(cifar10_dir, root, "--comix", str(comix_on), "--tag", "t"))
     out = capsys.readouterr().out
     assert rc == 0
 
@@ -117,9 +92,9 @@ def test_one_epoch_writes_the_published_files(data_dir, tmp_path, capsys, comix_
     assert (exp / "model_best.pth.tar").read_bytes() == (exp / "checkpoint.pth.tar").read_bytes()
 
 
-def test_valid_set_is_evaluated_and_logged(data_dir, tmp_path):
+def test_valid_set_is_evaluated_and_logged(cifar10_dir, tmp_path):
     root = tmp_path / "exp"
-    rc = main.main(base_args(data_dir, root, "--comix", "False", "--labels_per_class", "4",
+    rc = main.main(base_args(cifar10_dir, root, "--comix", "False", "--labels_per_class", "4",
                              "--valid_labels_per_class", "2"))
     assert rc == 0
     exp = only_experiment(root)
@@ -132,9 +107,9 @@ def test_valid_set_is_evaluated_and_logged(data_dir, tmp_path):
     assert f"{log['valid_loss'][0]:.3f}" == valid[0].group(4)
 
 
-def test_train_one_epoch_partial_batches_and_small_partitions(data_dir):
+def test_train_one_epoch_partial_batches_and_small_partitions(cifar10_dir):
     """60 images in batches of 25 (25, 25, 10) with m_part 20: partitions of 20, 5 and 10."""
-    train_set, _, test_set, num_classes = get_datasets("cifar10", str(data_dir), labels_per_class=TRAIN_PER_CLASS)
+    train_set, _, test_set, num_classes = get_datasets("cifar10", str(cifar10_dir), labels_per_class=TRAIN_PER_CLASS)
     train_loader, _, _ = get_loaders(train_set, None, test_set, batch_size=25, workers=0, seed=0)
     torch.manual_seed(0)
     np.random.seed(0)
@@ -154,24 +129,24 @@ def test_train_one_epoch_partial_batches_and_small_partitions(data_dir):
     assert vanilla["steps"] == 3 and vanilla["mix_time"] == 0
 
 
-def test_partial_last_batch_through_main(data_dir, tmp_path, capsys):
+def test_partial_last_batch_through_main(cifar10_dir, tmp_path, capsys):
     root = tmp_path / "exp"
-    rc = main.main(base_args(data_dir, root, "--batch_size", "25", "--m_part", "20", "--log_off"))
+    rc = main.main(base_args(cifar10_dir, root, "--batch_size", "25", "--m_part", "20", "--log_off"))
     out = capsys.readouterr().out.splitlines()
     assert rc == 0
     assert sum(bool(TRAIN_RE.match(line)) for line in out) == 1
     assert sum(bool(TEST_RE.match(line)) for line in out) == 1
 
 
-def test_resume_is_bit_identical(data_dir, tmp_path):
+def test_resume_is_bit_identical(cifar10_dir, tmp_path):
     """3 epochs in one go == 1 epoch, then --resume to 3 (Co-Mixup on, so numpy's state matters;
     augmentation draws from torch's; the lr drop at epoch 2 is applied after the resume too)."""
     schedule = ["--schedule", "2", "--gammas", "0.5"]
     straight, first, resumed = tmp_path / "straight", tmp_path / "first", tmp_path / "resumed"
-    assert main.main(base_args(data_dir, straight, "--epochs", "3", *schedule)) == 0
-    assert main.main(base_args(data_dir, first, "--epochs", "1", *schedule)) == 0
+    assert main.main(base_args(cifar10_dir, straight, "--epochs", "3", *schedule)) == 0
+    assert main.main(base_args(cifar10_dir, first, "--epochs", "1", *schedule)) == 0
     first_ckpt = only_experiment(first) / "checkpoint.pth.tar"
-    assert main.main(base_args(data_dir, resumed, "--epochs", "3", "--resume", str(first_ckpt), *schedule)) == 0
+    assert main.main(base_args(cifar10_dir, resumed, "--epochs", "3", "--resume", str(first_ckpt), *schedule)) == 0
 
     a = read_checkpoint(only_experiment(straight) / "checkpoint.pth.tar")
     b = read_checkpoint(only_experiment(resumed) / "checkpoint.pth.tar")
@@ -196,15 +171,15 @@ def test_resume_is_bit_identical(data_dir, tmp_path):
     assert "[Epoch=001/003]" in resumed_log and "[Epoch=000/003]" not in resumed_log
 
 
-def test_evaluate_prints_the_test_line_of_the_checkpoint(data_dir, tmp_path, capsys):
+def test_evaluate_prints_the_test_line_of_the_checkpoint(cifar10_dir, tmp_path, capsys):
     root = tmp_path / "exp"
-    assert main.main(base_args(data_dir, root)) == 0
+    assert main.main(base_args(cifar10_dir, root)) == 0
     trained = capsys.readouterr().out.splitlines()
     test_line = next(line for line in trained if TEST_RE.match(line))
     ckpt = only_experiment(root) / "checkpoint.pth.tar"
 
     eval_root = tmp_path / "eval"
-    rc = main.main(base_args(data_dir, eval_root, "--evaluate", "--log_off", "--parallel", "False",
+    rc = main.main(base_args(cifar10_dir, eval_root, "--evaluate", "--log_off", "--parallel", "False",
                              "--resume", str(ckpt)))
     out = capsys.readouterr().out.splitlines()
     assert rc == 0
@@ -213,10 +188,10 @@ def test_evaluate_prints_the_test_line_of_the_checkpoint(data_dir, tmp_path, cap
     assert not eval_root.exists()
 
 
-def test_log_off_writes_nothing(data_dir, tmp_path, capsys):
+def test_log_off_writes_nothing(cifar10_dir, tmp_path, capsys):
     root = tmp_path / "exp"
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    assert main.main(base_args(data_dir, root, "--log_off")) == 0
+    assert main.main(base_args(cifar10_dir, root, "--log_off")) == 0
     out = capsys.readouterr().out.splitlines()
     assert not root.exists()
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
@@ -224,20 +199,10 @@ def test_log_off_writes_nothing(data_dir, tmp_path, capsys):
     assert not any(line.startswith("save path") for line in out)
 
 
-def assert_one_error_line(capsys, *fragments: str) -> None:
-    captured = capsys.readouterr()
-    err_lines = captured.err.strip().splitlines()
-    assert len(err_lines) == 1, captured.err
-    assert err_lines[0].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in err_lines[0]
-    assert "Traceback" not in captured.err
-
-
-def test_missing_resume_file_exits_2(data_dir, tmp_path, capsys):
+def test_missing_resume_file_exits_2(cifar10_dir, tmp_path, capsys):
     root = tmp_path / "exp"
     missing = tmp_path / "nowhere" / "checkpoint.pth.tar"
-    assert main.main(base_args(data_dir, root, "--resume", str(missing))) == 2
+    assert main.main(base_args(cifar10_dir, root, "--resume", str(missing))) == 2
     assert_one_error_line(capsys, str(missing))
     assert not root.exists()
 
@@ -252,16 +217,16 @@ def test_missing_resume_file_exits_2(data_dir, tmp_path, capsys):
     (["--comix", "maybe"], ["--comix", "maybe"]),
     (["--m_thres_type", "medium"], ["--m_thres_type"]),
 ], ids=["schedule-gammas", "block-num", "arch", "batch", "m-part", "lr", "bool", "thres-type"])
-def test_bad_arguments_exit_2_with_one_line(data_dir, tmp_path, capsys, extra, fragments):
+def test_bad_arguments_exit_2_with_one_line(cifar10_dir, tmp_path, capsys, extra, fragments):
     root = tmp_path / "exp"
-    assert main.main(base_args(data_dir, root, *extra)) == 2
+    assert main.main(base_args(cifar10_dir, root, *extra)) == 2
     assert_one_error_line(capsys, *fragments)
     assert not root.exists()
 
 
-def test_data_error_exits_2_with_one_line(data_dir, tmp_path, capsys):
+def test_data_error_exits_2_with_one_line(cifar10_dir, tmp_path, capsys):
     # the published default of 500 images per class is more than this data set holds
-    args = base_args(data_dir, tmp_path / "exp", "--log_off")
+    args = base_args(cifar10_dir, tmp_path / "exp", "--log_off")
     args[args.index("--labels_per_class") + 1] = "500"
     assert main.main(args) == 2
     assert_one_error_line(capsys, "labels_per_class=500")
@@ -280,7 +245,12 @@ def test_bare_switches_and_defaults():
     parser = main.get_args_parser()
     defaults = parser.parse_args([])
     assert defaults.log_off is False and defaults.evaluate is False
-    assert defaults.comix is True and defaults.parallel is True and defaults.dropout is False
+    assert defaults.parallel is True and defaults.dropout is False
+    # --method/--comix/--mixup_alpha/--clean_lam default to None; resolve_method makes them the published ones
+    assert defaults.comix is None and defaults.method is None
+    main.resolve_method(defaults)
+    assert defaults.method == "comix" and defaults.comix is True
+    assert (defaults.mixup_alpha, defaults.clean_lam, defaults.loss) == (2.0, 1.0, "bce")
     assert (defaults.dataset, defaults.labels_per_class, defaults.arch, defaults.epochs) == \
         ("cifar100", 500, "preactresnet18", 300)
     assert (defaults.m_block_num, defaults.m_part, defaults.m_beta, defaults.m_thres, defaults.m_solver) == \
@@ -299,8 +269,8 @@ def test_learning_rate_schedule():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.002)
 
 
-def test_epoch_order_depends_on_seed_and_epoch_only(data_dir):
-    train_set, _, test_set, _ = get_datasets("cifar10", str(data_dir), labels_per_class=TRAIN_PER_CLASS)
+def test_epoch_order_depends_on_seed_and_epoch_only(cifar10_dir):
+    train_set, _, test_set, _ = get_datasets("cifar10", str(cifar10_dir), labels_per_class=TRAIN_PER_CLASS)
 
     def labels(loader, epoch):
         main.set_train_epoch(loader, 0, epoch)

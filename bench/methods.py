@@ -1,0 +1,167 @@
+"""Benchmark: one training step of every mixing method, relative to vanilla.
+
+    python bench/methods.py                                # CPU, preactresnet18, batch 100
+    python bench/methods.py --device cuda --steps 20
+    python bench/methods.py --methods vanilla,puzzle --threads 2
+
+A step is what main.py's train_one_epoch does per batch: zero_grad, the method's forward passes
+(for comix and puzzle the clean pass that gives the saliency, then the mixing, then the mixed
+pass), backward, SGD step. Each method starts from the same freshly initialised preactresnet18
+(CIFAR-100 head) and the same batches of smooth random 32x32 images (low-frequency colour noise
+plus pixel noise, normalised like CIFAR-100), with main.py's default flags for that method (its
+published mixup_alpha / clean_lam; comix and puzzle solve on a thread pool as with --parallel
+True). Prints, per method, the median over --steps timed steps (after --warmup untimed ones,
+which also compile the numba solvers) of the step time, its ratio to vanilla's, and the median
+time spent mixing. Methods take turns step by step, so a change of the machine's load during
+the run affects them alike.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import main as training  # noqa: E402
+import methods  # noqa: E402
+import models  # noqa: E402
+from load_data import dataset_info  # noqa: E402
+from mixup_parallel import PartitionPool  # noqa: E402
+
+DATASET = "cifar100"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--arch", default="preactresnet18", choices=models.model_names())
+    parser.add_argument("--batch_size", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per method")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method before the timed ones")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave torch's default)")
+    parser.add_argument("--methods", default=",".join(methods.METHODS),
+                        help="comma-separated methods to time (vanilla is always timed, as the reference)")
+    parser.add_argument("--parallel", default="True", help="--parallel for comix/puzzle (True/False)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def smooth_images(batch: int, generator: torch.Generator) -> torch.Tensor:
+    """Images in [0, 1] with image-like structure (colour blobs and edges), CIFAR-100-normalised."""
+    coarse = torch.rand(batch, 3, 4, 4, generator=generator)
+    middle = torch.rand(batch, 3, 8, 8, generator=generator)
+    pixels = (0.6 * F.interpolate(coarse, size=32, mode="bilinear", align_corners=False)
+              + 0.3 * F.interpolate(middle, size=32, mode="nearest")
+              + 0.1 * torch.rand(batch, 3, 32, 32, generator=generator)).clamp(0, 1)
+    info = dataset_info(DATASET)
+    mean = torch.tensor(info.mean).view(1, 3, 1, 1)
+    std = torch.tensor(info.std).view(1, 3, 1, 1)
+    return (pixels - mean) / std
+
+
+def method_args(name: str, batch_size: int, parallel: str) -> argparse.Namespace:
+    args = training.get_args_parser().parse_args(["--method", name, "--dataset", DATASET, "--batch_size",
+                                              str(batch_size), "--parallel", parallel])
+    training.resolve_method(args)
+    training.validate_args(args)
+    return args
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Runner:
+    """One method's model, optimiser, Method and thread pool, stepping on given batches."""
+
+    def __init__(self, name: str, initial: torch.nn.Module, device: torch.device, options: argparse.Namespace):
+        self.name = name
+        self.args = method_args(name, options.batch_size, options.parallel)
+        self.device = device
+        self.model = copy.deepcopy(initial).to(device).train()
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.02, momentum=0.9, nesterov=True,
+                                         weight_decay=1e-4)
+        workers = methods.pool_workers(self.args)
+        self.pool = PartitionPool(workers) if workers else None
+        self.method = methods.build_method(self.args, 100, dataset_info(DATASET), executor=self.pool)
+        self.step_times: list[float] = []
+        self.mix_times: list[float] = []
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, timed: bool) -> None:
+        images, labels = images.to(self.device), labels.to(self.device)
+        synchronize(self.device)
+        started = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        result = self.method(self.model, images, labels)
+        result.loss.backward()
+        self.optimizer.step()
+        synchronize(self.device)
+        if timed:
+            self.step_times.append(time.perf_counter() - started)
+            self.mix_times.append(result.mix_time)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = get_args_parser().parse_args(argv)
+    chosen = [name.strip() for name in options.methods.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in methods.METHODS]
+    if unknown or options.steps < 1 or options.warmup < 0:
+        print(f"error: --methods takes {', '.join(methods.METHODS)} (got {', '.join(unknown) or 'ok'}); "
+              f"--steps >= 1, --warmup >= 0", file=sys.stderr)
+        return 2
+    chosen = ["vanilla"] + [name for name in chosen if name != "vanilla"]
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device = torch.device(options.device)
+    torch.manual_seed(options.seed)
+    initial = models.build_model(options.arch, 100, stride=dataset_info(DATASET).stride)
+    generator = torch.Generator().manual_seed(options.seed)
+    batches = [(smooth_images(options.batch_size, generator),
+                torch.randint(0, 100, (options.batch_size,), generator=generator))
+               for _ in range(options.warmup + options.steps)]
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(f"{options.arch}, batch {options.batch_size}, 32x32, {device}, torch threads {torch.get_num_threads()}, "
+          f"{options.warmup} warm-up + {options.steps} timed steps per method (median)"
+          + (f", load average before {load[0]:.2f}" if load else ""), flush=True)
+    # Round robin (every method's step k, then every method's step k+1, ...), so that a change in
+    # the machine's load during the run touches all methods alike.
+    np.random.seed(options.seed)
+    runners = [_Runner(name, initial, device, options) for name in chosen]
+    try:
+        for index, (images, labels) in enumerate(batches):
+            for runner in runners:
+                runner.step(images, labels, timed=index >= options.warmup)
+    finally:
+        for runner in runners:
+            runner.close()
+    print(f"{'method':<9} {'step s':>8} {'x vanilla':>10} {'mixing s':>9}  settings")
+    reference = statistics.median(runners[0].step_times)
+    for runner in runners:
+        median = statistics.median(runner.step_times)
+        args = runner.args
+        settings = f"mixup_alpha {args.mixup_alpha}" if args.mixup_alpha is not None else ""
+        if runner.name in ("comix", "puzzle"):
+            settings += f", clean_lam {args.clean_lam}, {methods.pool_workers(args) or 'no'} solver threads"
+        print(f"{runner.name:<9} {median:8.3f} {median / reference:9.2f}x {statistics.median(runner.mix_times):9.3f}"
+              f"  {settings}")
+    if load:
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,395 @@
+"""The per-batch training loss of every mixing method, behind one interface.
+
+``main.py`` trains with any of: ``vanilla`` (no mixing), ``mixup`` (input mixup), ``manifold``
+(manifold mixup), ``cutmix``, ``puzzle`` (Puzzle Mix) and ``comix`` (Co-Mixup, the published
+recipe of SPEC §4); the baselines as the Puzzle Mix repository runs them (SPEC §8). Each is a
+:class:`Method`::
+
+    method = build_method(args, num_classes, dataset_info(args.dataset), executor=pool)
+    optimizer.zero_grad()
+    step = method(model, images, labels)       # labels: class indices (B,)
+    step.loss.backward()
+    optimizer.step()
+    top1 = accuracy(step.logits, labels)
+
+A method runs every forward pass of the step (and, for ``comix`` and ``puzzle`` with
+``clean_lam > 0``, the clean-loss backward that accumulates its parameter gradients); the caller
+does the mixed-loss backward and the optimiser step.
+
+Losses (``--loss``): ``bce``, the published binary cross-entropy between softmax(logits) and the
+soft targets (mean over batch x classes), or ``ce``, the soft-target cross entropy
+``-sum(t * log_softmax(logits))`` (mean over the batch). The clean-input loss of Co-Mixup and
+Puzzle Mix is cross entropy in both published repositories, whatever ``--loss`` says.
+
+Train accuracy (:attr:`StepResult.logits`): Co-Mixup, Puzzle Mix and vanilla give the logits of
+the clean images (their clean pass computes them anyway; Co-Mixup's published log is on clean
+images). Input mixup, manifold mixup and CutMix have no clean pass; they give the logits of the
+mixed images, to be scored against the label of the image each mixed image was made from (the
+"self" image, weight lam or the area outside the CutMix box), which is what the Puzzle Mix
+repository logs for them. :attr:`Method.clean_logits` says which.
+
+Randomness comes from numpy's global state (``np.random``) only, so a checkpoint that saves it
+resumes every method bit-identically.
+"""
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from argparse import Namespace
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+import baselines
+import comix
+import puzzlemix
+from mixup_parallel import default_workers
+
+__all__ = [
+    "METHODS", "LOSSES", "PUBLISHED_MIXUP_ALPHA", "PUBLISHED_CLEAN_LAM", "PUZZLE_CHUNKS", "StepResult", "Method",
+    "VanillaMethod", "InputMixupMethod", "ManifoldMixMethod", "CutMixMethod", "PuzzleMixMethod", "CoMixupMethod",
+    "soft_target_loss", "published_default", "fill_published_defaults", "build_method", "pool_workers",
+    "puzzle_geometry_problem",
+]
+
+METHODS = ("vanilla", "mixup", "manifold", "cutmix", "puzzle", "comix")
+"""The --method choices."""
+
+LOSSES = ("bce", "ce")
+"""The --loss choices: BCE on softmax (published) or soft-target cross entropy."""
+
+PUBLISHED_MIXUP_ALPHA: dict[str, float | None] = {
+    "vanilla": None, "mixup": 1.0, "manifold": 2.0, "cutmix": 1.0, "puzzle": 1.0, "comix": 2.0,
+}
+"""--mixup_alpha of each method's published command (vanilla mixes nothing)."""
+
+PUBLISHED_CLEAN_LAM: dict[str, float] = {
+    "vanilla": 1.0, "mixup": 0.0, "manifold": 0.0, "cutmix": 0.0, "puzzle": 0.0, "comix": 1.0,
+}
+"""--clean_lam of each method's published command. Puzzle Mix's default 0 runs the saliency pass
+in eval mode and discards its loss; vanilla ignores it but the Co-Mixup script's default 1.0 is
+part of its published experiment name; mixup, manifold and CutMix have no clean pass."""
+
+PUZZLE_CHUNKS = 8
+"""Pieces a Puzzle Mix batch is cut into for the thread pool."""
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+def soft_target_loss(logits: Tensor, targets: Tensor, loss: str = "bce") -> Tensor:
+    """Training loss of logits (B, K) against soft targets (B, K), computed in float32.
+
+    ``bce``: binary cross-entropy between softmax(logits) and targets, mean over B x K (the
+    published loss). ``ce``: ``-sum_k t_k log_softmax(logits)_k``, mean over B.
+    """
+    logits = logits.float()
+    if loss == "bce":
+        return F.binary_cross_entropy(F.softmax(logits, dim=1), targets.float())
+    if loss == "ce":
+        return -(targets.float() * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one training step of a method produced.
+
+    loss: the scalar to back-propagate (not yet back-propagated). logits: detached (B, K) for
+    the train accuracy against the batch's labels (clean or mixed, see
+    :attr:`Method.clean_logits`). mix_time: seconds spent building the mixed batch (0 for
+    vanilla). targets: detached (B, K) float32 soft targets the loss used, rows summing to 1.
+    """
+
+    loss: Tensor
+    logits: Tensor
+    mix_time: float
+    targets: Tensor
+
+
+class Method(ABC):
+    """One training step's loss: ``method(model, images, labels) -> StepResult``.
+
+    images (B, C, H, W) on the model's device, labels (B,) class indices in [0, num_classes).
+    The model must be in train mode; a method that runs a pass in eval mode restores it.
+    """
+
+    name: ClassVar[str]
+    clean_logits: ClassVar[bool]
+    """True when StepResult.logits are the clean images' logits, False for the mixed images'."""
+
+    def __init__(self, num_classes: int, loss: str = "bce") -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        self.num_classes = num_classes
+        self.loss = loss
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_classes={self.num_classes}, loss={self.loss!r})"
+
+    def _one_hot(self, images: Tensor, labels: Tensor) -> Tensor:
+        if images.dim() != 4 or images.shape[0] < 1:
+            raise ValueError(f"images must be a non-empty batch (B, C, H, W), got shape {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels must be class indices (B,) = ({images.shape[0]},), got shape "
+                             f"{tuple(labels.shape)}")
+        return comix.to_one_hot(labels, self.num_classes)
+
+    def _result(self, logits: Tensor, targets: Tensor, mix_time: float, accuracy_logits: Tensor) -> StepResult:
+        return StepResult(loss=soft_target_loss(logits, targets, self.loss), logits=accuracy_logits.detach(),
+                          mix_time=mix_time, targets=targets.detach().float())
+
+    @abstractmethod
+    def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> StepResult:
+        """Run the step's forward passes and return its loss (see the class docstring)."""
+
+
+class VanillaMethod(Method):
+    """No mixing: loss(model(x), one_hot(y))."""
+
+    name = "vanilla"
+    clean_logits = True
+
+    def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> StepResult:
+        targets = self._one_hot(images, labels)
+        logits = model(images)
+        return self._result(logits, targets, 0.0, logits)
+
+
+class _PairMethod(Method):
+    """Shared by input mixup and CutMix: mix the inputs with ``mix``, then one forward pass."""
+
+    clean_logits = False
+    mix: ClassVar[Callable[..., tuple[Tensor, Tensor]]]
+
+    def __init__(self, num_classes: int, alpha: float, loss: str = "bce") -> None:
+        super().__init__(num_classes, loss)
+        if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and math.isfinite(alpha)
+                and alpha > 0):
+            raise ValueError(f"alpha must be a finite number > 0 (Beta(alpha, alpha)), got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_classes={self.num_classes}, alpha={self.alpha}, loss={self.loss!r})"
+
+    def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> StepResult:
+        targets = self._one_hot(images, labels)
+        started = time.perf_counter()
+        mixed_images, mixed_targets = type(self).mix(images, targets, self.alpha)
+        mix_time = time.perf_counter() - started
+        logits = model(mixed_images)
+        return self._result(logits, mixed_targets, mix_time, logits)
+
+
+class InputMixupMethod(_PairMethod):
+    """Input mixup (:func:`baselines.input_mixup`): lam x + (1 - lam) x[perm], lam ~ Beta(alpha, alpha)."""
+
+    name = "mixup"
+    mix = staticmethod(baselines.input_mixup)
+
+
+class CutMixMethod(_PairMethod):
+    """CutMix (:func:`baselines.cutmix`): a box from the partner image, targets by the box's area."""
+
+    name = "cutmix"
+    mix = staticmethod(baselines.cutmix)
+
+
+class _TimedMix:
+    """Wraps a mix function and adds the seconds spent in it to ``seconds``."""
+
+    def __init__(self, mix_fn: Callable[[Tensor], Tensor]) -> None:
+        self.mix_fn = mix_fn
+        self.seconds = 0.0
+
+    def __call__(self, h: Tensor) -> Tensor:
+        started = time.perf_counter()
+        try:
+            return self.mix_fn(h)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+class ManifoldMixMethod(Method):
+    """Manifold mixup (:class:`baselines.ManifoldMix`): one forward pass
+    ``model(x, mix_layer=k, mix_fn=f)`` with k drawn from ``layers``; the model must be a
+    ``models.MixableClassifier`` (not wrapped in DataParallel, which would split the batch that
+    mix_fn pairs across)."""
+
+    name = "manifold"
+    clean_logits = False
+
+    def __init__(self, num_classes: int, alpha: float, loss: str = "bce", layers: Sequence[int] = (0, 1, 2)) -> None:
+        super().__init__(num_classes, loss)
+        self.mixer = baselines.ManifoldMix(alpha, layers)
+
+    def __repr__(self) -> str:
+        return f"ManifoldMixMethod(num_classes={self.num_classes}, {self.mixer!r}, loss={self.loss!r})"
+
+    def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> StepResult:
+        targets = self._one_hot(images, labels)
+        started = time.perf_counter()
+        mix_layer, mix_fn, mixed_targets = self.mixer.draw(targets)
+        timed = _TimedMix(mix_fn)
+        draw_time = time.perf_counter() - started
+        logits = model(images, mix_layer=mix_layer, mix_fn=timed)
+        return self._result(logits, mixed_targets, draw_time + timed.seconds, logits)
+
+
+class _SaliencyMethod(Method):
+    """Shared by Puzzle Mix and Co-Mixup: the clean pass (saliency, clean loss), then the mixer."""
+
+    clean_logits = True
+
+    def __init__(self, num_classes: int, clean_lam: float, loss: str = "bce") -> None:
+        super().__init__(num_classes, loss)
+        if not (isinstance(clean_lam, (int, float)) and math.isfinite(clean_lam) and clean_lam >= 0):
+            raise ValueError(f"clean_lam must be a finite number >= 0, got {clean_lam!r}")
+        self.clean_lam = float(clean_lam)
+
+    @abstractmethod
+    def _mix(self, images: Tensor, labels: Tensor, targets: Tensor, saliency: Tensor) -> tuple[Tensor, Tensor]:
+        """The mixed batch and its soft targets."""
+
+    def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> StepResult:
+        targets = self._one_hot(images, labels)
+        saliency, _, clean_logits = comix.saliency_and_clean_loss(model, images, labels, self.clean_lam,
+                                                                  self.num_classes)
+        started = time.perf_counter()
+        mixed_images, mixed_targets = self._mix(images, labels, targets, saliency)
+        mix_time = time.perf_counter() - started
+        return self._result(model(mixed_images), mixed_targets, mix_time, clean_logits)
+
+
+class PuzzleMixMethod(_SaliencyMethod):
+    """Puzzle Mix as the Puzzle Mix repository trains it: the clean pass gives the input-gradient
+    saliency (with clean_lam = 0, its published default, in eval mode and its loss discarded;
+    with clean_lam > 0 in train mode, 2 clean_lam CE / K kept as a regulariser), then
+    ``mixer`` (a :class:`puzzlemix.PuzzleMix`) mixes the batch."""
+
+    name = "puzzle"
+
+    def __init__(self, num_classes: int, mixer: puzzlemix.PuzzleMix, clean_lam: float = 0.0,
+                 loss: str = "bce") -> None:
+        super().__init__(num_classes, clean_lam, loss)
+        self.mixer = mixer
+
+    def __repr__(self) -> str:
+        return f"PuzzleMixMethod({self.mixer!r}, clean_lam={self.clean_lam}, loss={self.loss!r})"
+
+    def _mix(self, images: Tensor, labels: Tensor, targets: Tensor, saliency: Tensor) -> tuple[Tensor, Tensor]:
+        return self.mixer(images, targets, saliency)
+
+
+class CoMixupMethod(_SaliencyMethod):
+    """Co-Mixup, the published recipe (SPEC §4): the clean pass (saliency and, with clean_lam > 0,
+    the clean-loss gradients), ``mixer`` (a :class:`comix.CoMixup`), the loss on the mixed batch."""
+
+    name = "comix"
+
+    def __init__(self, num_classes: int, mixer: comix.CoMixup, clean_lam: float = 1.0, loss: str = "bce") -> None:
+        super().__init__(num_classes, clean_lam, loss)
+        self.mixer = mixer
+
+    def __repr__(self) -> str:
+        return f"CoMixupMethod({self.mixer!r}, clean_lam={self.clean_lam}, loss={self.loss!r})"
+
+    def _mix(self, images: Tensor, labels: Tensor, targets: Tensor, saliency: Tensor) -> tuple[Tensor, Tensor]:
+        return self.mixer(images, labels, saliency)
+
+
+# --------------------------------------------------------------------------- from the command line
+
+def published_default(method: str, name: str) -> float | None:
+    """The published value of ``mixup_alpha`` or ``clean_lam`` for ``method``."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    table = {"mixup_alpha": PUBLISHED_MIXUP_ALPHA, "clean_lam": PUBLISHED_CLEAN_LAM}
+    if name not in table:
+        raise ValueError(f"only mixup_alpha and clean_lam have per-method defaults, got {name!r}")
+    return table[name][method]
+
+
+def fill_published_defaults(args: Namespace) -> None:
+    """Set ``args.mixup_alpha`` and ``args.clean_lam`` that are None to ``args.method``'s published
+    values (vanilla's mixup_alpha stays None: it mixes nothing)."""
+    for name in ("mixup_alpha", "clean_lam"):
+        if getattr(args, name, None) is None:
+            setattr(args, name, published_default(args.method, name))
+
+
+def _setting(args: Any, name: str) -> Any:
+    value = getattr(args, name, None)
+    return published_default(args.method, name) if value is None else value
+
+
+def _resolved(args: Any) -> Namespace:
+    resolved = Namespace(**vars(args))
+    fill_published_defaults(resolved)
+    return resolved
+
+
+def puzzle_geometry_problem(image_size: int, neigh_size: int, t_size: int) -> str | None:
+    """Why Puzzle Mix cannot run on image_size x image_size images with these settings (the grid
+    is drawn from 2, 4, 8, 16 per batch, and every block side must be divisible by
+    min(neigh_size, side) and by the transport block min(t_size, side)), or None when it can."""
+    for n in puzzlemix.BLOCK_CHOICES:
+        if image_size % n:
+            return f"Puzzle Mix draws grids of {', '.join(map(str, puzzlemix.BLOCK_CHOICES))} blocks, and " \
+                   f"{n} does not divide the {image_size}x{image_size} images"
+        side = image_size // n
+        pool = min(neigh_size, side)
+        if side % pool:
+            return f"--neigh_size {neigh_size} does not divide the {side}-pixel blocks of a {n}x{n} grid on " \
+                   f"{image_size}x{image_size} images; use a power of 2"
+        t_block = side if t_size == -1 else min(t_size, side)
+        if side % t_block:
+            return f"--t_size {t_size} does not divide the {side}-pixel blocks of a {n}x{n} grid on " \
+                   f"{image_size}x{image_size} images; use a power of 2 or -1"
+    return None
+
+
+def build_method(args: Any, num_classes: int, dataset_info: Any, executor: Executor | None = None) -> Method:
+    """The :class:`Method` that ``args`` (a namespace of main.py's flags, or any object with the
+    same attributes) asks for: ``args.method`` in METHODS, ``args.loss`` (default bce), the
+    method's flags; a None ``mixup_alpha`` / ``clean_lam`` means the method's published value.
+    ``dataset_info`` (load_data.DatasetInfo) gives Puzzle Mix the images' mean/std; ``executor``
+    (a thread pool) solves Co-Mixup partitions / Puzzle Mix pairs concurrently."""
+    method = args.method
+    loss = getattr(args, "loss", "bce")
+    if method == "vanilla":
+        return VanillaMethod(num_classes, loss)
+    if method == "mixup":
+        return InputMixupMethod(num_classes, _setting(args, "mixup_alpha"), loss)
+    if method == "cutmix":
+        return CutMixMethod(num_classes, _setting(args, "mixup_alpha"), loss)
+    if method == "manifold":
+        return ManifoldMixMethod(num_classes, _setting(args, "mixup_alpha"), loss)
+    if method == "puzzle":
+        config = puzzlemix.PuzzleMixConfig.from_namespace(_resolved(args))
+        mixer = puzzlemix.PuzzleMix(mean=dataset_info.mean, std=dataset_info.std, executor=executor,
+                                    chunks=PUZZLE_CHUNKS, **vars(config))
+        return PuzzleMixMethod(num_classes, mixer, _setting(args, "clean_lam"), loss)
+    if method == "comix":
+        config = comix.CoMixupConfig.from_namespace(_resolved(args))
+        mixer = comix.CoMixup(num_classes=num_classes, executor=executor, **vars(config))
+        return CoMixupMethod(num_classes, mixer, _setting(args, "clean_lam"), loss)
+    raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+
+
+def pool_workers(args: Any) -> int:
+    """Threads worth a pool for ``args.method`` (0: it solves nothing in parallel, or
+    ``args.parallel`` is False): one per Co-Mixup partition / Puzzle Mix chunk, at most one per core."""
+    if not getattr(args, "parallel", True):
+        return 0
+    if args.method == "comix":
+        return default_workers(math.ceil(args.batch_size / args.m_part))
+    if args.method == "puzzle":
+        return default_workers(PUZZLE_CHUNKS)
+    return 0

@@ -1,0 +1,45 @@
+"""Helpers for tests that run main.main on a tiny generated CIFAR-10 (see the cifar10_dir fixture)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+TRAIN_PER_CLASS = 6
+TEST_PER_CLASS = 2
+
+HEADER_RE = re.compile(r"^==>>\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] \[Epoch=(\d{3})/(\d{3})\] \[Need: \d\d:\d\d:\d\d\] "
+                       r"\[learning_rate=(\d\.\d{4})\] \[Best : Accuracy=(\d+\.\d\d), Error=(\d+\.\d\d)\]$")
+TRAIN_RE = re.compile(r"^\*\*Train\*\* Prec@1 (\d+\.\d\d) Prec@5 (\d+\.\d\d) Error@1 (\d+\.\d\d)$")
+TEST_RE = re.compile(r"^\*\*Test \*\* Prec@1 (\d+\.\d\d) Prec@5 (\d+\.\d\d) Error@1 (\d+\.\d\d) Loss: (\d+\.\d{3}) $")
+VALID_RE = re.compile(r"^\*\*Valid\*\* Prec@1 (\d+\.\d\d) Prec@5 (\d+\.\d\d) Error@1 (\d+\.\d\d) Loss: (\d+\.\d{3}) $")
+FINAL_RE = re.compile(r"^final 10 epoch acc \(median\) : (\d+\.\d\d) \(\+- (\d+\.\d\d)\)$")
+
+
+def base_args(data_dir: Path, root: Path, *extra: str) -> list[str]:
+    """A 1-epoch CPU run of a narrow preactresnet18 on the generated set, partitions of 10."""
+    return ["--dataset", "cifar10", "--data_dir", str(data_dir), "--root_dir", str(root),
+            "--labels_per_class", str(TRAIN_PER_CLASS), "--arch", "preactresnet18", "--initial_channels", "16",
+            "--batch_size", "20", "--m_part", "10", "--ngpu", "0", "--workers", "0", "--epochs", "1", *extra]
+
+
+def only_experiment(root: Path) -> Path:
+    folders = list(root.iterdir())
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def read_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_one_error_line(capsys, *fragments: str) -> None:
+    """stderr holds exactly one line, 'error: ...', containing every fragment, and no traceback."""
+    captured = capsys.readouterr()
+    err_lines = captured.err.strip().splitlines()
+    assert len(err_lines) == 1, captured.err
+    assert err_lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in err_lines[0]
+    assert "Traceback" not in captured.err
