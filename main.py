@@ -46,6 +46,7 @@ from utils import (
     AverageMeter,
     CheckpointError,
     LogPrinter,
+    ScalarLog,
     accuracy,
     atomic_pickle_dump,
     capture_rng_state,
@@ -611,51 +612,58 @@ def _train(args: argparse.Namespace, net: nn.Module, model: nn.Module, optimizer
     if start_epoch >= args.epochs:
         log(f"=> nothing to train: the run starts at epoch {start_epoch} and --epochs is {args.epochs}")
     epoch_time = AverageMeter()
-    for epoch in range(start_epoch, args.epochs):
-        started = time.time()
-        lr = adjust_learning_rate(optimizer, epoch, args.learning_rate, args.schedule, args.gammas)
-        set_train_epoch(train_loader, args.seed, epoch)
-        hours, minutes, seconds = convert_secs2time(epoch_time.avg * (args.epochs - epoch))
-        log(f"\n==>>{time_string()} [Epoch={epoch:03d}/{args.epochs:03d}] "
-            f"[Need: {hours:02d}:{minutes:02d}:{seconds:02d}] [learning_rate={lr:6.4f}] "
-            f"[Best : Accuracy={best_acc:.2f}, Error={100 - best_acc:.2f}]")
+    with ScalarLog(exp_dir) as scalars:
+        for epoch in range(start_epoch, args.epochs):
+            started = time.time()
+            lr = adjust_learning_rate(optimizer, epoch, args.learning_rate, args.schedule, args.gammas)
+            set_train_epoch(train_loader, args.seed, epoch)
+            hours, minutes, seconds = convert_secs2time(epoch_time.avg * (args.epochs - epoch))
+            log(f"\n==>>{time_string()} [Epoch={epoch:03d}/{args.epochs:03d}] "
+                f"[Need: {hours:02d}:{minutes:02d}:{seconds:02d}] [learning_rate={lr:6.4f}] "
+                f"[Best : Accuracy={best_acc:.2f}, Error={100 - best_acc:.2f}]")
 
-        train_stats = train_one_epoch(net, train_loader, optimizer, method, args, device, epoch, num_classes)
-        log(_train_line(train_stats))
-        if valid_loader is not None:
-            valid_stats = evaluate(net, valid_loader, device, num_classes)
-            log(_eval_line("Valid", valid_stats))
-            history["valid_loss"].append(valid_stats["loss"])
-            history["valid_acc"].append(valid_stats["top1"])
-        test_stats = evaluate(net, test_loader, device, num_classes)
-        log(_eval_line("Test ", test_stats))
+            train_stats = train_one_epoch(net, train_loader, optimizer, method, args, device, epoch, num_classes)
+            log(_train_line(train_stats))
+            epoch_scalars = {"train/loss": train_stats["loss"], "train/top1": train_stats["top1"],
+                             "learning_rate": lr, "mix_seconds_per_step": train_stats["mix_time"]}
+            if valid_loader is not None:
+                valid_stats = evaluate(net, valid_loader, device, num_classes)
+                log(_eval_line("Valid", valid_stats))
+                history["valid_loss"].append(valid_stats["loss"])
+                history["valid_acc"].append(valid_stats["top1"])
+                epoch_scalars.update({"valid/loss": valid_stats["loss"], "valid/top1": valid_stats["top1"]})
+            test_stats = evaluate(net, test_loader, device, num_classes)
+            log(_eval_line("Test ", test_stats))
+            epoch_scalars.update({"test/loss": test_stats["loss"], "test/top1": test_stats["top1"],
+                                  "test/top5": test_stats["top5"]})
+            scalars.add(epoch, epoch_scalars)
 
-        # The first evaluated epoch is always the best so far, even at 0% accuracy.
-        is_best = not history["test_acc"] or test_stats["top1"] > best_acc
-        best_acc = test_stats["top1"] if is_best else best_acc
-        history["train_loss"].append(train_stats["loss"])
-        history["train_acc"].append(train_stats["top1"])
-        history["test_loss"].append(test_stats["loss"])
-        history["test_acc"].append(test_stats["top1"])
+            # The first evaluated epoch is always the best so far, even at 0% accuracy.
+            is_best = not history["test_acc"] or test_stats["top1"] > best_acc
+            best_acc = test_stats["top1"] if is_best else best_acc
+            history["train_loss"].append(train_stats["loss"])
+            history["train_acc"].append(train_stats["top1"])
+            history["test_loss"].append(test_stats["loss"])
+            history["test_acc"].append(test_stats["top1"])
 
-        if exp_dir is not None:
-            atomic_pickle_dump({key: list(values) for key, values in history.items()},
-                               os.path.join(exp_dir, "log.pkl"))
-            plot_curves(history, exp_dir)
-            save_checkpoint({
-                "format": CHECKPOINT_FORMAT,
-                "epoch": epoch + 1,
-                "arch": args.arch,
-                "state_dict": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "best_acc": best_acc,
-                "history": {key: list(values) for key, values in history.items()},
-                "args": _json_args(args),
-                "rng": capture_rng_state(include_cuda=device.type == "cuda"),
-                "num_classes": num_classes,
-                "dataset": args.dataset,
-            }, is_best, exp_dir)
-        epoch_time.update(time.time() - started)
+            if exp_dir is not None:
+                atomic_pickle_dump({key: list(values) for key, values in history.items()},
+                                   os.path.join(exp_dir, "log.pkl"))
+                plot_curves(history, exp_dir)
+                save_checkpoint({
+                    "format": CHECKPOINT_FORMAT,
+                    "epoch": epoch + 1,
+                    "arch": args.arch,
+                    "state_dict": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "best_acc": best_acc,
+                    "history": {key: list(values) for key, values in history.items()},
+                    "args": _json_args(args),
+                    "rng": capture_rng_state(include_cuda=device.type == "cuda"),
+                    "num_classes": num_classes,
+                    "dataset": args.dataset,
+                }, is_best, exp_dir)
+            epoch_time.update(time.time() - started)
 
     if history["test_acc"]:
         log(_final_line(history["test_acc"]))

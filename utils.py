@@ -29,7 +29,7 @@ from comix import distance, to_one_hot
 __all__ = [
     "AverageMeter", "accuracy", "str2bool", "time_string", "convert_secs2time", "LogPrinter",
     "atomic_write", "atomic_pickle_dump", "save_checkpoint", "CheckpointError", "load_checkpoint",
-    "capture_rng_state", "restore_rng_state", "state_dict_mismatch", "plot_curves", "HISTORY_KEYS",
+    "capture_rng_state", "restore_rng_state", "state_dict_mismatch", "plot_curves", "ScalarLog", "HISTORY_KEYS",
     "CHECKPOINT_FORMAT", "to_one_hot", "distance",
 ]
 
@@ -203,6 +203,39 @@ def save_checkpoint(state: dict, is_best: bool, exp_dir: str | os.PathLike) -> N
     atomic_write(os.path.join(exp_dir, CHECKPOINT_NAME), lambda f: f.write(data))
     if is_best:
         atomic_write(os.path.join(exp_dir, BEST_NAME), lambda f: f.write(data))
+
+
+class ScalarLog:
+    """Per-epoch TensorBoard scalars in ``folder`` (next to log.txt) when the optional tensorboard
+    package is installed; without it, or with no folder (--log_off), every call does nothing."""
+
+    def __init__(self, folder: str | os.PathLike | None) -> None:
+        self.writer = None
+        if folder is None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            return
+        self.writer = SummaryWriter(log_dir=str(folder))
+
+    def add(self, epoch: int, scalars: dict[str, float]) -> None:
+        if self.writer is None:
+            return
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def __enter__(self) -> "ScalarLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def plot_curves(history: dict[str, list[float]], exp_dir: str | os.PathLike) -> None:

@@ -39,7 +39,8 @@ def test_one_epoch_writes_the_published_files(cifar10_dir, tmp_path, capsys, com
         expected_name += ("_mblock_4_mbeta_0.32_mgamma_1.0_mthres_hard0.83_meta_0.05_m_alpha_2.0"
                           "_mpart_10_niter_4_omega_0.001_set")
     assert exp.name == expected_name + "_clean_1.0_seed_0_t"
-    names = {p.name for p in exp.iterdir()}
+    # (plus TensorBoard's event file when tensorboard is installed)
+    names = {p.name for p in exp.iterdir() if not p.name.startswith("events.out.tfevents.")}
     assert names == {"log.txt", "log.pkl", "loss.png", "acc.png", "checkpoint.pth.tar", "model_best.pth.tar"}
     assert (exp / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (exp / "acc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -284,3 +285,23 @@ def test_epoch_order_depends_on_seed_and_epoch_only(cifar10_dir):
         labels(used, epoch)
     assert torch.equal(labels(used, 5), labels(fresh(), 5))
     assert not torch.equal(labels(fresh(), 5), labels(fresh(), 6))
+
+
+def test_tensorboard_scalars_next_to_the_log(cifar10_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root = tmp_path / "exp"
+    assert main.main(base_args(cifar10_dir, root, "--epochs", "2")) == 0
+    exp = only_experiment(root)
+    events = list(exp.glob("events.out.tfevents.*"))
+    assert len(events) == 1 and (exp / "log.txt").exists()
+    accumulator = EventAccumulator(str(exp))
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    assert {"train/loss", "train/top1", "test/loss", "test/top1", "learning_rate", "mix_seconds_per_step"} <= tags
+    test_acc = [event.value for event in accumulator.Scalars("test/top1")]
+    history = pickle.load(open(exp / "log.pkl", "rb"))
+    assert [event.step for event in accumulator.Scalars("test/top1")] == [0, 1]
+    assert test_acc == pytest.approx(history["test_acc"])
+    assert all(event.value > 0 for event in accumulator.Scalars("mix_seconds_per_step"))
