@@ -13,18 +13,28 @@ combine, and :mod:`methods` for each method's step. Each epoch writes ``log.txt`
 published checkpoint.
 ``python main.py --evaluate --resume FILE`` only evaluates on the test set.
 
+Several GPUs or nodes: ``torchrun --nproc_per_node N main.py ...`` trains with
+DistributedDataParallel, one process per GPU (see :mod:`distributed`): --batch_size is per
+process (the step's batch is N x batch_size), each process mixes its own batch, the logged
+metrics are those of all processes together, and only rank 0 prints and writes files.
+``--amp bf16|fp16`` runs the forward passes under autocast; ``--data_on_device`` keeps CIFAR
+on the training device and augments it there.
+
 Exit status: 0 on success, 2 for bad arguments, data or checkpoints (one ``error:`` line on
 stderr).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import math
 import os
 import random
 import sys
 import time
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,10 +45,19 @@ from tqdm import tqdm
 
 import comix
 import comix_solver
+import distributed
 import methods
 import models
 import puzzlemix
-from load_data import DATASETS, DataError, dataset_info, get_datasets, get_loaders
+from load_data import (
+    DATASETS,
+    DataError,
+    DeviceLoader,
+    dataset_info,
+    get_datasets,
+    get_device_loaders,
+    get_loaders,
+)
 from mixup_parallel import PartitionPool
 from utils import (
     CHECKPOINT_FORMAT,
@@ -62,7 +81,20 @@ from utils import (
 )
 
 __all__ = ["get_args_parser", "resolve_method", "validate_args", "experiment_name", "adjust_learning_rate",
-           "train_one_epoch", "evaluate", "main"]
+           "warmup_factor", "train_one_epoch", "evaluate", "main"]
+
+_EPILOG = (
+    "Several GPUs / nodes: torchrun --nproc_per_node N main.py ... (one process per GPU, "
+    "DistributedDataParallel; several nodes: add --nnodes, --node_rank and --rdzv_endpoint HOST:PORT as "
+    "torchrun documents). --batch_size is per process, so a step uses N x batch_size images in all; the "
+    "learning rate is not rescaled for you. "
+    "ImageNet as the published comix-imagenet run (ResNet-50, 100 epochs, DDP, fp16): --dataset imagenet "
+    "--arch resnet50 --labels_per_class 0 --m_part 16 --m_niter 3 --m_block_num 4 --m_beta 0.32 --m_gamma 1.0 "
+    "--m_eta 0.05 --m_thres 0.83 --m_omega 0.001 --mixup_alpha 1.0 (their Dirichlet prior is flat) --loss ce "
+    "--clean_lam 500 (their clean loss is 1 x CE; ours is 2 clean_lam CE / 1000) --amp fp16; their batch "
+    "was 1024 then 448 images in all, with a piecewise-linear learning rate (warm-up 0.5 to 1.0 over 8 "
+    "epochs at 128 pixels, then linear decays), which --warmup_epochs only approximates."
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,7 +131,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     true/false, yes/no, t/f, y/n, 1/0 in any case.
     """
     parser = _ArgumentParser(description="Train a classifier with Co-Mixup",
-                             formatter_class=_HelpFormatter)
+                             formatter_class=_HelpFormatter, epilog=_EPILOG)
 
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="cifar100", choices=DATASETS, help="data set")
@@ -107,7 +139,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="data set folder (CIFAR is downloaded there); default ./data/<dataset>")
     data.add_argument("--root_dir", default="experiments", help="folder where experiment folders are created")
     data.add_argument("--labels_per_class", type=int, default=500, metavar="NL",
-                      help="training images kept per class (a class-balanced subset)")
+                      help="training images kept per class (a class-balanced subset); 0: every image "
+                           "(for data sets with unequal classes, e.g. ImageNet)")
     data.add_argument("--valid_labels_per_class", type=int, default=0, metavar="NL",
                       help="training images per class held out as a validation set (0: none)")
 
@@ -121,7 +154,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=300, help="number of epochs to train")
-    optim.add_argument("--batch_size", type=int, default=100)
+    optim.add_argument("--batch_size", type=int, default=100,
+                       help="images per step and process: under torchrun with N processes a step uses "
+                            "N x batch_size images in all, and each process mixes its own batch")
     optim.add_argument("--learning_rate", type=float, default=0.2)
     optim.add_argument("--momentum", type=float, default=0.9, help="Nesterov momentum of SGD")
     optim.add_argument("--decay", type=float, default=0.0001, help="weight decay (L2 penalty)")
@@ -129,6 +164,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="epochs at which the learning rate is multiplied by the matching gamma")
     optim.add_argument("--gammas", type=float, nargs="+", default=[0.1, 0.1],
                        help="learning-rate factors, one per --schedule epoch")
+    optim.add_argument("--warmup_epochs", type=int, default=0,
+                       help="linear learning-rate warm-up over the first W epochs, updated every step: step s "
+                            "of the warm-up (0-based, of W x steps-per-epoch) uses the scheduled rate x "
+                            "(f + (1 - f)(s + 1) / (W x steps-per-epoch)), f = --warmup_start_factor (0: none)")
+    optim.add_argument("--warmup_start_factor", type=float, default=0.0, metavar="F",
+                       help="fraction of the scheduled learning rate the warm-up starts from, in [0, 1)")
 
     method = parser.add_argument_group("method")
     method.add_argument("--method", default=None, choices=methods.METHODS,
@@ -194,8 +235,20 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     accel = parser.add_argument_group("acceleration")
     accel.add_argument("--ngpu", type=int, default=1,
-                       help="GPUs to use (0: CPU; more than 1: DataParallel); CPU when CUDA is unavailable")
-    accel.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+                       help="GPUs to use (0: CPU; more than 1: DataParallel); CPU when CUDA is unavailable. "
+                            "Under torchrun each process uses one GPU, cuda:LOCAL_RANK (--ngpu 1, the default), "
+                            "or the CPU with gloo (--ngpu 0)")
+    accel.add_argument("--workers", type=int, default=0,
+                       help="data loader worker processes (per process under torchrun); kept alive across epochs")
+    accel.add_argument("--amp", dest="mixed_precision", default="off", choices=methods.AMP_MODES,
+                       help="mixed precision: forward passes (clean and mixed) under torch.autocast in bfloat16, "
+                            "or float16 with a GradScaler (CUDA only); losses, masks and mixing stay float32")
+    _flag_bool(accel, "--data_on_device",
+               "CIFAR only: hold the uint8 training and test sets on the training device and crop, flip and "
+               "normalise each batch there (no loader workers; works on the CPU too)")
+    _flag_bool(accel, "--sync_bn",
+               "under torchrun on GPUs: SyncBatchNorm, batch statistics over all processes' batches "
+               "(no effect in a single process)")
 
     misc = parser.add_argument_group("misc")
     misc.add_argument("--seed", type=int, default=0, help="random seed")
@@ -256,7 +309,11 @@ def validate_args(args: argparse.Namespace) -> None:
          f"--schedule must list epochs >= 0 in increasing order, got {' '.join(map(str, args.schedule))}")
     need(all(finite(g) and g > 0 for g in args.gammas),
          f"--gammas must be positive numbers, got {' '.join(map(str, args.gammas))}")
-    need(args.labels_per_class >= 1, f"--labels_per_class must be at least 1, got {args.labels_per_class}")
+    need(args.labels_per_class >= 0,
+         f"--labels_per_class must be 0 (every image) or a positive count, got {args.labels_per_class}")
+    need(args.warmup_epochs >= 0, f"--warmup_epochs must be 0 or more, got {args.warmup_epochs}")
+    need(finite(args.warmup_start_factor) and 0 <= args.warmup_start_factor < 1,
+         f"--warmup_start_factor must lie in [0, 1), got {args.warmup_start_factor}")
     need(args.valid_labels_per_class >= 0,
          f"--valid_labels_per_class must be 0 or more, got {args.valid_labels_per_class}")
     need(finite(args.clean_lam) and args.clean_lam >= 0, f"--clean_lam must be 0 or more, got {args.clean_lam}")
@@ -274,6 +331,7 @@ def validate_args(args: argparse.Namespace) -> None:
     need(0 <= args.seed < 2**32, f"--seed must lie in [0, 2**32 - 1], got {args.seed}")
     need(os.sep not in args.tag and (os.altsep is None or os.altsep not in args.tag),
          f"--tag becomes part of a folder name and must not contain a path separator, got {args.tag!r}")
+    _distributed_problems(args, problems)
     if args.ngpu < 0:
         problems.append(f"--ngpu must be 0 (CPU) or more, got {args.ngpu}")
     elif args.ngpu > 1 and torch.cuda.is_available() and args.ngpu > torch.cuda.device_count():
@@ -307,6 +365,32 @@ def validate_args(args: argparse.Namespace) -> None:
         raise ValueError("; ".join(problems))
 
 
+def _distributed_problems(args: argparse.Namespace, problems: list[str]) -> None:
+    """The checks of the torchrun, --amp, --sync_bn and --data_on_device flags."""
+    try:
+        world_size = distributed.env_world()[0]
+    except distributed.LaunchError as err:
+        problems.append(str(err))
+        world_size = 1
+    cuda = args.ngpu > 0 and torch.cuda.is_available()
+    if world_size > 1 and args.ngpu > 1:
+        problems.append(f"--ngpu {args.ngpu} (DataParallel) cannot run under torchrun, where each of the "
+                        f"{world_size} processes uses one GPU; use --ngpu 1 and torchrun's --nproc_per_node")
+    mode = getattr(args, "mixed_precision", "off")
+    if mode == "fp16" and not cuda:
+        problems.append("--amp fp16 needs CUDA (float16 autocast on the CPU is slow or unsupported); use "
+                        "--amp bf16 on the CPU")
+    if getattr(args, "sync_bn", False) and not cuda:
+        problems.append("--sync_bn needs CUDA (SyncBatchNorm runs on GPUs only); leave it out on the CPU")
+    if getattr(args, "data_on_device", False):
+        if args.dataset not in ("cifar10", "cifar100"):
+            problems.append(f"--data_on_device supports cifar10 and cifar100 (held in memory as uint8), "
+                            f"not {args.dataset}; leave it out and use --workers")
+        if args.workers > 0:
+            problems.append(f"--data_on_device makes its batches on the device without loader workers; "
+                            f"drop --workers {args.workers}")
+
+
 def experiment_name(args: argparse.Namespace) -> str:
     """The experiment folder name of resolved ``args`` (:func:`resolve_method`).
 
@@ -316,7 +400,9 @@ def experiment_name(args: argparse.Namespace) -> str:
     ``_solver_<name>`` after it). The other methods put ``_method_<name>_m_alpha_<a>`` after the
     learning rate, puzzle then ``_n_labels_<L>_beta_<b>_gamma_<g>_neigh_<s>_eta_<e>`` and, with
     transport, ``_transport_eps_<t_eps>_size_<t_size>`` (the Puzzle Mix repository's order). Any
-    method: ``--loss ce`` adds ``_loss_ce`` before ``_clean_<clean_lam>`` (present when it is > 0).
+    method: ``--loss ce`` adds ``_loss_ce`` before ``_clean_<clean_lam>`` (present when it is > 0);
+    after it, a warm-up adds ``_warmup_<W>`` and ``--amp bf16/fp16`` adds ``_amp_<mode>``. The
+    number of processes is not part of the name.
     """
     name = (f"{args.dataset}_per_{args.labels_per_class}_arch_{args.arch}_eph_{args.epochs}"
             f"_lr_{args.learning_rate}")
@@ -339,6 +425,12 @@ def experiment_name(args: argparse.Namespace) -> str:
         name += f"_loss_{args.loss}"
     if args.clean_lam > 0:
         name += f"_clean_{args.clean_lam}"
+    if getattr(args, "warmup_epochs", 0) > 0:
+        name += f"_warmup_{args.warmup_epochs}"
+        if args.warmup_start_factor > 0:
+            name += f"_from_{args.warmup_start_factor}"
+    if getattr(args, "mixed_precision", "off") != "off":
+        name += f"_amp_{args.mixed_precision}"
     name += f"_seed_{args.seed}"
     if args.tag:
         name += f"_{args.tag}"
@@ -362,21 +454,38 @@ def adjust_learning_rate(optimizer: torch.optim.Optimizer, epoch: int, learning_
     return lr
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of an epoch's training order: a function of (seed, epoch) only, distinct across pairs."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0])
+def warmup_factor(step: int, warmup_steps: int, start_factor: float = 0.0) -> float:
+    """The learning-rate factor of training step ``step`` (0-based, counted from the run's first
+    epoch) under a linear warm-up of ``warmup_steps`` steps: ``start_factor + (1 - start_factor)
+    (step + 1) / warmup_steps`` during the warm-up, reaching exactly 1 at its last step, and 1
+    afterwards (or with no warm-up)."""
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return 1.0
+    return start_factor + (1.0 - start_factor) * (step + 1) / warmup_steps
 
 
-def set_train_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of an epoch's training order (and loader-worker seeds): a function of (seed, epoch)
+    only, distinct across pairs; ranks other than 0 of a distributed run get their own."""
+    entropy = [seed, epoch] if rank == 0 else [seed, epoch, rank]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
+
+
+def set_train_epoch(loader: DataLoader | DeviceLoader, seed: int, epoch: int, rank: int = 0) -> None:
     """Make this epoch's training order depend on (seed, epoch) alone, not on how many epochs
     this process ran before, so a resumed run sees the batches an uninterrupted one would.
 
     get_loaders gives the training loader its own generator (shared with its RandomSampler, and
-    the source of worker seeds); it is re-seeded here. A DistributedSampler takes the epoch.
+    the source of worker seeds); it is re-seeded here, from (seed, epoch, rank) so that the
+    ranks' loader workers augment differently. A DistributedSampler (the same order on every
+    rank, from seed and epoch) and a DeviceLoader take the epoch.
     """
+    if isinstance(loader, DeviceLoader):
+        loader.set_epoch(epoch)
+        return
     if loader.generator is None:
         raise ValueError("the training loader needs its own generator (build it with load_data.get_loaders)")
-    loader.generator.manual_seed(epoch_seed(seed, epoch))
+    loader.generator.manual_seed(epoch_seed(seed, epoch, rank))
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
 
@@ -402,35 +511,52 @@ def _as_method(method: methods.Method | comix.CoMixup | None, args: argparse.Nam
                     f"got {type(method).__name__}")
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+def train_one_epoch(model: nn.Module, loader: DataLoader | DeviceLoader, optimizer: torch.optim.Optimizer,
                     method: methods.Method | comix.CoMixup | None, args: argparse.Namespace, device: torch.device,
-                    epoch: int, num_classes: int) -> dict[str, float]:
+                    epoch: int, num_classes: int, lr_at_step: Callable[[int], float] | None = None,
+                    dist_info: distributed.DistInfo | None = None) -> dict[str, float]:
     """One epoch of training steps over ``loader``: per batch, ``method`` (a :class:`methods.Method`)
     gives the loss, then one backward and one SGD step (SPEC §4 for comix, §8 for the others).
 
     For code written before :mod:`methods`, ``method`` may also be a comix.CoMixup (the Co-Mixup
     step with args.clean_lam, or its published 1.0 when None) or None (vanilla), with args.loss.
+    With a float16 GradScaler (``method.precision.scaler``) the loss is scaled for the backward
+    and the step goes through the scaler. ``lr_at_step(i)``, when given, sets the learning rate
+    of the epoch's step i (the warm-up). Under DDP (``dist_info``) ``model`` is the DDP module,
+    and the returned numbers are those of all processes together (sums and counts all-reduced);
+    only rank 0 shows a progress bar.
 
     Returns loss (mean per image of the training loss, without the clean-input loss), top1, top5
     (percent; on the logits the method returns: clean images for vanilla, comix and puzzle,
     mixed images against each one's own label for mixup, manifold and cutmix), mix_time (mean
-    seconds per step spent mixing) and steps.
+    seconds per step spent mixing), steps (per process) and images (trained on, all processes).
     """
     method = _as_method(method, args, num_classes)
+    scaler = method.precision.scaler
+    dist_info = dist_info or distributed.DistInfo(device=device)
     model.train()
     losses, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
     mix_seconds = 0.0
     steps = 0
     # disable=None: the bar shows only when stderr is a terminal (not in logs, pipes or tests).
-    progress = tqdm(loader, desc=f"Epoch {epoch:03d}/{args.epochs:03d}", leave=False, disable=None,
-                    dynamic_ncols=True)
+    progress = tqdm(loader, desc=f"Epoch {epoch:03d}/{args.epochs:03d}", leave=False,
+                    disable=None if dist_info.is_main else True, dynamic_ncols=True)
     for images, target in progress:
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True).long()
+        if lr_at_step is not None:
+            lr = lr_at_step(steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         step = method(model, images, target)
-        step.loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(step.loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            step.loss.backward()
+            optimizer.step()
         mix_seconds += step.mix_time
 
         prec1, prec5 = accuracy(step.logits, target, topk=(1, 5))
@@ -441,14 +567,26 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         steps += 1
         progress.set_postfix(loss=f"{losses.avg:.4f}", acc=f"{top1.avg:.2f}", refresh=False)
     progress.close()
-    return {"loss": losses.avg, "top1": top1.avg, "top5": top5.avg,
-            "mix_time": mix_seconds / steps if steps else 0.0, "steps": steps}
+    loss_sum, top1_sum, top5_sum, count, seconds, all_steps = distributed.sum_across_ranks(
+        [losses.sum, top1.sum, top5.sum, losses.count, mix_seconds, steps], dist_info)
+    return {"loss": loss_sum / count if count else 0.0, "top1": top1_sum / count if count else 0.0,
+            "top5": top5_sum / count if count else 0.0, "mix_time": seconds / all_steps if all_steps else 0.0,
+            "steps": steps, "images": int(count)}
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_classes: int) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: DataLoader | DeviceLoader, device: torch.device, num_classes: int,
+             precision: methods.Precision | None = None,
+             dist_info: distributed.DistInfo | None = None) -> dict[str, float]:
     """Top-1/top-5 accuracy (percent) and the published loss, BCE(softmax(logits), one-hot)
-    averaged over images, of ``model`` in eval mode on ``loader``; the model's mode is restored."""
+    averaged over images, of ``model`` in eval mode on ``loader``; the model's mode is restored.
+
+    Forwards run under ``precision``'s autocast (the loss in float32). Under DDP each rank
+    evaluates its shard of the set with the plain (unwrapped) model, and the sums and counts are
+    all-reduced, so every rank returns the whole set's numbers; ``images`` is their count.
+    """
+    precision = precision or methods.FLOAT32
+    dist_info = dist_info or distributed.DistInfo(device=device)
     was_training = model.training
     model.eval()
     losses, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
@@ -456,7 +594,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_cla
         for images, target in loader:
             images = images.to(device, non_blocking=True)
             target = target.to(device, non_blocking=True).long()
-            logits = model(images)
+            with precision.autocast():
+                logits = model(images)
             loss = _bce_on_softmax(logits, to_one_hot(target, num_classes))
             prec1, prec5 = accuracy(logits, target, topk=(1, 5))
             batch = images.shape[0]
@@ -465,7 +604,11 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_cla
             top5.update(prec5, batch)
     finally:
         model.train(was_training)
-    return {"top1": top1.avg, "top5": top5.avg, "loss": losses.avg}
+    loss_sum, top1_sum, top5_sum, count = distributed.sum_across_ranks(
+        [losses.sum, top1.sum, top5.sum, losses.count], dist_info)
+    if not count:
+        return {"top1": 0.0, "top5": 0.0, "loss": 0.0, "images": 0}
+    return {"top1": top1_sum / count, "top5": top5_sum / count, "loss": loss_sum / count, "images": int(count)}
 
 
 def _train_line(stats: dict[str, float]) -> str:
@@ -523,51 +666,92 @@ def _final_line(test_acc: list[float]) -> str:
     return f"\nfinal 10 epoch acc (median) : {median:.2f} (+- {spread:.2f})"
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class _Runtime:
+    """What the epoch loop needs besides the model: the process's place, the precision, the
+    model to evaluate (the plain one under DDP) and the checkpoint extras of this run."""
+
+    dist: distributed.DistInfo
+    precision: methods.Precision
+    eval_net: nn.Module
+    steps_per_epoch: int
+
+
+def _pick_device(args: argparse.Namespace) -> bool:
+    return args.ngpu > 0 and torch.cuda.is_available()
+
+
+def run(args: argparse.Namespace, dist_info: distributed.DistInfo | None = None) -> int:
     """Train (or, with --evaluate, evaluate) as the validated ``args`` say; returns the exit status.
-    Raises DataError / CheckpointError for problems the user must fix."""
-    device = torch.device("cuda") if args.ngpu > 0 and torch.cuda.is_available() else torch.device("cpu")
+    Raises DataError / CheckpointError for problems the user must fix.
+
+    ``dist_info`` (from :func:`distributed.session`) says where this process stands; None: a
+    single process on the device --ngpu asks for. Under DDP only rank 0 prints and writes.
+    """
+    if dist_info is None:
+        dist_info = distributed.DistInfo(device=torch.device("cuda") if _pick_device(args) else torch.device("cpu"))
+    device = dist_info.device
+    is_main = dist_info.is_main
     args.use_cuda = device.type == "cuda"
     exp_dir = None if args.log_off else os.path.join(args.root_dir, experiment_name(args))
-    if exp_dir is not None:
+    if exp_dir is not None and is_main:
         os.makedirs(exp_dir, exist_ok=True)
-    with LogPrinter(os.path.join(exp_dir, "log.txt") if exp_dir is not None else None) as log:
+    log_path = os.path.join(exp_dir, "log.txt") if exp_dir is not None and is_main else None
+    blank_line = print if is_main else (lambda: None)
+    with LogPrinter(log_path, echo=is_main) as log:
         if exp_dir is not None:
             log(f"save path : {exp_dir}")
-        print()
+        blank_line()
         log(dict(sorted(vars(args).items())))
-        print()
+        blank_line()
         log(f"Random Seed: {args.seed}")
         log("python version : {}".format(sys.version.replace("\n", " ")))
         log(f"torch  version : {torch.__version__}")
         log(f"cudnn  version : {torch.backends.cudnn.version()}")
         if args.ngpu > 0 and device.type == "cpu":
             log("=> CUDA is not available: running on the CPU")
+        if dist_info.distributed:
+            log(f"=> distributed: {dist_info.world_size} processes ({dist_info.backend}), {args.batch_size} images "
+                f"per process and step, {dist_info.world_size * args.batch_size} in all")
 
-        _seed_everything(args.seed)
+        # Rank 0 draws as a single process does; the others get their own streams.
+        _seed_everything(distributed.rank_seed(args.seed, dist_info.rank))
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
         info = dataset_info(args.dataset)
         train_set, valid_set, test_set, num_classes = get_datasets(
-            args.dataset, args.data_dir, labels_per_class=args.labels_per_class,
+            args.dataset, args.data_dir, labels_per_class=args.labels_per_class or None,
             valid_labels_per_class=args.valid_labels_per_class, seed=args.seed)
-        train_loader, valid_loader, test_loader = get_loaders(
-            train_set, valid_set, test_set, args.batch_size, args.workers, seed=args.seed,
-            pin_memory=device.type == "cuda")
+        if args.data_on_device:
+            train_loader, valid_loader, test_loader = get_device_loaders(
+                args.dataset, train_set, valid_set, test_set, args.batch_size, device, seed=args.seed,
+                rank=dist_info.rank, world_size=dist_info.world_size)
+            log(f"=> data on {device}: {len(train_set)} training and {len(test_set)} test images as uint8")
+        else:
+            train_loader, valid_loader, test_loader = get_loaders(
+                train_set, valid_set, test_set, args.batch_size, args.workers, seed=args.seed,
+                distributed=dist_info.distributed, pin_memory=device.type == "cuda")
 
         log(f"=> creating model '{args.arch}'")
         model = models.build_model(args.arch, num_classes, args.dropout, stride=info.stride,
-                                   initial_channels=args.initial_channels).to(device)
+                                   initial_channels=args.initial_channels)
+        if args.sync_bn:
+            if dist_info.distributed:
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                log("=> --sync_bn has no effect in a single process")
+        model = model.to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=args.learning_rate, momentum=args.momentum,
                                     weight_decay=args.decay, nesterov=True)
+        precision = methods.Precision.from_flag(args.mixed_precision, device)
 
         history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
         if valid_loader is not None:
             history.update(valid_loss=[], valid_acc=[])
         best_acc = 0.0
         start_epoch = args.start_epoch
-        rng_state = None
+        checkpoint = None
         if args.resume:
             log(f"\n=> loading checkpoint '{args.resume}'")
             checkpoint = load_checkpoint(args.resume, map_location="cpu")
@@ -576,63 +760,119 @@ def run(args: argparse.Namespace) -> int:
                 history[key] = list(values)
             best_acc = checkpoint["best_acc"]
             start_epoch = checkpoint["epoch"]
-            rng_state = checkpoint["rng"]
+            if precision.scaler is not None and checkpoint.get("scaler"):
+                precision.scaler.load_state_dict(checkpoint["scaler"])
             log(f"=> loaded checkpoint '{args.resume}' (epoch {checkpoint['epoch']})")
         else:
             log(f"=> do not use any checkpoint for {args.arch} model")
 
         net: nn.Module = model
-        if device.type == "cuda" and args.ngpu > 1:
+        if dist_info.distributed:
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        elif device.type == "cuda" and args.ngpu > 1:
             net = nn.DataParallel(model, device_ids=list(range(args.ngpu)))
+        # Under DDP each rank evaluates its shard with the plain model (no collectives in its forward).
+        runtime = _Runtime(dist=dist_info, precision=precision, eval_net=model if dist_info.distributed else net,
+                           steps_per_epoch=len(train_loader))
 
         if args.evaluate:
-            log(_eval_line("Test ", evaluate(net, test_loader, device, num_classes)))
+            distributed.broadcast_buffers(model, dist_info)
+            log(_eval_line("Test ", evaluate(runtime.eval_net, test_loader, device, num_classes, precision, dist_info)))
             return 0
 
-        workers = methods.pool_workers(args)
+        workers = methods.pool_workers(args, processes_per_node=dist_info.local_world_size)
         pool = PartitionPool(workers) if workers else None
         try:
-            method = methods.build_method(args, num_classes, info, executor=pool)
+            method = methods.build_method(args, num_classes, info, executor=pool, precision=precision)
             # Last, so that nothing above (model init, data subset) shifts the resumed random streams.
-            if rng_state is not None:
-                restore_rng_state(rng_state)
+            if checkpoint is not None:
+                _restore_random_streams(checkpoint, args, dist_info, start_epoch)
             _train(args, net, model, optimizer, method, device, num_classes, train_loader, valid_loader,
-                   test_loader, history, best_acc, start_epoch, exp_dir, log)
+                   test_loader, history, best_acc, start_epoch, exp_dir, log, runtime)
         finally:
             if pool is not None:
                 pool.close()
     return 0
 
 
+def _cuda_index(dist_info: distributed.DistInfo) -> int | None:
+    """The one GPU whose random state a distributed process saves and restores (None otherwise)."""
+    return dist_info.device.index if dist_info.distributed and dist_info.device.type == "cuda" else None
+
+
+def _restore_random_streams(checkpoint: dict, args: argparse.Namespace, dist_info: distributed.DistInfo,
+                            start_epoch: int) -> None:
+    """Continue the saved random streams: each rank its own when the checkpoint holds one per rank
+    of this world size, else rank 0 the saved (rank 0's) one and the other ranks fresh streams
+    from (seed, rank, start_epoch). A checkpoint without states (the published one) changes nothing."""
+    per_rank = checkpoint.get("rng_ranks")
+    if not dist_info.distributed:
+        if checkpoint["rng"] is not None:
+            restore_rng_state(checkpoint["rng"])
+    elif per_rank and len(per_rank) == dist_info.world_size:
+        restore_rng_state(per_rank[dist_info.rank], cuda_device=_cuda_index(dist_info))
+    elif dist_info.is_main:
+        if checkpoint["rng"] is not None:
+            restore_rng_state(checkpoint["rng"], cuda_device=_cuda_index(dist_info))
+    else:
+        seed = np.random.SeedSequence([args.seed, dist_info.rank, start_epoch]).generate_state(1, dtype=np.uint32)[0]
+        _seed_everything(int(seed))
+
+
+def _epoch_lr(args: argparse.Namespace, optimizer: torch.optim.Optimizer, epoch: int,
+              steps_per_epoch: int) -> tuple[float, Callable[[int], float] | None]:
+    """Set the epoch's learning rate; returns (the rate of its first step, the per-step rate during
+    a warm-up epoch or None)."""
+    lr = adjust_learning_rate(optimizer, epoch, args.learning_rate, args.schedule, args.gammas)
+    if epoch >= args.warmup_epochs:
+        return lr, None
+    warmup_steps = args.warmup_epochs * steps_per_epoch
+
+    def lr_at_step(step: int) -> float:
+        return lr * warmup_factor(epoch * steps_per_epoch + step, warmup_steps, args.warmup_start_factor)
+
+    first = lr_at_step(0)
+    for group in optimizer.param_groups:
+        group["lr"] = first
+    return first, lr_at_step
+
+
 def _train(args: argparse.Namespace, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer,
-           method: methods.Method, device: torch.device, num_classes: int, train_loader: DataLoader,
-           valid_loader: DataLoader | None, test_loader: DataLoader, history: dict[str, list[float]],
-           best_acc: float, start_epoch: int, exp_dir: str | None, log: LogPrinter) -> None:
-    """The epoch loop: train, evaluate, log and save each epoch (net: what runs, model: what is saved)."""
+           method: methods.Method, device: torch.device, num_classes: int, train_loader: DataLoader | DeviceLoader,
+           valid_loader: DataLoader | DeviceLoader | None, test_loader: DataLoader | DeviceLoader,
+           history: dict[str, list[float]], best_acc: float, start_epoch: int, exp_dir: str | None,
+           log: LogPrinter, runtime: _Runtime) -> None:
+    """The epoch loop: train, evaluate, log and save each epoch (net: what runs, model: what is saved;
+    only rank 0 logs and saves, every rank takes part in the reductions)."""
+    dist_info = runtime.dist
     if start_epoch >= args.epochs:
         log(f"=> nothing to train: the run starts at epoch {start_epoch} and --epochs is {args.epochs}")
     epoch_time = AverageMeter()
-    with ScalarLog(exp_dir) as scalars:
+    with ScalarLog(exp_dir if dist_info.is_main else None) as scalars:
         for epoch in range(start_epoch, args.epochs):
             started = time.time()
-            lr = adjust_learning_rate(optimizer, epoch, args.learning_rate, args.schedule, args.gammas)
-            set_train_epoch(train_loader, args.seed, epoch)
+            lr, lr_at_step = _epoch_lr(args, optimizer, epoch, runtime.steps_per_epoch)
+            set_train_epoch(train_loader, args.seed, epoch, dist_info.rank)
             hours, minutes, seconds = convert_secs2time(epoch_time.avg * (args.epochs - epoch))
             log(f"\n==>>{time_string()} [Epoch={epoch:03d}/{args.epochs:03d}] "
                 f"[Need: {hours:02d}:{minutes:02d}:{seconds:02d}] [learning_rate={lr:6.4f}] "
                 f"[Best : Accuracy={best_acc:.2f}, Error={100 - best_acc:.2f}]")
 
-            train_stats = train_one_epoch(net, train_loader, optimizer, method, args, device, epoch, num_classes)
+            train_stats = train_one_epoch(net, train_loader, optimizer, method, args, device, epoch, num_classes,
+                                          lr_at_step=lr_at_step, dist_info=dist_info)
             log(_train_line(train_stats))
             epoch_scalars = {"train/loss": train_stats["loss"], "train/top1": train_stats["top1"],
                              "learning_rate": lr, "mix_seconds_per_step": train_stats["mix_time"]}
+            # Rank 0's BatchNorm statistics, which it saves, for every rank's shard of the evaluation.
+            distributed.broadcast_buffers(model, dist_info)
             if valid_loader is not None:
-                valid_stats = evaluate(net, valid_loader, device, num_classes)
+                valid_stats = evaluate(runtime.eval_net, valid_loader, device, num_classes, runtime.precision,
+                                       dist_info)
                 log(_eval_line("Valid", valid_stats))
                 history["valid_loss"].append(valid_stats["loss"])
                 history["valid_acc"].append(valid_stats["top1"])
                 epoch_scalars.update({"valid/loss": valid_stats["loss"], "valid/top1": valid_stats["top1"]})
-            test_stats = evaluate(net, test_loader, device, num_classes)
+            test_stats = evaluate(runtime.eval_net, test_loader, device, num_classes, runtime.precision, dist_info)
             log(_eval_line("Test ", test_stats))
             epoch_scalars.update({"test/loss": test_stats["loss"], "test/top1": test_stats["top1"],
                                   "test/top5": test_stats["top5"]})
@@ -647,34 +887,63 @@ def _train(args: argparse.Namespace, net: nn.Module, model: nn.Module, optimizer
             history["test_acc"].append(test_stats["top1"])
 
             if exp_dir is not None:
-                atomic_pickle_dump({key: list(values) for key, values in history.items()},
-                                   os.path.join(exp_dir, "log.pkl"))
-                plot_curves(history, exp_dir)
-                save_checkpoint({
-                    "format": CHECKPOINT_FORMAT,
-                    "epoch": epoch + 1,
-                    "arch": args.arch,
-                    "state_dict": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "best_acc": best_acc,
-                    "history": {key: list(values) for key, values in history.items()},
-                    "args": _json_args(args),
-                    "rng": capture_rng_state(include_cuda=device.type == "cuda"),
-                    "num_classes": num_classes,
-                    "dataset": args.dataset,
-                }, is_best, exp_dir)
+                rng = capture_rng_state(include_cuda=device.type == "cuda", cuda_device=_cuda_index(dist_info))
+                rng_ranks = distributed.gather_objects(rng, dist_info) if dist_info.distributed else None
+                if dist_info.is_main:
+                    _save_epoch(args, model, optimizer, runtime, history, best_acc, is_best, epoch, rng, rng_ranks,
+                                num_classes, exp_dir)
             epoch_time.update(time.time() - started)
 
     if history["test_acc"]:
         log(_final_line(history["test_acc"]))
 
 
+def _save_epoch(args: argparse.Namespace, model: nn.Module, optimizer: torch.optim.Optimizer, runtime: _Runtime,
+                history: dict[str, list[float]], best_acc: float, is_best: bool, epoch: int, rng: dict,
+                rng_ranks: list[dict] | None, num_classes: int, exp_dir: str) -> None:
+    """Rank 0's files of a finished epoch: log.pkl, the curves and the checkpoint(s)."""
+    atomic_pickle_dump({key: list(values) for key, values in history.items()}, os.path.join(exp_dir, "log.pkl"))
+    plot_curves(history, exp_dir)
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch + 1,
+        "arch": args.arch,
+        "state_dict": model.state_dict(),  # the plain model's: no 'module.' prefix, whatever the wrapper
+        "optimizer": optimizer.state_dict(),
+        "best_acc": best_acc,
+        "history": {key: list(values) for key, values in history.items()},
+        "args": _json_args(args),
+        "rng": rng,
+        "num_classes": num_classes,
+        "dataset": args.dataset,
+    }
+    if rng_ranks is not None:
+        state.update(rng_ranks=rng_ranks, world_size=runtime.dist.world_size)
+    if runtime.precision.scaler is not None:
+        state["scaler"] = runtime.precision.scaler.state_dict()
+    save_checkpoint(state, is_best, exp_dir)
+
+
+def _error_line(err: BaseException, rank: int) -> str:
+    return f"error: {err}" if rank == 0 else f"error: [rank {rank}] {err}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: sys.argv[1:]), validate, and run; returns the exit status
-    (0 success, 2 bad arguments/data/checkpoint with one ``error:`` line on stderr)."""
+    (0 success, 2 bad arguments/data/checkpoint with one ``error:`` line on stderr).
+
+    Under torchrun (WORLD_SIZE > 1 in the environment) the process joins the process group for
+    the run and leaves it at the end or on an error. Argument errors are printed by rank 0 only
+    (every rank finds the same); a data, checkpoint or launch error by every rank that meets it,
+    prefixed with its rank on the others.
+    """
+    rank = distributed.env_rank()
     parser = get_args_parser()
     try:
-        args = parser.parse_args(argv)
+        # The other ranks would repeat rank 0's usage message or --help word for word.
+        with contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext(), \
+                contextlib.redirect_stderr(io.StringIO()) if rank else contextlib.nullcontext():
+            args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a usage error already printed (2)
         return exit_.code if isinstance(exit_.code, int) else 2
     if args.data_dir is None:
@@ -683,12 +952,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolve_method(args)
         validate_args(args)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if rank == 0:
+            print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        return run(args)
-    except (DataError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        with distributed.session(use_cuda=_pick_device(args)) as dist_info:
+            return run(args, dist_info)
+    except (DataError, CheckpointError, distributed.LaunchError) as err:
+        print(_error_line(err, rank), file=sys.stderr)
         return 2
 
 

@@ -30,20 +30,34 @@ repository logs for them. :attr:`Method.clean_logits` says which.
 
 Randomness comes from numpy's global state (``np.random``) only, so a checkpoint that saves it
 resumes every method bit-identically.
+
+Mixed precision (``--amp``): a method's :attr:`Method.precision` (:class:`Precision`) runs every
+forward pass (clean and mixed) under ``torch.autocast``; losses are computed in float32. With a
+float16 GradScaler the clean-pass backward is scaled like the mixed loss will be (the caller
+scales that one: ``scaler.scale(step.loss).backward()``), and the saliency is unscaled.
+
+Distributed training: when the model is a DistributedDataParallel, the clean pass runs inside
+``model.no_sync()``: its parameter gradients (clean_lam > 0) accumulate locally and are
+all-reduced once, together with the mixed loss's, by the caller's backward; with clean_lam = 0
+only the input gradient is taken and DDP expects no reduction for it. Each process mixes its
+own batch.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from abc import ABC, abstractmethod
 from argparse import Namespace
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, ContextManager, Sequence
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
 import baselines
 import comix
@@ -54,7 +68,7 @@ __all__ = [
     "METHODS", "LOSSES", "PUBLISHED_MIXUP_ALPHA", "PUBLISHED_CLEAN_LAM", "PUZZLE_CHUNKS", "StepResult", "Method",
     "VanillaMethod", "InputMixupMethod", "ManifoldMixMethod", "CutMixMethod", "PuzzleMixMethod", "CoMixupMethod",
     "soft_target_loss", "published_default", "fill_published_defaults", "build_method", "pool_workers",
-    "puzzle_geometry_problem",
+    "puzzle_geometry_problem", "AMP_MODES", "Precision",
 ]
 
 METHODS = ("vanilla", "mixup", "manifold", "cutmix", "puzzle", "comix")
@@ -77,6 +91,88 @@ part of its published experiment name; mixup, manifold and CutMix have no clean 
 
 PUZZLE_CHUNKS = 8
 """Pieces a Puzzle Mix batch is cut into for the thread pool."""
+
+AMP_MODES = ("off", "bf16", "fp16")
+"""The --amp choices: float32, bfloat16 autocast, float16 autocast with a GradScaler."""
+
+_AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# --------------------------------------------------------------------------- precision
+
+@dataclass(frozen=True)
+class Precision:
+    """How a step's forward passes run.
+
+    dtype None: float32, no autocast (the default; nothing is wrapped). Otherwise every forward
+    runs under ``torch.autocast(device_type, dtype)``. scaler: the GradScaler of float16
+    training (None otherwise); the caller scales the mixed loss with it and steps through it.
+    """
+
+    device_type: str = "cpu"
+    dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+    @classmethod
+    def from_flag(cls, amp: str, device: torch.device) -> "Precision":
+        """The precision of ``--amp`` (one of AMP_MODES) on ``device``: fp16 gets a GradScaler
+        and needs CUDA (float16 autocast on the CPU is slow or unsupported): ValueError there,
+        as for an unknown mode."""
+        if amp not in _AMP_DTYPES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
+        dtype = _AMP_DTYPES[amp]
+        if dtype is None:
+            return cls(device_type=device.type)
+        if amp == "fp16":
+            if device.type != "cuda":
+                raise ValueError(f"--amp fp16 needs a CUDA device (got {device.type}); use --amp bf16 on the CPU")
+            return cls(device_type="cuda", dtype=dtype, scaler=torch.amp.GradScaler("cuda"))
+        return cls(device_type=device.type, dtype=dtype)
+
+    @property
+    def enabled(self) -> bool:
+        """True when forwards run under autocast."""
+        return self.dtype is not None
+
+    def autocast(self) -> ContextManager:
+        """The context for a forward pass: autocast, or nothing at float32."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+
+FLOAT32 = Precision()
+
+
+class _AutocastForward(nn.Module):
+    """``model`` whose forward runs under ``precision``'s autocast (the backward then runs
+    outside it, as PyTorch recommends), for code that does a forward and a backward itself."""
+
+    def __init__(self, model: nn.Module, precision: Precision) -> None:
+        super().__init__()
+        self.model = model
+        self.precision = precision
+        self.train(model.training)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        with self.precision.autocast():
+            return self.model(*args, **kwargs)
+
+
+def _local_gradients(model: nn.Module) -> ContextManager:
+    """DDP's no_sync for a DistributedDataParallel model (gradients accumulate locally, to be
+    all-reduced by the next synchronised backward), nothing for any other model."""
+    if isinstance(model, DistributedDataParallel):
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def _zero_non_finite(saliency: Tensor) -> Tensor:
+    """Saliency maps with an inf/NaN entry (a float16 step whose scaled gradients overflowed:
+    the GradScaler skips that step's update anyway) become all zero, i.e. uniform block costs
+    for the mixer, instead of poisoning its solver."""
+    finite = torch.isfinite(saliency).flatten(1).all(dim=1)
+    return torch.where(finite.view(-1, 1, 1), saliency, torch.zeros_like(saliency))
 
 
 # --------------------------------------------------------------------------- shared pieces
@@ -121,6 +217,8 @@ class Method(ABC):
     name: ClassVar[str]
     clean_logits: ClassVar[bool]
     """True when StepResult.logits are the clean images' logits, False for the mixed images'."""
+    precision: Precision = FLOAT32
+    """How the forward passes run (see :class:`Precision`); set by :func:`build_method`."""
 
     def __init__(self, num_classes: int, loss: str = "bce") -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -158,7 +256,8 @@ class VanillaMethod(Method):
 
     def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> StepResult:
         targets = self._one_hot(images, labels)
-        logits = model(images)
+        with self.precision.autocast():
+            logits = model(images)
         return self._result(logits, targets, 0.0, logits)
 
 
@@ -183,7 +282,8 @@ class _PairMethod(Method):
         started = time.perf_counter()
         mixed_images, mixed_targets = type(self).mix(images, targets, self.alpha)
         mix_time = time.perf_counter() - started
-        logits = model(mixed_images)
+        with self.precision.autocast():
+            logits = model(mixed_images)
         return self._result(logits, mixed_targets, mix_time, logits)
 
 
@@ -238,7 +338,8 @@ class ManifoldMixMethod(Method):
         mix_layer, mix_fn, mixed_targets = self.mixer.draw(targets)
         timed = _TimedMix(mix_fn)
         draw_time = time.perf_counter() - started
-        logits = model(images, mix_layer=mix_layer, mix_fn=timed)
+        with self.precision.autocast():
+            logits = model(images, mix_layer=mix_layer, mix_fn=timed)
         return self._result(logits, mixed_targets, draw_time + timed.seconds, logits)
 
 
@@ -259,12 +360,19 @@ class _SaliencyMethod(Method):
 
     def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> StepResult:
         targets = self._one_hot(images, labels)
-        saliency, _, clean_logits = comix.saliency_and_clean_loss(model, images, labels, self.clean_lam,
-                                                                  self.num_classes)
+        precision = self.precision
+        clean_model = _AutocastForward(model, precision) if precision.enabled else model
+        with _local_gradients(model):
+            saliency, _, clean_logits = comix.saliency_and_clean_loss(clean_model, images, labels, self.clean_lam,
+                                                                      self.num_classes, scaler=precision.scaler)
+        if precision.scaler is not None:
+            saliency = _zero_non_finite(saliency)
         started = time.perf_counter()
         mixed_images, mixed_targets = self._mix(images, labels, targets, saliency)
         mix_time = time.perf_counter() - started
-        return self._result(model(mixed_images), mixed_targets, mix_time, clean_logits)
+        with precision.autocast():
+            logits = model(mixed_images)
+        return self._result(logits, mixed_targets, mix_time, clean_logits)
 
 
 class PuzzleMixMethod(_SaliencyMethod):
@@ -355,12 +463,21 @@ def puzzle_geometry_problem(image_size: int, neigh_size: int, t_size: int) -> st
     return None
 
 
-def build_method(args: Any, num_classes: int, dataset_info: Any, executor: Executor | None = None) -> Method:
+def build_method(args: Any, num_classes: int, dataset_info: Any, executor: Executor | None = None,
+                 precision: Precision | None = None) -> Method:
     """The :class:`Method` that ``args`` (a namespace of main.py's flags, or any object with the
     same attributes) asks for: ``args.method`` in METHODS, ``args.loss`` (default bce), the
     method's flags; a None ``mixup_alpha`` / ``clean_lam`` means the method's published value.
     ``dataset_info`` (load_data.DatasetInfo) gives Puzzle Mix the images' mean/std; ``executor``
-    (a thread pool) solves Co-Mixup partitions / Puzzle Mix pairs concurrently."""
+    (a thread pool) solves Co-Mixup partitions / Puzzle Mix pairs concurrently; ``precision``
+    (default float32) becomes the method's :attr:`Method.precision`."""
+    built = _build(args, num_classes, dataset_info, executor)
+    if precision is not None:
+        built.precision = precision
+    return built
+
+
+def _build(args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> Method:
     method = args.method
     loss = getattr(args, "loss", "bce")
     if method == "vanilla":
@@ -383,13 +500,19 @@ def build_method(args: Any, num_classes: int, dataset_info: Any, executor: Execu
     raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
-def pool_workers(args: Any) -> int:
+def pool_workers(args: Any, processes_per_node: int = 1) -> int:
     """Threads worth a pool for ``args.method`` (0: it solves nothing in parallel, or
-    ``args.parallel`` is False): one per Co-Mixup partition / Puzzle Mix chunk, at most one per core."""
+    ``args.parallel`` is False): one per Co-Mixup partition / Puzzle Mix chunk, at most one per
+    core, the node's cores being shared by ``processes_per_node`` training processes (torchrun)."""
     if not getattr(args, "parallel", True):
         return 0
     if args.method == "comix":
-        return default_workers(math.ceil(args.batch_size / args.m_part))
-    if args.method == "puzzle":
-        return default_workers(PUZZLE_CHUNKS)
-    return 0
+        jobs = math.ceil(args.batch_size / args.m_part)
+    elif args.method == "puzzle":
+        jobs = PUZZLE_CHUNKS
+    else:
+        return 0
+    if processes_per_node <= 1:
+        return default_workers(jobs)
+    cores = default_workers(2**31 - 1)  # every usable core
+    return max(1, min(jobs, cores // processes_per_node))

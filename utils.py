@@ -110,16 +110,20 @@ def convert_secs2time(seconds: float) -> tuple[int, int, int]:
 class LogPrinter:
     """Prints lines to stdout and appends them to a log file (flushed per line) when one is open.
 
-    ``LogPrinter(None)`` only prints (``--log_off``). Use as a context manager or call close().
+    ``LogPrinter(None)`` only prints (``--log_off``); ``LogPrinter(None, echo=False)`` does
+    nothing at all (the ranks other than 0 of a distributed run). Use as a context manager or
+    call close().
     """
 
-    def __init__(self, path: str | os.PathLike | None) -> None:
+    def __init__(self, path: str | os.PathLike | None, echo: bool = True) -> None:
         self.path = path
+        self.echo = echo
         self._file: IO[str] | None = open(path, "a", encoding="utf-8") if path is not None else None
 
     def __call__(self, line: Any) -> None:
         text = str(line)
-        print(text, flush=True)
+        if self.echo:
+            print(text, flush=True)
         if self._file is not None:
             self._file.write(text + "\n")
             self._file.flush()
@@ -264,9 +268,12 @@ def plot_curves(history: dict[str, list[float]], exp_dir: str | os.PathLike) -> 
 # RNG states
 # ---------------------------------------------------------------------------------------------
 
-def capture_rng_state(include_cuda: bool = False) -> dict:
+def capture_rng_state(include_cuda: bool = False, cuda_device: int | None = None) -> dict:
     """The global python, numpy and torch (CPU, and CUDA when ``include_cuda``) RNG states, as
-    plain lists, numbers and uint8 tensors, so they load under ``weights_only=True``."""
+    plain lists, numbers and uint8 tensors, so they load under ``weights_only=True``.
+
+    CUDA: every visible device's state, or only ``cuda_device``'s when given (a distributed
+    process, which must not touch the other processes' GPUs)."""
     version, internal, gauss_next = random.getstate()
     numpy_state = np.random.get_state(legacy=False)
     state = {
@@ -280,14 +287,18 @@ def capture_rng_state(include_cuda: bool = False) -> dict:
         "cuda": [],
     }
     if include_cuda and torch.cuda.is_available():
-        state["cuda"] = list(torch.cuda.get_rng_state_all())
+        if cuda_device is None:
+            state["cuda"] = list(torch.cuda.get_rng_state_all())
+        else:
+            state["cuda"] = [torch.cuda.get_rng_state(cuda_device)]
     return state
 
 
-def restore_rng_state(state: dict) -> None:
+def restore_rng_state(state: dict, cuda_device: int | None = None) -> None:
     """Set the global RNGs from :func:`capture_rng_state`'s dict. CUDA states are restored when
-    CUDA is available and the saved count matches the visible devices. Raises CheckpointError
-    when the dict is malformed."""
+    CUDA is available and the saved count matches the visible devices, or, with
+    ``cuda_device``, when exactly one state was saved (it goes to that device). Raises
+    CheckpointError when the dict is malformed."""
     try:
         py = state["python"]
         py_state = (int(py["version"]), tuple(int(v) for v in py["internal"]), py["gauss_next"])
@@ -302,7 +313,12 @@ def restore_rng_state(state: dict) -> None:
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
         raise CheckpointError(f"the checkpoint's saved random states are malformed ({_one_line(err)})") from err
     cuda_states = state.get("cuda") or []
-    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+    if not cuda_states or not torch.cuda.is_available():
+        return
+    if cuda_device is not None:
+        if len(cuda_states) == 1:
+            torch.cuda.set_rng_state(cuda_states[0].to("cpu", torch.uint8), cuda_device)
+    elif len(cuda_states) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.to("cpu", torch.uint8) for s in cuda_states])
 
 
@@ -387,8 +403,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
 
     Returns a dict with: epoch (finished epochs), arch (or None), state_dict (keys without the
     'module.' prefix), optimizer (state dict or None), best_acc, history (train_loss, train_acc,
-    test_loss, test_acc and any valid_* lists), rng (or None), args (dict or None), num_classes
-    (or None), dataset (or None) and source ('ours', 'published' or 'state_dict').
+    test_loss, test_acc and any valid_* lists), rng (rank 0's random states, or None),
+    rng_ranks (every rank's states of a distributed run, or None), scaler (the float16
+    GradScaler's state, or None), args (dict or None), num_classes (or None), dataset (or None)
+    and source ('ours', 'published' or 'state_dict').
     Raises CheckpointError (one line) for a missing, unreadable or unexpected file.
     """
     path = os.fspath(path)
@@ -421,8 +439,8 @@ def _empty_history() -> dict[str, list[float]]:
 def _normalise(raw: Any, path: str) -> dict:
     if _is_state_dict(raw):
         return {"epoch": 0, "arch": None, "state_dict": _strip_prefix(raw), "optimizer": None, "best_acc": 0.0,
-                "history": _empty_history(), "rng": None, "args": None, "num_classes": None, "dataset": None,
-                "source": "state_dict"}
+                "history": _empty_history(), "rng": None, "rng_ranks": None, "scaler": None, "args": None,
+                "num_classes": None, "dataset": None, "source": "state_dict"}
     if not isinstance(raw, dict) or not _is_state_dict(raw.get("state_dict")):
         raise CheckpointError(f"{path} is not a training checkpoint (expected a dict with a 'state_dict' "
                               f"of tensors, as main.py or the published code saves)")
@@ -434,7 +452,8 @@ def _normalise(raw: Any, path: str) -> dict:
         raise CheckpointError(f"{path} has checkpoint format {version!r}; this code reads formats up to "
                               f"{CHECKPOINT_FORMAT} (update the code)")
     result = {"epoch": epoch, "arch": raw.get("arch"), "state_dict": _strip_prefix(raw["state_dict"]),
-              "optimizer": raw.get("optimizer"), "rng": raw.get("rng"), "args": raw.get("args"),
+              "optimizer": raw.get("optimizer"), "rng": raw.get("rng"), "rng_ranks": raw.get("rng_ranks"),
+              "scaler": raw.get("scaler"), "args": raw.get("args"),
               "num_classes": raw.get("num_classes"), "dataset": raw.get("dataset")}
     if "recorder" in raw:
         history = _history_from_recorder(raw["recorder"], path)

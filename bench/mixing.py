@@ -6,9 +6,9 @@
 Prints, for each solver backend available here (fast = the compiled solver, bkgco / gco = the
 GCO alpha-beta swap from Python, the published design), the time of `mixup_process` on a batch
 (saliency pooling, compatibility, solving, mixing), sequential and on a thread pool, and the
-mean published objective (obj_fn) and thresholded objective per partition. With --step it also
-times one training step of preactresnet18 (vanilla vs Co-Mixup: clean pass + mixing + mixed
-pass) and prints the ratio. Saliency is the real input gradient of a model on real images
+mean published objective (obj_fn) and thresholded objective per partition. With --step it then
+runs bench/step_times.py for Co-Mixup: one training step of preactresnet18 (clean pass + mixing +
+mixed pass) against a vanilla step, and their ratio. Saliency is the real input gradient of a model on real images
 (`--data_dir`, an ImageFolder of CIFAR-sized images), from a fresh model or a `--resume`d one.
 """
 from __future__ import annotations
@@ -48,7 +48,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train_epochs", type=int, default=0,
                         help="first train the saliency model this many epochs on --data_dir (vanilla SGD), "
                              "so that its saliency looks like a trained network's")
-    parser.add_argument("--step", action="store_true", help="also time vanilla and Co-Mixup training steps")
+    parser.add_argument("--step", action="store_true",
+                        help="then time a Co-Mixup training step against a vanilla one (bench/step_times.py)")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -151,38 +152,6 @@ def time_mixing(batches, saliencies, solver: str, executor, args) -> tuple[list[
     return times, statistics.mean(objs), statistics.mean(thres)
 
 
-def time_steps(batches, args) -> tuple[float, float]:
-    model = build_model(10, args.resume)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    mixer = comix.CoMixup(num_classes=10, m_block_num=args.m_block_num, m_part=args.m_part)
-    model.train()
-
-    def vanilla(x, y):
-        optimizer.zero_grad()
-        loss = F.binary_cross_entropy(F.softmax(model(x), 1), comix.to_one_hot(y, 10))
-        loss.backward()
-        optimizer.step()
-
-    def co_mixup(x, y):
-        optimizer.zero_grad()
-        saliency, _, _ = comix.saliency_and_clean_loss(model, x, y, 1.0, 10)
-        mixed_x, mixed_y = mixer(x, y, saliency)
-        loss = F.binary_cross_entropy(F.softmax(model(mixed_x), 1), mixed_y)
-        loss.backward()
-        optimizer.step()
-
-    results = []
-    for step in (vanilla, co_mixup):
-        step(*batches[0])
-        times = []
-        for x, y in batches:
-            start = time.perf_counter()
-            step(x, y)
-            times.append(time.perf_counter() - start)
-        results.append(statistics.median(times))
-    return results[0], results[1]
-
-
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     torch.manual_seed(args.seed)
@@ -218,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{solver:>6} {label:<22} {1e3 * statistics.mean(times):8.1f} ms/batch (median "
                   f"{1e3 * statistics.median(times):.1f})  obj_fn {obj:9.3f}  obj_fn_thres {thr:9.3f}")
     if args.step:
-        vanilla, co_mixup = time_steps(batches, args)
-        print(f"training step, preactresnet18, batch {args.batch_size}: vanilla {vanilla:.2f} s, "
-              f"Co-Mixup {co_mixup:.2f} s, ratio {co_mixup / vanilla:.2f}x")
+        import step_times  # bench/step_times.py, beside this script
+
+        print()
+        return step_times.main(["--methods", "comix", "--batch_size", str(args.batch_size), "--seed", str(args.seed)])
     return 0
 
 

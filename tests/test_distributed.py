@@ -1,0 +1,306 @@
+"""Training under torchrun (DistributedDataParallel, 2 CPU processes with gloo), the clean pass's
+no_sync, rank-0-only output, resuming across world sizes, and the warm-up knob."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from runs import (
+    FINAL_RE,
+    HEADER_RE,
+    TEST_RE,
+    TRAIN_RE,
+    assert_one_error_line,
+    base_args,
+    only_experiment,
+    read_checkpoint,
+)
+
+import comix
+import distributed
+import main
+import methods
+import models
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+WRAPPER = Path(__file__).resolve().parent / "main_fake_cifar.py"
+PUBLISHED_FILES = {"log.txt", "log.pkl", "loss.png", "acc.png", "checkpoint.pth.tar", "model_best.pth.tar"}
+
+
+def ddp_args(data_dir: Path, root: Path, *extra: str) -> list[str]:
+    """base_args with 10 images per process and partitions of 5 (2 processes x 3 steps of 10, 10, 10)."""
+    return base_args(data_dir, root, "--batch_size", "10", "--m_part", "5", *extra)
+
+
+def torchrun(argv: list[str], cwd: Path, record: Path | None = None) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 tests/main_fake_cifar.py ARGV`` on the CPU."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    if record is not None:
+        record.mkdir()
+        env["COMIX_TEST_REDUCTIONS"] = str(record)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(WRAPPER), *argv]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=240, check=False)
+
+
+def reductions(record: Path, rank: int) -> list[dict]:
+    with open(record / f"rank{rank}.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def matching(lines: list[str], pattern) -> list:
+    return [m for m in map(pattern.match, lines) if m]
+
+
+def _test_line(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().out.splitlines() if TEST_RE.match(line)]
+
+
+# --------------------------------------------------------------------------- torchrun, 2 processes
+
+def test_two_processes_train_together_and_only_rank_0_speaks(cifar10_dir, tmp_path, capsys):
+    root, record = tmp_path / "ddp", tmp_path / "reductions"
+    result = torchrun(ddp_args(cifar10_dir, root, "--epochs", "2"), tmp_path, record)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = result.stdout.splitlines()
+
+    # every line once: rank 1 prints nothing
+    assert len(matching(out, HEADER_RE)) == len(matching(out, TRAIN_RE)) == len(matching(out, TEST_RE)) == 2
+    assert len(matching(out, FINAL_RE)) == 1
+    assert sum(line.startswith("save path : ") for line in out) == 1
+    assert "=> distributed: 2 processes (gloo), 10 images per process and step, 20 in all" in out
+    assert "Traceback" not in result.stderr
+
+    # one experiment folder, written by rank 0, whose log is what was printed
+    exp = only_experiment(root)
+    assert {p.name for p in exp.iterdir() if not p.name.startswith("events.out.tfevents.")} == PUBLISHED_FILES
+    logged = (exp / "log.txt").read_text().splitlines()
+    assert [m.group(0) for m in matching(logged, TEST_RE)] == [m.group(0) for m in matching(out, TEST_RE)]
+
+    # both ranks trained on their own half and evaluated their own half; the logs show the sums
+    per_rank = [reductions(record, rank) for rank in (0, 1)]
+    assert [len(calls) for calls in per_rank] == [4, 4]  # 2 epochs x (train, test)
+    for index, (mine, theirs) in enumerate(zip(*per_rank)):
+        expected_count = 30 if index % 2 == 0 else 10
+        assert mine["values"][3] == theirs["values"][3] == expected_count
+        np.testing.assert_allclose(mine["sums"], np.add(mine["values"], theirs["values"]))
+        assert mine["sums"] == theirs["sums"]
+    for epoch, (train, test) in enumerate(zip(matching(out, TRAIN_RE), matching(out, TEST_RE))):
+        train_sums, test_sums = per_rank[0][2 * epoch]["sums"], per_rank[0][2 * epoch + 1]["sums"]
+        assert train.group(1) == f"{train_sums[1] / train_sums[3]:.2f}"
+        assert test.group(1) == f"{test_sums[1] / test_sums[3]:.2f}"
+        assert test.group(4) == f"{test_sums[0] / test_sums[3]:.3f}"
+
+    # the checkpoint: plain keys, every rank's own random streams
+    checkpoint = read_checkpoint(exp / "checkpoint.pth.tar")
+    assert checkpoint["epoch"] == 2 and checkpoint["world_size"] == 2
+    assert not any(key.startswith("module.") for key in checkpoint["state_dict"])
+    streams = checkpoint["rng_ranks"]
+    assert len(streams) == 2 and streams[0]["numpy"] == checkpoint["rng"]["numpy"]
+    assert streams[0]["numpy"]["key"] != streams[1]["numpy"]["key"]
+    assert not torch.equal(streams[0]["torch"], streams[1]["torch"])
+
+    # it evaluates in a single process to the logged test line (rank 0's BatchNorm statistics)
+    assert main.main(ddp_args(cifar10_dir, tmp_path / "eval", "--evaluate", "--log_off",
+                              "--resume", str(exp / "checkpoint.pth.tar"))) == 0
+    assert _test_line(capsys) == [matching(out, TEST_RE)[-1].group(0)]
+
+
+def test_a_single_process_checkpoint_resumes_under_ddp_with_clean_lam_0(cifar10_dir, tmp_path):
+    """clean_lam 0 takes only the input gradient in the clean pass: DDP must not wait for a reduction."""
+    single = tmp_path / "single"
+    assert main.main(ddp_args(cifar10_dir, single, "--clean_lam", "0")) == 0
+    first = only_experiment(single) / "checkpoint.pth.tar"
+    root = tmp_path / "ddp"
+    result = torchrun(ddp_args(cifar10_dir, root, "--clean_lam", "0", "--epochs", "2", "--resume", str(first)),
+                      tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = result.stdout.splitlines()
+    assert f"=> loaded checkpoint '{first}' (epoch 1)" in out
+    assert [m.group(1) for m in matching(out, HEADER_RE)] == ["001"]
+    resumed = read_checkpoint(only_experiment(root) / "checkpoint.pth.tar")
+    before = read_checkpoint(first)
+    assert resumed["epoch"] == 2
+    assert resumed["history"]["test_acc"][:1] == before["history"]["test_acc"]
+    assert not torch.equal(resumed["state_dict"]["linear.weight"], before["state_dict"]["linear.weight"])
+    # rank 0 continued the saved streams, rank 1 got fresh ones of its own
+    assert resumed["rng_ranks"][0]["numpy"]["key"] != resumed["rng_ranks"][1]["numpy"]["key"]
+
+
+def test_manifold_mixup_with_data_on_device_and_bf16_under_ddp(cifar10_dir, tmp_path):
+    """The model's extra forward arguments (mix_layer, mix_fn) pass through DDP; the on-device loader
+    shards the data; autocast runs in every process."""
+    record = tmp_path / "reductions"
+    result = torchrun(ddp_args(cifar10_dir, tmp_path / "ddp", "--method", "manifold", "--data_on_device",
+                               "--amp", "bf16", "--log_off"), tmp_path, record)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = result.stdout.splitlines()
+    assert len(matching(out, TRAIN_RE)) == len(matching(out, TEST_RE)) == 1
+    assert not (tmp_path / "ddp").exists()
+    for rank in (0, 1):
+        train, test = reductions(record, rank)
+        assert (train["values"][3], train["sums"][3]) == (30, 60)
+        assert (test["values"][3], test["sums"][3]) == (10, 20)
+        assert np.isfinite(train["sums"][0])
+
+
+# --------------------------------------------------------------------------- in one process
+
+@pytest.fixture
+def one_process_group(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("clean_lam", [1.0, 0.0])
+def test_the_clean_pass_reduces_nothing_itself(one_process_group, monkeypatch, clean_lam):
+    """Each gradient bucket is all-reduced once per step (with the mixed backward), and the
+    gradients are those of the plain model; without no_sync a clean_lam > 0 pass would reduce too."""
+    torch.manual_seed(0)
+    model = models.build_model("preactresnet18", 10, initial_channels=16)
+    plain = models.build_model("preactresnet18", 10, initial_channels=16)
+    plain.load_state_dict(model.state_dict())
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    reduced: list[int] = []
+
+    def count(state, bucket):
+        reduced.append(bucket.index())
+        future = torch.futures.Future()
+        future.set_result(bucket.buffer())
+        return future
+
+    ddp.register_comm_hook(None, count)
+    images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+
+    def step(net):
+        method = methods.CoMixupMethod(10, comix.CoMixup(num_classes=10, m_part=4), clean_lam=clean_lam)
+        np.random.seed(1)
+        method(net, images, labels).loss.backward()
+        grads = [p.grad.clone() for p in net.parameters()]
+        net.zero_grad()
+        return grads
+
+    for _ in range(3):  # DDP rebuilds its buckets after the first step
+        reduced.clear()
+        ddp_grads = step(ddp)
+        assert reduced and sorted(reduced) == sorted(set(reduced))
+    for a, b in zip(ddp_grads, step(plain)):
+        torch.testing.assert_close(a, b)
+
+    if clean_lam > 0:  # the test has teeth
+        monkeypatch.setattr(methods, "_local_gradients", lambda net: contextlib.nullcontext())
+        reduced.clear()
+        step(ddp)
+        assert len(reduced) == 2 * len(set(reduced))
+
+
+def test_other_ranks_print_no_argument_errors(cifar10_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    bad = ["--learning_rate", "-1"]
+    monkeypatch.setenv("RANK", "1")
+    assert main.main(base_args(cifar10_dir, tmp_path / "exp", *bad)) == 2
+    assert main.main(base_args(cifar10_dir, tmp_path / "exp", "--arch", "resnet7")) == 2  # an argparse error
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main.main(base_args(cifar10_dir, tmp_path / "exp", *bad)) == 2
+    assert_one_error_line(capsys, "--learning_rate")
+
+
+@pytest.mark.parametrize("env, extra, fragments", [
+    ({"WORLD_SIZE": "two"}, [], ["WORLD_SIZE='two'", "torchrun"]),
+    ({"WORLD_SIZE": "2", "RANK": "2"}, [], ["RANK=2", "0 <= RANK < WORLD_SIZE"]),
+    ({"WORLD_SIZE": "2", "RANK": "0"}, ["--ngpu", "2"], ["--ngpu 2", "torchrun", "--nproc_per_node"]),
+    ({}, ["--sync_bn"], ["--sync_bn needs CUDA"]),
+], ids=["world-size", "rank", "ngpu", "sync-bn"])
+def test_bad_launches_exit_2_with_one_line(cifar10_dir, tmp_path, capsys, monkeypatch, env, extra, fragments):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main.main(base_args(cifar10_dir, tmp_path / "exp", *extra)) == 2
+    assert_one_error_line(capsys, *fragments)
+    assert not (tmp_path / "exp").exists()
+
+
+def test_rank_seeds_and_single_process_helpers():
+    assert distributed.rank_seed(7, 0) == 7
+    seeds = {distributed.rank_seed(7, rank) for rank in range(1, 9)} | {7}
+    assert len(seeds) == 9 and all(0 <= s < 2 ** 32 for s in seeds)
+    assert distributed.rank_seed(8, 1) != distributed.rank_seed(7, 1)
+    single = distributed.DistInfo()
+    assert not single.distributed and single.is_main
+    assert distributed.sum_across_ranks([1, 2.5], single) == [1.0, 2.5]
+    assert distributed.gather_objects({"a": 1}, single) == [{"a": 1}]
+    with distributed.session(use_cuda=False) as info:  # no torchrun: no process group
+        assert info == distributed.DistInfo() and not dist.is_initialized()
+
+
+# --------------------------------------------------------------------------- ImageNet-scale knobs
+
+def test_warmup_factor():
+    factors = [main.warmup_factor(step, 6) for step in range(8)]
+    assert factors == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1, 1, 1])
+    assert main.warmup_factor(0, 4, 0.5) == pytest.approx(0.625) and main.warmup_factor(3, 4, 0.5) == 1
+    assert main.warmup_factor(5, 0) == 1
+
+
+def test_warmup_is_linear_per_step_and_resumes_bit_identically(cifar10_dir, tmp_path, capsys):
+    """60 images in batches of 20: 3 steps per epoch, so a 2-epoch warm-up lasts 6 steps."""
+    warm = ["--warmup_epochs", "2", "--comix", "False"]
+    straight, first, resumed = tmp_path / "straight", tmp_path / "first", tmp_path / "resumed"
+    assert main.main(base_args(cifar10_dir, straight, "--epochs", "3", *warm)) == 0
+    headers = matching(capsys.readouterr().out.splitlines(), HEADER_RE)
+    # the header shows each epoch's first step: steps 0 and 3 of the warm-up, then the schedule
+    assert [m.group(3) for m in headers] == [f"{0.2 / 6:.4f}", f"{0.2 * 4 / 6:.4f}", "0.2000"]
+    assert only_experiment(straight).name.endswith("_warmup_2_seed_0")
+
+    assert main.main(base_args(cifar10_dir, first, "--epochs", "1", *warm)) == 0
+    first_ckpt = only_experiment(first) / "checkpoint.pth.tar"
+    # the rate was raised every step: the last step of epoch 0 is step 2 of 6
+    assert read_checkpoint(first_ckpt)["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.2 * 3 / 6)
+    assert main.main(base_args(cifar10_dir, resumed, "--epochs", "3", "--resume", str(first_ckpt), *warm)) == 0
+    a = read_checkpoint(only_experiment(straight) / "checkpoint.pth.tar")
+    b = read_checkpoint(only_experiment(resumed) / "checkpoint.pth.tar")
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    assert a["history"] == b["history"]
+
+
+def test_labels_per_class_0_keeps_every_image(cifar10_dir, tmp_path):
+    """The generated set has 6 images per class: 0 (every image) trains exactly as 6 does."""
+    every, six = tmp_path / "every", tmp_path / "six"
+    args = ["--comix", "False"]
+    assert main.main(base_args(cifar10_dir, every, "--labels_per_class", "0", *args)) == 0
+    assert main.main(base_args(cifar10_dir, six, *args)) == 0
+    a = read_checkpoint(only_experiment(every) / "checkpoint.pth.tar")
+    b = read_checkpoint(only_experiment(six) / "checkpoint.pth.tar")
+    assert only_experiment(every).name.startswith("cifar10_per_0_")
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--warmup_epochs", "-1"], "--warmup_epochs must be 0 or more"),
+    (["--warmup_start_factor", "1"], "--warmup_start_factor must lie in [0, 1)"),
+    (["--labels_per_class", "-1"], "--labels_per_class must be 0 (every image) or a positive count"),
+], ids=["warmup", "start-factor", "labels"])
+def test_bad_scale_flags_exit_2(cifar10_dir, tmp_path, capsys, extra, fragment):
+    assert main.main(base_args(cifar10_dir, tmp_path / "exp", *extra)) == 2
+    assert_one_error_line(capsys, fragment)
+
+
+def test_help_documents_per_process_batch_and_the_imagenet_settings(capsys):
+    assert main.main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "N x batch_size images in all" in text and "torchrun --nproc_per_node N main.py" in text
+    assert "--m_part 16 --m_niter 3" in text and "--amp {off,bf16,fp16}" in text
