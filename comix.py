@@ -372,9 +372,11 @@ class CoMixup:
             raise ValueError(f"saliency must be (B, H, W) with B >= 1, got shape {tuple(saliency.shape)}")
         batch = saliency.shape[0]
         n_block = self.grid_size()
-        costs = block_cost(saliency, n_block)
+        # the solver works on the CPU: one transfer for the whole batch, not one per partition
+        costs = block_cost(saliency, n_block).cpu()
         if a_dist is None:
             a_dist = saliency_peak_distance(saliency)
+        a_dist = a_dist.cpu()
         if a_dist.shape != (batch, batch):
             raise ValueError(f"a_dist must be (B, B) = {(batch, batch)}, got {tuple(a_dist.shape)}")
         cfg = self.config

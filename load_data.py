@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import pickle
 import random
 import sys
 import tarfile
@@ -23,8 +24,9 @@ import torch
 import torch.nn.functional as F
 import torchvision.datasets as tv_datasets
 import torchvision.transforms as T
+from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, get_worker_info
 from torchvision.datasets.utils import check_integrity
 from torchvision.datasets.vision import StandardTransform
 
@@ -33,14 +35,34 @@ DEFAULT_TINY_DIR = "./data/tiny-imagenet-200"
 
 
 class DataError(Exception):
-    """A problem with the user's data or data options; the message is one line meant for the user."""
+    """A problem with the user's data or data options; the message is one line meant for the user.
+
+    A DataError raised in a DataLoader worker process reaches the training process as a new
+    DataError whose text is the worker's whole traceback; the constructor keeps only the
+    original one-line message of such a text.
+    """
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(_worker_message(str(message)))
+
+
+def _worker_message(message: str) -> str:
+    """The original message inside the text DataLoader gives an exception re-raised from a worker
+    ("Caught DataError in DataLoader worker process 0. Original Traceback ... DataError: msg")."""
+    if not message.startswith("Caught DataError in DataLoader worker"):
+        return message
+    marker = "DataError: "
+    last = message.rstrip().splitlines()[-1]
+    return last[last.index(marker) + len(marker):] if marker in last else last
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     """Facts about one data set.
 
-    ``num_classes`` is None where it is read from the folder (ImageNet); ``stride`` is the first
+    ``num_classes`` is None where it is read from the folder (ImageNet); ``train_per_class`` is the
+    number of training images of every class (None where classes differ in size or it is read from
+    the folder: ImageNet), which bounds --labels_per_class; ``stride`` is the first
     convolution's stride the models use for this image size; ``crop_padding`` is the padding of the
     training RandomCrop (None: ImageNet-style resized crops); ``archive``/``archive_folder`` name the
     downloadable archive and the folder it extracts to (None for folder data sets).
@@ -53,6 +75,7 @@ class DatasetInfo:
     std: tuple[float, float, float]
     stride: int
     crop_padding: int | None
+    train_per_class: int | None = None
     archive: str | None = None
     archive_folder: str | None = None
 
@@ -60,14 +83,14 @@ class DatasetInfo:
 _INFO = {
     "cifar10": DatasetInfo("CIFAR-10", 10, 32,
                            (125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255),
-                           stride=1, crop_padding=2,
+                           stride=1, crop_padding=2, train_per_class=5000,
                            archive="cifar-10-python.tar.gz", archive_folder="cifar-10-batches-py"),
     "cifar100": DatasetInfo("CIFAR-100", 100, 32,
                             (129.3 / 255, 124.1 / 255, 112.4 / 255), (68.2 / 255, 65.4 / 255, 70.4 / 255),
-                            stride=1, crop_padding=2,
+                            stride=1, crop_padding=2, train_per_class=500,
                             archive="cifar-100-python.tar.gz", archive_folder="cifar-100-python"),
     "tiny-imagenet-200": DatasetInfo("Tiny-ImageNet-200", 200, 64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
-                                     stride=2, crop_padding=4),
+                                     stride=2, crop_padding=4, train_per_class=500),
     "imagenet": DatasetInfo("ImageNet", None, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
                             stride=1, crop_padding=None),
 }
@@ -76,6 +99,9 @@ _CIFAR_CLASSES = {"cifar10": tv_datasets.CIFAR10, "cifar100": tv_datasets.CIFAR1
 _IMAGENET_RESIZE = 256
 # What torchvision raises when a CIFAR download or extraction fails (URLError is an OSError).
 _DOWNLOAD_ERRORS = (OSError, RuntimeError, tarfile.TarError, EOFError)
+# What reading a damaged or foreign CIFAR batch file raises (an EOFError is a truncated pickle when
+# the extracted folder exists, else a truncated archive).
+_READ_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, IndexError, AttributeError)
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -83,6 +109,22 @@ def dataset_info(name: str) -> DatasetInfo:
     if name not in _INFO:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return _INFO[name]
+
+
+def check_data_dir(dataset: str, data_dir: str) -> None:
+    """The cheap checks of ``data_dir`` that need no image to be read, for before any heavy work:
+    it must not be a file; a folder data set (Tiny-ImageNet, ImageNet) must have its train and
+    validation folders, laid out for ImageFolder. A CIFAR folder may be absent (it is downloaded).
+    DataError (one line) otherwise."""
+    info = dataset_info(dataset)
+    root = os.path.abspath(os.path.expanduser(data_dir))
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise DataError(f"--data_dir {data_dir} is a file; give the folder that holds (or will hold) {info.title}")
+    if dataset not in _CIFAR_CLASSES:
+        try:
+            _folder_split_dirs(dataset, root)
+        except DataError as err:
+            raise DataError(f"--data_dir {data_dir}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,7 +162,7 @@ def get_datasets(dataset: str, data_dir: str, labels_per_class: int | None = Non
     if labels_per_class is None and valid_labels_per_class == 0:
         return train_full, None, test_set, num_classes
     train_idx, valid_idx = class_balanced_split(train_full.targets, num_classes, labels_per_class,
-                                                valid_labels_per_class, seed)
+                                                valid_labels_per_class, seed, getattr(train_full, "classes", None))
     train_set = Subset(train_full, train_idx)
     valid_set = Subset(_with_transform(train_full, test_transform), valid_idx) if valid_idx else None
     return train_set, valid_set, test_set, num_classes
@@ -155,12 +197,14 @@ def _with_transform(dataset: tv_datasets.VisionDataset, transform: Callable) -> 
 
 
 def class_balanced_split(targets: Sequence[int], num_classes: int, labels_per_class: int | None,
-                         valid_labels_per_class: int, seed: int) -> tuple[list[int], list[int]]:
+                         valid_labels_per_class: int, seed: int,
+                         class_names: Sequence[str] | None = None) -> tuple[list[int], list[int]]:
     """Pick (train indices, validation indices) with the same count from every class.
 
     Per class, the indices are permuted with a generator seeded from ``seed``; the first
     ``valid_labels_per_class`` go to validation and the next ``labels_per_class`` (None: all the rest)
-    to training. Raises DataError when a class has too few images. Both lists come back sorted.
+    to training. Raises DataError when a class has too few images (named by ``class_names``, e.g.
+    the class folders, when given). Both lists come back sorted.
     """
     labels = np.asarray(targets)
     rng = np.random.default_rng(seed)
@@ -170,9 +214,10 @@ def class_balanced_split(targets: Sequence[int], num_classes: int, labels_per_cl
         members = rng.permutation(np.flatnonzero(labels == c))
         needed = valid_labels_per_class + (labels_per_class if labels_per_class is not None else 1)
         if len(members) < needed:
-            asked = "all" if labels_per_class is None else str(labels_per_class)
-            raise DataError(f"class {c} has {len(members)} training images, but labels_per_class={asked} "
-                            f"plus valid_labels_per_class={valid_labels_per_class} needs {needed}")
+            asked = "0 (all)" if labels_per_class is None else str(labels_per_class)
+            name = f" ({class_names[c]})" if class_names is not None else ""
+            raise DataError(f"class {c}{name} has {len(members)} training images, but --labels_per_class={asked} "
+                            f"plus --valid_labels_per_class={valid_labels_per_class} needs {needed}")
         stop = None if labels_per_class is None else valid_labels_per_class + labels_per_class
         valid_idx += members[:valid_labels_per_class].tolist()
         train_idx += members[valid_labels_per_class:stop].tolist()
@@ -181,19 +226,35 @@ def class_balanced_split(targets: Sequence[int], num_classes: int, labels_per_cl
 
 def _load_cifar(dataset: str, root: str, train: bool, transform: Callable,
                 download: bool) -> tv_datasets.CIFAR10:
-    """Open a CIFAR split through torchvision; a failed download becomes a DataError with the fix."""
+    """Open a CIFAR split through torchvision; a failed download or a damaged batch file becomes a
+    DataError with the fix."""
     info = _INFO[dataset]
     archive = os.path.join(root, info.archive)
+    folder = os.path.join(root, info.archive_folder)
     before = _file_state(archive)
     try:
         return _CIFAR_CLASSES[dataset](root, train=train, transform=transform, download=download)
-    except _DOWNLOAD_ERRORS as err:
-        _remove_partial_archive(archive, before, _CIFAR_CLASSES[dataset].tgz_md5)
+    except _READ_ERRORS as err:
+        if isinstance(err, EOFError) and not os.path.isdir(folder):
+            raise _download_error(info, root, download, archive, before, _CIFAR_CLASSES[dataset].tgz_md5,
+                                  err) from err
         reason = " ".join(str(err).split()) or type(err).__name__
-        how = "could not be downloaded" if download else "is missing and download is off"
-        raise DataError(f"{info.title} in {root} {how} ({reason}); place {info.archive} in {root} "
-                        f"(extracting it there gives {os.path.join(root, info.archive_folder)}) "
-                        f"and run again") from err
+        raise DataError(f"{info.title} in {folder} cannot be read ({type(err).__name__}: {reason}): a batch "
+                        f"file is damaged or not a CIFAR file; delete {folder} (it is extracted again from "
+                        f"{info.archive}, or downloaded) and run again") from err
+    except _DOWNLOAD_ERRORS as err:
+        raise _download_error(info, root, download, archive, before, _CIFAR_CLASSES[dataset].tgz_md5,
+                              err) from err
+
+
+def _download_error(info: DatasetInfo, root: str, download: bool, archive: str, before: tuple[int, int] | None,
+                    md5: str, err: BaseException) -> DataError:
+    _remove_partial_archive(archive, before, md5)
+    reason = " ".join(str(err).split()) or type(err).__name__
+    how = "could not be downloaded" if download else "is missing and download is off"
+    return DataError(f"{info.title} in {root} {how} ({reason}); place {info.archive} in {root} "
+                     f"(extracting it there gives {os.path.join(root, info.archive_folder)}) "
+                     f"and run again")
 
 
 def _file_state(path: str) -> tuple[int, int] | None:
@@ -242,9 +303,19 @@ def _flat_images(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in extensions]
 
 
+def read_image(path: str) -> Image.Image:
+    """ImageFolder's default loader (an RGB PIL image), but a file PIL cannot read is a DataError
+    naming it (in a loader worker too), not a traceback from deep inside PIL."""
+    try:
+        return tv_datasets.folder.default_loader(path)
+    except (OSError, ValueError, SyntaxError) as err:  # PIL's UnidentifiedImageError is an OSError
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise DataError(f"cannot read image {path} ({reason}); replace or remove the file") from err
+
+
 def _load_image_folder(folder: Path, transform: Callable) -> tv_datasets.ImageFolder:
     try:
-        return tv_datasets.ImageFolder(str(folder), transform=transform)
+        return tv_datasets.ImageFolder(str(folder), transform=transform, loader=read_image)
     except (FileNotFoundError, OSError) as err:
         raise DataError(f"cannot read images from {folder}: {' '.join(str(err).split())}") from err
 
@@ -269,15 +340,20 @@ def get_loaders(train_set: Dataset, valid_set: Dataset | None, test_set: Dataset
                 pin_memory: bool = False) -> tuple[DataLoader, DataLoader | None, DataLoader]:
     """Build (train_loader, valid_loader or None, test_loader).
 
-    The training order comes from a generator seeded with ``seed`` (or, when ``distributed``, from a
-    DistributedSampler with that seed: the caller calls ``sampler.set_epoch``); worker processes seed
-    numpy, random and torch from it too. Random transforms run with ``workers == 0`` draw from the
-    global torch generator, which the caller seeds. Every image is used: the last batch may be
-    partial. Validation and test loaders keep the data set order; when ``distributed`` each rank
-    gets every world_size-th image from its rank on (the ranks together see each image exactly
-    once, so their sums add up to the whole set's; the DistributedSampler instead pads the
-    training set so that every rank takes the same number of steps). ``batch_size`` is per
-    process. Worker processes (``workers > 0``) are kept alive across epochs.
+    The training loader's sampler is an :class:`EpochSampler`: call its ``set_epoch`` before each
+    epoch; the order is then a function of (``seed``, epoch) alone, and, when ``distributed``, this
+    rank's share of it (rank and world size from the process group), as DistributedSampler
+    pads and splits it. Random transforms run with ``workers == 0`` draw from the global torch
+    generator, which the caller seeds (and saves in checkpoints); in worker processes each image's
+    transforms draw from a seed of (``seed``, epoch, image index), so what a worker produces does
+    not depend on which worker it is or on what it produced before: a resumed run gets the
+    images an uninterrupted one would. Every image is used: the last batch may be partial.
+    Validation and test loaders keep the data set order; when ``distributed`` each rank gets every
+    world_size-th image from its rank on (the ranks together see each image exactly once, so
+    their sums add up to the whole set's; the training order instead is padded so that every
+    rank takes the same number of steps). ``batch_size`` is per process. Worker processes
+    (``workers > 0``) are started once and kept alive across epochs; :func:`shutdown_workers`
+    ends them.
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1; got {batch_size}")
@@ -287,17 +363,101 @@ def get_loaders(train_set: Dataset, valid_set: Dataset | None, test_set: Dataset
     generator.manual_seed(seed)
     common = dict(batch_size=batch_size, num_workers=workers, pin_memory=pin_memory,
                   persistent_workers=workers > 0, worker_init_fn=_seed_worker, drop_last=False)
+    rank, world_size = 0, 1
     if distributed:
-        sampler = DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=False)
-        train_loader = DataLoader(train_set, sampler=sampler, generator=generator, **common)
-        rank, world_size = sampler.rank, sampler.num_replicas
+        rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
         valid_set = _eval_shard(valid_set, rank, world_size) if valid_set is not None else None
         test_set = _eval_shard(test_set, rank, world_size)
-    else:
-        train_loader = DataLoader(train_set, shuffle=True, generator=generator, **common)
+    sampler = EpochSampler(len(train_set), seed=seed, rank=rank, world_size=world_size)
+    train_loader = DataLoader(_SeededItems(train_set), sampler=sampler, generator=generator, **common)
     valid_loader = DataLoader(valid_set, shuffle=False, **common) if valid_set is not None else None
     test_loader = DataLoader(test_set, shuffle=False, **common)
     return train_loader, valid_loader, test_loader
+
+
+def shutdown_workers(*loaders: DataLoader | DeviceLoader | None) -> None:
+    """End the kept-alive worker processes of these loaders now (joined; a worker that does not
+    stop in time is terminated) instead of whenever the loader is garbage collected. A loader
+    used again afterwards starts new workers. Anything else (None, a DeviceLoader) is skipped."""
+    for loader in loaders:
+        iterator = getattr(loader, "_iterator", None) if isinstance(loader, DataLoader) else None
+        if iterator is None:
+            continue
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        loader._iterator = None
+
+
+def _epoch_order(size: int, seed: int, epoch: int, rank: int, world_size: int) -> Tensor:
+    """This rank's training order of an epoch: a permutation of range(size) drawn from (seed, epoch)
+    alone, the same on every rank, padded by repeating its head to a multiple of world_size (as
+    DistributedSampler does, so every rank takes as many steps), then every world_size-th item
+    from ``rank`` on."""
+    order = torch.randperm(size, generator=_epoch_generator(seed, epoch))
+    padded = -(-size // world_size) * world_size
+    if padded > size:
+        order = torch.cat([order, order.repeat(-(-(padded - size) // size))[:padded - size]])
+    return order[rank::world_size]
+
+
+def _mix64(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on uint64 values (wrapping arithmetic): a cheap bijective scramble."""
+    values = values + np.uint64(0x9E3779B97F4A7C15)
+    values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return values ^ (values >> np.uint64(31))
+
+
+class EpochSampler(Sampler):
+    """The training sampler of :func:`get_loaders`: yields (image index, image seed) pairs.
+
+    :meth:`set_epoch` picks the epoch; the order is :func:`_epoch_order` of (seed, epoch, rank,
+    world_size), the image seed a 63-bit function of (seed, epoch, index), so both depend on
+    nothing that happened in earlier epochs (nor on how many processes ran them, for the seeds).
+    """
+
+    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        if size < 1:
+            raise DataError("the training set is empty")
+        if not 0 <= rank < world_size:
+            raise DataError(f"rank must lie in [0, world_size) = [0, {world_size}); got {rank}")
+        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s order and image seeds from the next iteration on."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.size // self.world_size)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        base = np.random.SeedSequence([self.seed, self.epoch, 0xA0A]).generate_state(1, dtype=np.uint64)[0]
+        order = _epoch_order(self.size, self.seed, self.epoch, self.rank, self.world_size).numpy()
+        seeds = _mix64(order.astype(np.uint64) ^ base) >> np.uint64(1)
+        yield from zip(order.tolist(), seeds.tolist())
+
+
+class _SeededItems(Dataset):
+    """``dataset[index]`` for the (index, seed) keys of an :class:`EpochSampler`. In a loader worker
+    the global torch, numpy and random generators are first seeded with the image's seed; in the
+    training process (no workers) the key's seed is unused and the transforms draw from the
+    process's own (seeded, checkpointed) generators."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> object:
+        index, seed = key
+        if get_worker_info() is not None:
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+        return self.dataset[index]
 
 
 def _eval_shard(dataset: Dataset, rank: int, world_size: int) -> Dataset:
@@ -405,11 +565,7 @@ class DeviceLoader:
         size = len(self.images)
         if not self.train:
             return torch.arange(self.rank, size, self.world_size)
-        order = torch.randperm(size, generator=_epoch_generator(self.seed, self.epoch))
-        padded = -(-size // self.world_size) * self.world_size
-        if padded > size:  # repeat the head, as DistributedSampler does, so every rank has as many
-            order = torch.cat([order, order.repeat(-(-(padded - size) // size))[:padded - size]])
-        return order[self.rank::self.world_size]
+        return _epoch_order(size, self.seed, self.epoch, self.rank, self.world_size)
 
     def __len__(self) -> int:
         if self.train:

@@ -20,47 +20,73 @@ metrics are those of all processes together, and only rank 0 prints and writes f
 ``--amp bf16|fp16`` runs the forward passes under autocast; ``--data_on_device`` keeps CIFAR
 on the training device and augments it there.
 
-Exit status: 0 on success, 2 for bad arguments, data or checkpoints (one ``error:`` line on
-stderr).
+The command line itself (parser, checks, experiment name) lives in :mod:`options`; this module
+re-exports its public functions.
+
+Exit status (every failure prints one ``error: ...`` line on stderr, and also appends it to
+log.txt once that exists):
+
+====  ==========================================================================================
+0     success (also: a resumed run that had nothing left to train)
+1     an I/O failure during the run: a file could not be written or read (disk full, ...);
+      what was already on disk is intact (every file is replaced atomically)
+2     bad input, found before any training: arguments, data, checkpoint, an experiment folder
+      that cannot be created or written (--root_dir), the torchrun environment
+3     the training loss became NaN or infinite; nothing of that epoch was saved
+130   stopped by SIGINT (Ctrl-C); 143: stopped by SIGTERM (128 + the signal's number). Loader
+      workers and threads are joined, the process group left, files are intact; a second
+      SIGINT or SIGTERM ends the process at once
+====  ==========================================================================================
+
+A process killed outright (SIGKILL, 137 in a shell) loses at most the epoch in progress:
+``--resume <experiment folder>/checkpoint.pth.tar`` with the same arguments continues it, to
+the same weights as an uninterrupted run on the CPU. Unexpected exceptions (bugs) keep their
+traceback and exit 1.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import io
 import math
 import os
 import random
+import signal
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import comix
-import comix_solver
 import distributed
 import methods
 import models
-import puzzlemix
 from load_data import (
-    DATASETS,
     DataError,
     DeviceLoader,
+    EpochSampler,
+    check_data_dir,
     dataset_info,
     get_datasets,
     get_device_loaders,
     get_loaders,
+    shutdown_workers,
 )
 from mixup_parallel import PartitionPool
+from options import experiment_name, get_args_parser, resolve_method, validate_args
 from utils import (
     CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
     HISTORY_KEYS,
     AverageMeter,
     CheckpointError,
@@ -72,370 +98,55 @@ from utils import (
     convert_secs2time,
     load_checkpoint,
     plot_curves,
+    remove_stale_temp_files,
     restore_rng_state,
     save_checkpoint,
     state_dict_mismatch,
-    str2bool,
     time_string,
     to_one_hot,
 )
 
 __all__ = ["get_args_parser", "resolve_method", "validate_args", "experiment_name", "adjust_learning_rate",
-           "warmup_factor", "train_one_epoch", "evaluate", "main"]
+           "warmup_factor", "train_one_epoch", "evaluate", "main", "TrainingDiverged", "RunError", "Interrupted",
+           "EXIT_OK", "EXIT_IO", "EXIT_INPUT", "EXIT_DIVERGED"]
 
-_EPILOG = (
-    "Several GPUs / nodes: torchrun --nproc_per_node N main.py ... (one process per GPU, "
-    "DistributedDataParallel; several nodes: add --nnodes, --node_rank and --rdzv_endpoint HOST:PORT as "
-    "torchrun documents). --batch_size is per process, so a step uses N x batch_size images in all; the "
-    "learning rate is not rescaled for you. "
-    "ImageNet as the published comix-imagenet run (ResNet-50, 100 epochs, DDP, fp16): --dataset imagenet "
-    "--arch resnet50 --labels_per_class 0 --m_part 16 --m_niter 3 --m_block_num 4 --m_beta 0.32 --m_gamma 1.0 "
-    "--m_eta 0.05 --m_thres 0.83 --m_omega 0.001 --mixup_alpha 1.0 (their Dirichlet prior is flat) --loss ce "
-    "--clean_lam 500 (their clean loss is 1 x CE; ours is 2 clean_lam CE / 1000) --amp fp16; their batch "
-    "was 1024 then 448 images in all, with a piecewise-linear learning rate (warm-up 0.5 to 1.0 over 8 "
-    "epochs at 128 pixels, then linear decays), which --warmup_epochs only approximates."
-)
+EXIT_OK = 0
+EXIT_IO = 1
+"""An I/O failure during the run (a file could not be written or read)."""
+EXIT_INPUT = 2
+"""Bad arguments, data, checkpoint, experiment folder or torchrun environment, before training."""
+EXIT_DIVERGED = 3
+"""The training loss became NaN or infinite."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
+class TrainingDiverged(ArithmeticError):
+    """The training loss of a step was NaN or infinite (on any process of a distributed run).
 
-class _ArgumentParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one ``error: ...`` line on stderr (exit 2)."""
+    epoch and step are 0-based, as the log counts them; value is this process's loss, or None
+    when only another process's was not finite."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except None ones, whose help text says what they mean."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
+    def __init__(self, epoch: int, step: int, value: float | None) -> None:
+        self.epoch, self.step, self.value = epoch, step, value
+        what = f"became {value}" if value is not None else "became NaN or infinite on another process"
+        super().__init__(f"the training loss {what} at epoch {epoch}, step {step} (0-based, as in the log)")
 
 
-def _flag_bool(group: argparse._ArgumentGroup, name: str, help_text: str) -> None:
-    """A boolean that works bare (``--log_off``) and with a value (``--log_off True``)."""
-    group.add_argument(name, nargs="?", const=True, default=False, type=str2bool, metavar="BOOL", help=help_text)
+class RunError(Exception):
+    """A run that cannot go on: ``str(err)`` is the one line for the user, ``exit_code`` the
+    process's exit status (see the module docstring)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    """The published command line (SPEC §5), same names, defaults and meanings, plus --m_solver,
-    --method, --loss and the Puzzle Mix flags under the Puzzle Mix repository's names.
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived (``signum``); raised in the main thread by :func:`main`'s handler,
+    a KeyboardInterrupt so that everything that cleans up after Ctrl-C does so for SIGTERM too."""
 
-    ``--data_dir`` defaults to ./data/<dataset> (resolved by :func:`main`). ``--method``,
-    ``--comix``, ``--mixup_alpha`` and ``--clean_lam`` default to None, which
-    :func:`resolve_method` turns into the method and its published values. Booleans accept
-    true/false, yes/no, t/f, y/n, 1/0 in any case.
-    """
-    parser = _ArgumentParser(description="Train a classifier with Co-Mixup",
-                             formatter_class=_HelpFormatter, epilog=_EPILOG)
-
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default="cifar100", choices=DATASETS, help="data set")
-    data.add_argument("--data_dir", default=None,
-                      help="data set folder (CIFAR is downloaded there); default ./data/<dataset>")
-    data.add_argument("--root_dir", default="experiments", help="folder where experiment folders are created")
-    data.add_argument("--labels_per_class", type=int, default=500, metavar="NL",
-                      help="training images kept per class (a class-balanced subset); 0: every image "
-                           "(for data sets with unequal classes, e.g. ImageNet)")
-    data.add_argument("--valid_labels_per_class", type=int, default=0, metavar="NL",
-                      help="training images per class held out as a validation set (0: none)")
-
-    model = parser.add_argument_group("model")
-    model.add_argument("--arch", metavar="ARCH", default="preactresnet18", choices=models.model_names(),
-                       help=f"architecture: {', '.join(models.model_names())}")
-    model.add_argument("--initial_channels", type=int, default=64, choices=(16, 64),
-                       help="width of the preactresnet models")
-    model.add_argument("--dropout", type=str2bool, default=False, metavar="BOOL",
-                       help="dropout before the final layer")
-
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=int, default=300, help="number of epochs to train")
-    optim.add_argument("--batch_size", type=int, default=100,
-                       help="images per step and process: under torchrun with N processes a step uses "
-                            "N x batch_size images in all, and each process mixes its own batch")
-    optim.add_argument("--learning_rate", type=float, default=0.2)
-    optim.add_argument("--momentum", type=float, default=0.9, help="Nesterov momentum of SGD")
-    optim.add_argument("--decay", type=float, default=0.0001, help="weight decay (L2 penalty)")
-    optim.add_argument("--schedule", type=int, nargs="+", default=[100, 200],
-                       help="epochs at which the learning rate is multiplied by the matching gamma")
-    optim.add_argument("--gammas", type=float, nargs="+", default=[0.1, 0.1],
-                       help="learning-rate factors, one per --schedule epoch")
-    optim.add_argument("--warmup_epochs", type=int, default=0,
-                       help="linear learning-rate warm-up over the first W epochs, updated every step: step s "
-                            "of the warm-up (0-based, of W x steps-per-epoch) uses the scheduled rate x "
-                            "(f + (1 - f)(s + 1) / (W x steps-per-epoch)), f = --warmup_start_factor (0: none)")
-    optim.add_argument("--warmup_start_factor", type=float, default=0.0, metavar="F",
-                       help="fraction of the scheduled learning rate the warm-up starts from, in [0, 1)")
-
-    method = parser.add_argument_group("method")
-    method.add_argument("--method", default=None, choices=methods.METHODS,
-                        help="mixing method: " + ", ".join(methods.METHODS) + ". Default: comix, or vanilla "
-                             "with --comix False. An explicit --comix must agree with an explicit --method "
-                             "(--comix True: comix only; --comix False: any other method)")
-    method.add_argument("--loss", default="bce", choices=methods.LOSSES,
-                        help="training loss against the (mixed) soft targets: bce = BCE on softmax "
-                             "(published), ce = soft-target cross entropy")
-    method.add_argument("--mixup_alpha", type=float, default=None,
-                        help="mixing-weight concentration (Co-Mixup: Dirichlet prior; the others: Beta(a, a)). "
-                             "Default: the method's published value: comix 2.0, mixup 1.0, manifold 2.0, "
-                             "cutmix 1.0, puzzle 1.0 (vanilla: unused)")
-    method.add_argument("--clean_lam", type=float, default=None,
-                        help="weight of the clean-input loss of comix and puzzle (0: saliency only, in eval "
-                             "mode, its loss discarded). Default: the published value: comix 1.0, puzzle 0.0 "
-                             "(vanilla: 1.0, unused but part of the published folder name; mixup, manifold "
-                             "and cutmix have no clean pass and take no value above 0)")
-    method.add_argument("--parallel", type=str2bool, default=True, metavar="BOOL",
-                        help="solve the Co-Mixup partitions / Puzzle Mix pairs of a batch concurrently (threads)")
-
-    mix = parser.add_argument_group("Co-Mixup")
-    mix.add_argument("--comix", type=str2bool, default=None, metavar="BOOL",
-                     help="published switch: True = --method comix, False = --method vanilla (plain "
-                          "training); default True when --method is not given")
-    mix.add_argument("--m_block_num", type=int, default=4,
-                     help="mask grid size n (n x n blocks; must divide the image size); -1: random per batch")
-    mix.add_argument("--m_part", type=int, default=20, help="partition size (inputs mixed together)")
-    mix.add_argument("--m_beta", type=float, default=0.32, help="label smoothness coefficient")
-    mix.add_argument("--m_gamma", type=float, default=1.0, help="supermodular diversity coefficient")
-    mix.add_argument("--m_thres", type=float, default=0.83, help="diversity threshold tau")
-    mix.add_argument("--m_thres_type", default="hard", choices=("soft", "hard"), help="thresholding type")
-    mix.add_argument("--m_eta", type=float, default=0.05, help="prior coefficient")
-    mix.add_argument("--m_omega", type=float, default=0.001, help="input compatibility coefficient omega")
-    mix.add_argument("--set_resolve", type=str2bool, default=True, metavar="BOOL",
-                     help="resolve outputs that use the same set of inputs")
-    mix.add_argument("--m_niter", type=int, default=4, help="outer iterations of the solver")
-    mix.add_argument("--m_solver", default="fast", choices=comix_solver.SOLVERS,
-                     help="labelling solver: fast (compiled swap moves), bkgco or gco (published GCO backend)")
-
-    puzzle = parser.add_argument_group("Puzzle Mix (--method puzzle; the Puzzle Mix repository's names and "
-                                       "CIFAR command)")
-    puzzle.add_argument("--n_labels", type=int, default=3, help="mask levels per block")
-    puzzle.add_argument("--beta", type=float, default=1.2, help="label smoothness")
-    puzzle.add_argument("--gamma", type=float, default=0.5, help="data local smoothness")
-    puzzle.add_argument("--eta", type=float, default=0.2, help="prior term")
-    puzzle.add_argument("--neigh_size", type=int, default=4,
-                        help="pooling size for the colour differences across block borders")
-    puzzle.add_argument("--transport", type=str2bool, default=True, metavar="BOOL",
-                        help="move each image's salient blocks to where its mask keeps it")
-    puzzle.add_argument("--t_eps", type=float, default=0.8, help="transport distance cost")
-    puzzle.add_argument("--t_size", type=int, default=4,
-                        help="transport block side in pixels (-1: the mask's own blocks)")
-
-    ckpt = parser.add_argument_group("checkpoints")
-    ckpt.add_argument("--print_freq", type=int, default=100,
-                      help="accepted for compatibility (the published script does not use it either); "
-                           "running values show in the progress bar")
-    ckpt.add_argument("--resume", default="", type=str, help="checkpoint to continue from (ours or the published)")
-    ckpt.add_argument("--start_epoch", type=int, default=0,
-                      help="first epoch when not resuming (a resumed run starts at the checkpoint's epoch)")
-    _flag_bool(ckpt, "--evaluate", "only evaluate the (resumed) model on the test set")
-
-    accel = parser.add_argument_group("acceleration")
-    accel.add_argument("--ngpu", type=int, default=1,
-                       help="GPUs to use (0: CPU; more than 1: DataParallel); CPU when CUDA is unavailable. "
-                            "Under torchrun each process uses one GPU, cuda:LOCAL_RANK (--ngpu 1, the default), "
-                            "or the CPU with gloo (--ngpu 0)")
-    accel.add_argument("--workers", type=int, default=0,
-                       help="data loader worker processes (per process under torchrun); kept alive across epochs")
-    accel.add_argument("--amp", dest="mixed_precision", default="off", choices=methods.AMP_MODES,
-                       help="mixed precision: forward passes (clean and mixed) under torch.autocast in bfloat16, "
-                            "or float16 with a GradScaler (CUDA only); losses, masks and mixing stay float32")
-    _flag_bool(accel, "--data_on_device",
-               "CIFAR only: hold the uint8 training and test sets on the training device and crop, flip and "
-               "normalise each batch there (no loader workers; works on the CPU too)")
-    _flag_bool(accel, "--sync_bn",
-               "under torchrun on GPUs: SyncBatchNorm, batch statistics over all processes' batches "
-               "(no effect in a single process)")
-
-    misc = parser.add_argument_group("misc")
-    misc.add_argument("--seed", type=int, default=0, help="random seed")
-    misc.add_argument("--tag", type=str, default="", help="suffix of the experiment folder name")
-    _flag_bool(misc, "--log_off", "write no files (output is still printed)")
-    return parser
-
-
-def resolve_method(args: argparse.Namespace) -> None:
-    """Settle ``args.method``, ``args.comix``, ``args.mixup_alpha`` and ``args.clean_lam`` in place.
-
-    Rule: an explicit --method wins. Without it, --comix picks: True (or absent) = comix,
-    False = vanilla, as in the published script. Given both, --comix must agree: --comix True
-    only with --method comix, --comix False only with another method; a contradiction raises
-    ValueError (one line). Afterwards ``args.comix`` is ``args.method == "comix"``, and a None
-    --mixup_alpha / --clean_lam becomes the method's published value
-    (:data:`methods.PUBLISHED_MIXUP_ALPHA`, :data:`methods.PUBLISHED_CLEAN_LAM`). Idempotent.
-    """
-    if args.method is None:
-        args.method = "vanilla" if args.comix is False else "comix"
-    elif args.comix is True and args.method != "comix":
-        raise ValueError(f"--comix True contradicts --method {args.method} (--comix True means --method comix); "
-                         f"drop --comix")
-    elif args.comix is False and args.method == "comix":
-        raise ValueError("--comix False contradicts --method comix (--comix False means --method vanilla); "
-                         "drop one of them")
-    args.comix = args.method == "comix"
-    methods.fill_published_defaults(args)
-
-
-def validate_args(args: argparse.Namespace) -> None:
-    """Check the parsed arguments (after :func:`resolve_method`) before any heavy work; ValueError
-    with every problem found (what is wrong and what is allowed), joined into one line."""
-    if getattr(args, "method", None) not in methods.METHODS:
-        raise ValueError(f"--method must be one of {', '.join(methods.METHODS)} (call resolve_method first), "
-                         f"got {getattr(args, 'method', None)!r}")
-    problems = []
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            problems.append(message)
-
-    def finite(value: float) -> bool:
-        return math.isfinite(value)
-
-    need(args.batch_size >= 1, f"--batch_size must be at least 1, got {args.batch_size}")
-    need(args.epochs >= 0, f"--epochs must be 0 or more, got {args.epochs}")
-    need(args.start_epoch >= 0, f"--start_epoch must be 0 or more, got {args.start_epoch}")
-    need(finite(args.learning_rate) and args.learning_rate > 0,
-         f"--learning_rate must be a positive number, got {args.learning_rate}")
-    need(finite(args.momentum) and args.momentum >= 0, f"--momentum must be 0 or more, got {args.momentum}")
-    need(finite(args.decay) and args.decay >= 0, f"--decay must be 0 or more, got {args.decay}")
-    if len(args.schedule) != len(args.gammas):
-        problems.append(f"--schedule and --gammas must have the same length, got {len(args.schedule)} "
-                        f"epochs ({' '.join(map(str, args.schedule))}) and {len(args.gammas)} factors "
-                        f"({' '.join(map(str, args.gammas))})")
-    need(all(step >= 0 for step in args.schedule) and list(args.schedule) == sorted(args.schedule),
-         f"--schedule must list epochs >= 0 in increasing order, got {' '.join(map(str, args.schedule))}")
-    need(all(finite(g) and g > 0 for g in args.gammas),
-         f"--gammas must be positive numbers, got {' '.join(map(str, args.gammas))}")
-    need(args.labels_per_class >= 0,
-         f"--labels_per_class must be 0 (every image) or a positive count, got {args.labels_per_class}")
-    need(args.warmup_epochs >= 0, f"--warmup_epochs must be 0 or more, got {args.warmup_epochs}")
-    need(finite(args.warmup_start_factor) and 0 <= args.warmup_start_factor < 1,
-         f"--warmup_start_factor must lie in [0, 1), got {args.warmup_start_factor}")
-    need(args.valid_labels_per_class >= 0,
-         f"--valid_labels_per_class must be 0 or more, got {args.valid_labels_per_class}")
-    need(finite(args.clean_lam) and args.clean_lam >= 0, f"--clean_lam must be 0 or more, got {args.clean_lam}")
-    if args.method in ("mixup", "manifold", "cutmix") and args.clean_lam > 0:
-        problems.append(f"--clean_lam {args.clean_lam}: --method {args.method} has no clean-input pass "
-                        f"(only comix and puzzle do); leave it out")
-    if args.method not in ("comix", "puzzle") and args.mixup_alpha is not None:  # their configs check it
-        need(finite(args.mixup_alpha) and args.mixup_alpha > 0,
-             f"--mixup_alpha must be a finite number > 0, got {args.mixup_alpha}")
-    if args.method == "manifold" and args.ngpu > 1:
-        problems.append(f"--method manifold mixes hidden features across the whole batch, which --ngpu "
-                        f"{args.ngpu} (DataParallel) splits; use --ngpu 1")
-    need(args.print_freq >= 1, f"--print_freq must be at least 1, got {args.print_freq}")
-    need(args.workers >= 0, f"--workers must be 0 or more, got {args.workers}")
-    need(0 <= args.seed < 2**32, f"--seed must lie in [0, 2**32 - 1], got {args.seed}")
-    need(os.sep not in args.tag and (os.altsep is None or os.altsep not in args.tag),
-         f"--tag becomes part of a folder name and must not contain a path separator, got {args.tag!r}")
-    _distributed_problems(args, problems)
-    if args.ngpu < 0:
-        problems.append(f"--ngpu must be 0 (CPU) or more, got {args.ngpu}")
-    elif args.ngpu > 1 and torch.cuda.is_available() and args.ngpu > torch.cuda.device_count():
-        problems.append(f"--ngpu {args.ngpu} asks for more GPUs than the {torch.cuda.device_count()} visible")
-    if args.arch not in models.WIDTH_ARCHS and args.initial_channels != models.DEFAULT_INITIAL_CHANNELS:
-        problems.append(f"--initial_channels applies only to the preactresnet models; {args.arch} has a "
-                        f"fixed width (leave it at {models.DEFAULT_INITIAL_CHANNELS})")
-    if args.method == "comix":
-        try:
-            comix.CoMixupConfig.from_namespace(args)
-        except ValueError as err:
-            problems.append(str(err))
-        size = dataset_info(args.dataset).image_size
-        if args.m_block_num >= 1 and size % args.m_block_num:
-            divisors = [n for n in range(1, size + 1) if size % n == 0]
-            problems.append(f"--m_block_num {args.m_block_num} does not divide the {size}x{size} images of "
-                            f"{args.dataset}; use -1 (random) or one of {', '.join(map(str, divisors))}")
-    if args.method == "puzzle":
-        try:
-            puzzlemix.PuzzleMixConfig.from_namespace(args)
-        except ValueError as err:
-            problems.append(str(err))
-        else:
-            geometry = methods.puzzle_geometry_problem(dataset_info(args.dataset).image_size, args.neigh_size,
-                                                       args.t_size)
-            if geometry is not None:
-                problems.append(geometry)
-    if args.resume and not os.path.isfile(args.resume):
-        problems.append(f"--resume {args.resume}: no such checkpoint file")
-    if problems:
-        raise ValueError("; ".join(problems))
-
-
-def _distributed_problems(args: argparse.Namespace, problems: list[str]) -> None:
-    """The checks of the torchrun, --amp, --sync_bn and --data_on_device flags."""
-    try:
-        world_size = distributed.env_world()[0]
-    except distributed.LaunchError as err:
-        problems.append(str(err))
-        world_size = 1
-    cuda = args.ngpu > 0 and torch.cuda.is_available()
-    if world_size > 1 and args.ngpu > 1:
-        problems.append(f"--ngpu {args.ngpu} (DataParallel) cannot run under torchrun, where each of the "
-                        f"{world_size} processes uses one GPU; use --ngpu 1 and torchrun's --nproc_per_node")
-    mode = getattr(args, "mixed_precision", "off")
-    if mode == "fp16" and not cuda:
-        problems.append("--amp fp16 needs CUDA (float16 autocast on the CPU is slow or unsupported); use "
-                        "--amp bf16 on the CPU")
-    if getattr(args, "sync_bn", False) and not cuda:
-        problems.append("--sync_bn needs CUDA (SyncBatchNorm runs on GPUs only); leave it out on the CPU")
-    if getattr(args, "data_on_device", False):
-        if args.dataset not in ("cifar10", "cifar100"):
-            problems.append(f"--data_on_device supports cifar10 and cifar100 (held in memory as uint8), "
-                            f"not {args.dataset}; leave it out and use --workers")
-        if args.workers > 0:
-            problems.append(f"--data_on_device makes its batches on the device without loader workers; "
-                            f"drop --workers {args.workers}")
-
-
-def experiment_name(args: argparse.Namespace) -> str:
-    """The experiment folder name of resolved ``args`` (:func:`resolve_method`).
-
-    comix and vanilla: the published name, e.g. ``cifar100_per_500_arch_preactresnet18_eph_300_lr_0.2_
-    mblock_4_mbeta_0.32_mgamma_1.0_mthres_hard0.83_meta_0.05_m_alpha_2.0_mpart_20_niter_4_omega_0.001_
-    set_clean_1.0_seed_0_test`` (vanilla has no m_* part; a non-default --m_solver adds
-    ``_solver_<name>`` after it). The other methods put ``_method_<name>_m_alpha_<a>`` after the
-    learning rate, puzzle then ``_n_labels_<L>_beta_<b>_gamma_<g>_neigh_<s>_eta_<e>`` and, with
-    transport, ``_transport_eps_<t_eps>_size_<t_size>`` (the Puzzle Mix repository's order). Any
-    method: ``--loss ce`` adds ``_loss_ce`` before ``_clean_<clean_lam>`` (present when it is > 0);
-    after it, a warm-up adds ``_warmup_<W>`` and ``--amp bf16/fp16`` adds ``_amp_<mode>``. The
-    number of processes is not part of the name.
-    """
-    name = (f"{args.dataset}_per_{args.labels_per_class}_arch_{args.arch}_eph_{args.epochs}"
-            f"_lr_{args.learning_rate}")
-    if args.method not in ("comix", "vanilla"):
-        name += f"_method_{args.method}_m_alpha_{args.mixup_alpha}"
-    if args.method == "puzzle":
-        name += (f"_n_labels_{args.n_labels}_beta_{args.beta}_gamma_{args.gamma}_neigh_{args.neigh_size}"
-                 f"_eta_{args.eta}")
-        if args.transport:
-            name += f"_transport_eps_{args.t_eps}_size_{args.t_size}"
-    if args.method == "comix":
-        name += (f"_mblock_{args.m_block_num}_mbeta_{args.m_beta}_mgamma_{args.m_gamma}"
-                 f"_mthres_{args.m_thres_type}{args.m_thres}_meta_{args.m_eta}_m_alpha_{args.mixup_alpha}"
-                 f"_mpart_{args.m_part}_niter_{args.m_niter}_omega_{args.m_omega}")
-        if args.set_resolve:
-            name += "_set"
-        if args.m_solver != "fast":
-            name += f"_solver_{args.m_solver}"
-    if args.loss != "bce":
-        name += f"_loss_{args.loss}"
-    if args.clean_lam > 0:
-        name += f"_clean_{args.clean_lam}"
-    if getattr(args, "warmup_epochs", 0) > 0:
-        name += f"_warmup_{args.warmup_epochs}"
-        if args.warmup_start_factor > 0:
-            name += f"_from_{args.warmup_start_factor}"
-    if getattr(args, "mixed_precision", "off") != "off":
-        name += f"_amp_{args.mixed_precision}"
-    name += f"_seed_{args.seed}"
-    if args.tag:
-        name += f"_{args.tag}"
-    return name
-
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 # ---------------------------------------------------------------------------------------------
 # Training pieces
@@ -472,27 +183,28 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 
 def set_train_epoch(loader: DataLoader | DeviceLoader, seed: int, epoch: int, rank: int = 0) -> None:
-    """Make this epoch's training order depend on (seed, epoch) alone, not on how many epochs
-    this process ran before, so a resumed run sees the batches an uninterrupted one would.
+    """Make this epoch's training order and augmentation depend on (seed, epoch) alone, not on how
+    many epochs this process ran before, so a resumed run sees the batches an uninterrupted one
+    would.
 
-    get_loaders gives the training loader its own generator (shared with its RandomSampler, and
-    the source of worker seeds); it is re-seeded here, from (seed, epoch, rank) so that the
-    ranks' loader workers augment differently. A DistributedSampler (the same order on every
-    rank, from seed and epoch) and a DeviceLoader take the epoch.
+    A loader of load_data.get_loaders has an :class:`load_data.EpochSampler` (order and loader
+    workers' per-image seeds from its seed and the epoch), which takes the epoch; its generator
+    (used only for the workers' start-up seeds) is re-seeded from (seed, epoch, rank). A
+    DeviceLoader takes the epoch. ValueError for any other loader.
     """
     if isinstance(loader, DeviceLoader):
         loader.set_epoch(epoch)
         return
-    if loader.generator is None:
-        raise ValueError("the training loader needs its own generator (build it with load_data.get_loaders)")
+    if not isinstance(loader.sampler, EpochSampler) or loader.generator is None:
+        raise ValueError("the training loader needs an EpochSampler and its own generator "
+                         "(build it with load_data.get_loaders)")
+    loader.sampler.set_epoch(epoch)
     loader.generator.manual_seed(epoch_seed(seed, epoch, rank))
-    if isinstance(loader.sampler, DistributedSampler):
-        loader.sampler.set_epoch(epoch)
 
 
 def _bce_on_softmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """The published loss: binary cross-entropy between softmax(logits) and (soft) targets, mean."""
-    return F.binary_cross_entropy(F.softmax(logits.float(), dim=1), targets)
+    return methods.bce_on_probabilities(F.softmax(logits.float(), dim=1), targets)
 
 
 def _as_method(method: methods.Method | comix.CoMixup | None, args: argparse.Namespace,
@@ -525,6 +237,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader | DeviceLoader, optimiz
     of the epoch's step i (the warm-up). Under DDP (``dist_info``) ``model`` is the DDP module,
     and the returned numbers are those of all processes together (sums and counts all-reduced);
     only rank 0 shows a progress bar.
+
+    A NaN or infinite loss raises :class:`TrainingDiverged` right after its step (whose update is
+    garbage and must not be saved); under DDP the ranks agree on it every step, so all of them
+    stop at the same step.
 
     Returns loss (mean per image of the training loss, without the clean-input loss), top1, top5
     (percent; on the logits the method returns: clean images for vanilla, comix and puzzle,
@@ -559,9 +275,16 @@ def train_one_epoch(model: nn.Module, loader: DataLoader | DeviceLoader, optimiz
             optimizer.step()
         mix_seconds += step.mix_time
 
+        loss_value = step.loss.item()
+        finite = math.isfinite(loss_value)
+        if dist_info.distributed:
+            finite = distributed.all_true(finite, dist_info)
+        if not finite:
+            progress.close()
+            raise TrainingDiverged(epoch, steps, None if math.isfinite(loss_value) else loss_value)
         prec1, prec5 = accuracy(step.logits, target, topk=(1, 5))
         batch = images.shape[0]
-        losses.update(step.loss.item(), batch)
+        losses.update(loss_value, batch)
         top1.update(prec1, batch)
         top5.update(prec5, batch)
         steps += 1
@@ -681,44 +404,163 @@ def _pick_device(args: argparse.Namespace) -> bool:
     return args.ngpu > 0 and torch.cuda.is_available()
 
 
+@dataclass
+class _Progress:
+    """Where the run stands, for the one line of a run that stops early: the epoch in progress
+    (0-based, None outside the epoch loop) and the last complete checkpoint (this run's, or the
+    one it resumed from) with its finished epochs. Ranks other than 0 save nothing and say
+    nothing about checkpoints."""
+
+    exp_dir: str | None
+    is_main: bool = True
+    epoch: int | None = None
+    checkpoint: str | None = None
+    epochs_done: int = 0
+
+    def saved(self, path: str, epochs_done: int) -> None:
+        self.checkpoint, self.epochs_done = path, epochs_done
+
+    def where(self) -> str:
+        return "before training started" if self.epoch is None else f"in epoch {self.epoch} (0-based, as in the log)"
+
+    def last_checkpoint(self, resume_hint: bool) -> str:
+        if not self.is_main:
+            return ""
+        if self.checkpoint is None:
+            return "nothing was saved (--log_off)" if self.exp_dir is None else "no checkpoint was saved yet"
+        done = f"{self.epochs_done} epoch{'' if self.epochs_done == 1 else 's'} done"
+        hint = f": continue with --resume {self.checkpoint}" if resume_hint else ""
+        return f"the last complete checkpoint is {self.checkpoint} ({done}){hint}"
+
+
+def _prepare_exp_dir(exp_dir: str) -> list[str]:
+    """Create the experiment folder and prove it writable (a probe file written, fsynced and
+    removed) before anything heavy happens; remove the temporary files that a killed run left in
+    it, returning their paths. RunError (EXIT_INPUT) when it cannot be created or written."""
+    try:
+        os.makedirs(exp_dir, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=exp_dir, prefix=".write-probe.", suffix=".tmp")
+        try:
+            os.write(fd, b"probe")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.remove(probe)
+        return remove_stale_temp_files(exp_dir)
+    except OSError as err:
+        raise RunError(f"cannot create or write the experiment folder {exp_dir} ({err.strerror or err}): "
+                       f"--root_dir must be a folder this process can create and write into", EXIT_INPUT) from err
+
+
+def _check_checkpoint_fits(checkpoint: dict, path: str, args: argparse.Namespace) -> None:
+    """What a checkpoint says about itself (architecture, class count; ours record both) against
+    the command line, before any heavy work; the weights themselves are checked once the model
+    exists (:func:`_apply_checkpoint`)."""
+    saved_arch = checkpoint.get("arch")
+    if saved_arch and saved_arch != args.arch:
+        raise CheckpointError(f"checkpoint {path} holds a {saved_arch} model but this run asks for --arch "
+                              f"{args.arch}; use --arch {saved_arch} or another checkpoint")
+    saved_classes = checkpoint.get("num_classes")
+    classes = dataset_info(args.dataset).num_classes
+    if isinstance(saved_classes, int) and classes is not None and saved_classes != classes:
+        trained_on = f" ({checkpoint['dataset']})" if checkpoint.get("dataset") else ""
+        raise CheckpointError(f"checkpoint {path} was trained for {saved_classes} classes{trained_on} but --dataset "
+                              f"{args.dataset} has {classes}; use another checkpoint or --dataset")
+
+
+def _os_error_text(err: OSError) -> str:
+    """'No space left on device (ENOSPC): /path' from an OSError (its message when it has no errno)."""
+    if err.errno is None:
+        return " ".join(str(err).split()) or type(err).__name__
+    text = f"{err.strerror or os.strerror(err.errno)} ({errno.errorcode.get(err.errno, err.errno)})"
+    return f"{text}: {err.filename}" if err.filename else text
+
+
+def _record(log: LogPrinter, line: str) -> None:
+    """Append ``line`` to the log file only, if it can still be written (it may be the full disk
+    that stopped the run)."""
+    try:
+        log.record(line)
+    except OSError:
+        pass
+
+
 def run(args: argparse.Namespace, dist_info: distributed.DistInfo | None = None) -> int:
     """Train (or, with --evaluate, evaluate) as the validated ``args`` say; returns the exit status.
-    Raises DataError / CheckpointError for problems the user must fix.
+
+    Raises DataError / CheckpointError for problems the user must fix (found before training),
+    and RunError, with its exit status and one line, for the rest: an experiment folder that
+    cannot be written (checked before the data is read), a NaN/Inf loss, an I/O failure, SIGINT
+    or SIGTERM (an :class:`Interrupted` or KeyboardInterrupt). That line is also appended to
+    log.txt. Whatever ends the run, the mixing threads and the loader workers are joined first.
 
     ``dist_info`` (from :func:`distributed.session`) says where this process stands; None: a
     single process on the device --ngpu asks for. Under DDP only rank 0 prints and writes.
     """
     if dist_info is None:
         dist_info = distributed.DistInfo(device=torch.device("cuda") if _pick_device(args) else torch.device("cpu"))
+    args.use_cuda = dist_info.device.type == "cuda"
+    checkpoint = None
+    if args.resume:
+        checkpoint = load_checkpoint(args.resume, map_location="cpu")
+        _check_checkpoint_fits(checkpoint, args.resume, args)
+    exp_dir = None if args.log_off else os.path.join(args.root_dir, experiment_name(args))
+    stale: list[str] = []
+    if exp_dir is not None and dist_info.is_main:
+        stale = _prepare_exp_dir(exp_dir)
+    progress = _Progress(exp_dir=exp_dir, is_main=dist_info.is_main)
+    if checkpoint is not None:
+        progress.saved(args.resume, checkpoint["epoch"])
+    log_path = os.path.join(exp_dir, "log.txt") if exp_dir is not None and dist_info.is_main else None
+    with LogPrinter(log_path, echo=dist_info.is_main) as log:
+        try:
+            return _run(args, dist_info, checkpoint, exp_dir, stale, log, progress)
+        except TrainingDiverged as err:
+            failure = RunError(f"{err}; nothing of that epoch was saved; {progress.last_checkpoint(False)}",
+                               EXIT_DIVERGED)
+        except KeyboardInterrupt as stop:
+            signum = getattr(stop, "signum", signal.SIGINT)
+            parts = [f"stopped by {signal.Signals(signum).name} {progress.where()}", progress.last_checkpoint(True)]
+            failure = RunError("; ".join(part for part in parts if part), 128 + signum)
+        except OSError as err:
+            parts = [f"I/O failure {progress.where()}: {_os_error_text(err)}", progress.last_checkpoint(True)]
+            failure = RunError("; ".join(part for part in parts if part), EXIT_IO)
+        _record(log, f"error: {failure}")
+        raise failure
+
+
+def _run(args: argparse.Namespace, dist_info: distributed.DistInfo, checkpoint: dict | None, exp_dir: str | None,
+         stale: list[str], log: LogPrinter, progress: _Progress) -> int:
+    """The body of :func:`run`, inside the open log."""
     device = dist_info.device
     is_main = dist_info.is_main
-    args.use_cuda = device.type == "cuda"
-    exp_dir = None if args.log_off else os.path.join(args.root_dir, experiment_name(args))
-    if exp_dir is not None and is_main:
-        os.makedirs(exp_dir, exist_ok=True)
-    log_path = os.path.join(exp_dir, "log.txt") if exp_dir is not None and is_main else None
     blank_line = print if is_main else (lambda: None)
-    with LogPrinter(log_path, echo=is_main) as log:
-        if exp_dir is not None:
-            log(f"save path : {exp_dir}")
-        blank_line()
-        log(dict(sorted(vars(args).items())))
-        blank_line()
-        log(f"Random Seed: {args.seed}")
-        log("python version : {}".format(sys.version.replace("\n", " ")))
-        log(f"torch  version : {torch.__version__}")
-        log(f"cudnn  version : {torch.backends.cudnn.version()}")
-        if args.ngpu > 0 and device.type == "cpu":
-            log("=> CUDA is not available: running on the CPU")
-        if dist_info.distributed:
-            log(f"=> distributed: {dist_info.world_size} processes ({dist_info.backend}), {args.batch_size} images "
-                f"per process and step, {dist_info.world_size * args.batch_size} in all")
+    if exp_dir is not None:
+        log(f"save path : {exp_dir}")
+    blank_line()
+    log(dict(sorted(vars(args).items())))
+    blank_line()
+    log(f"Random Seed: {args.seed}")
+    log("python version : {}".format(sys.version.replace("\n", " ")))
+    log(f"torch  version : {torch.__version__}")
+    log(f"cudnn  version : {torch.backends.cudnn.version()}")
+    if stale:
+        log(f"=> removed {len(stale)} temporary file(s) of an interrupted earlier run: "
+            f"{', '.join(os.path.basename(p) for p in stale)}")
+    if args.ngpu > 0 and device.type == "cpu":
+        log("=> CUDA is not available: running on the CPU")
+    if dist_info.distributed:
+        log(f"=> distributed: {dist_info.world_size} processes ({dist_info.backend}), {args.batch_size} images "
+            f"per process and step, {dist_info.world_size * args.batch_size} in all")
 
-        # Rank 0 draws as a single process does; the others get their own streams.
-        _seed_everything(distributed.rank_seed(args.seed, dist_info.rank))
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+    # Rank 0 draws as a single process does; the others get their own streams.
+    _seed_everything(distributed.rank_seed(args.seed, dist_info.rank))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
+    train_loader = valid_loader = test_loader = None
+    pool = None
+    try:
         info = dataset_info(args.dataset)
         train_set, valid_set, test_set, num_classes = get_datasets(
             args.dataset, args.data_dir, labels_per_class=args.labels_per_class or None,
@@ -751,10 +593,9 @@ def run(args: argparse.Namespace, dist_info: distributed.DistInfo | None = None)
             history.update(valid_loss=[], valid_acc=[])
         best_acc = 0.0
         start_epoch = args.start_epoch
-        checkpoint = None
-        if args.resume:
+        resume_rng = None
+        if checkpoint is not None:
             log(f"\n=> loading checkpoint '{args.resume}'")
-            checkpoint = load_checkpoint(args.resume, map_location="cpu")
             _apply_checkpoint(checkpoint, args.resume, model, None if args.evaluate else optimizer, args, num_classes)
             for key, values in checkpoint["history"].items():
                 history[key] = list(values)
@@ -763,12 +604,15 @@ def run(args: argparse.Namespace, dist_info: distributed.DistInfo | None = None)
             if precision.scaler is not None and checkpoint.get("scaler"):
                 precision.scaler.load_state_dict(checkpoint["scaler"])
             log(f"=> loaded checkpoint '{args.resume}' (epoch {checkpoint['epoch']})")
+            resume_rng = {"rng": checkpoint["rng"], "rng_ranks": checkpoint.get("rng_ranks")}
+            checkpoint.clear()  # its copy of the weights and momenta is not needed any more
         else:
             log(f"=> do not use any checkpoint for {args.arch} model")
 
         net: nn.Module = model
         if dist_info.distributed:
-            net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            net = nn.parallel.DistributedDataParallel(model,
+                                                      device_ids=[device.index] if device.type == "cuda" else None)
         elif device.type == "cuda" and args.ngpu > 1:
             net = nn.DataParallel(model, device_ids=list(range(args.ngpu)))
         # Under DDP each rank evaluates its shard with the plain model (no collectives in its forward).
@@ -778,21 +622,22 @@ def run(args: argparse.Namespace, dist_info: distributed.DistInfo | None = None)
         if args.evaluate:
             distributed.broadcast_buffers(model, dist_info)
             log(_eval_line("Test ", evaluate(runtime.eval_net, test_loader, device, num_classes, precision, dist_info)))
-            return 0
+            return EXIT_OK
 
         workers = methods.pool_workers(args, processes_per_node=dist_info.local_world_size)
         pool = PartitionPool(workers) if workers else None
-        try:
-            method = methods.build_method(args, num_classes, info, executor=pool, precision=precision)
-            # Last, so that nothing above (model init, data subset) shifts the resumed random streams.
-            if checkpoint is not None:
-                _restore_random_streams(checkpoint, args, dist_info, start_epoch)
-            _train(args, net, model, optimizer, method, device, num_classes, train_loader, valid_loader,
-                   test_loader, history, best_acc, start_epoch, exp_dir, log, runtime)
-        finally:
-            if pool is not None:
-                pool.close()
-    return 0
+        method = methods.build_method(args, num_classes, info, executor=pool, precision=precision)
+        # Last, so that nothing above (model init, data subset) shifts the resumed random streams.
+        if resume_rng is not None:
+            _restore_random_streams(resume_rng, args, dist_info, start_epoch)
+        _train(args, net, model, optimizer, method, device, num_classes, train_loader, valid_loader,
+               test_loader, history, best_acc, start_epoch, exp_dir, log, runtime, progress)
+    finally:
+        # Joined here, before the caller reports anything: no thread or worker process outlives the run.
+        if pool is not None:
+            pool.close()
+        shutdown_workers(train_loader, valid_loader, test_loader)
+    return EXIT_OK
 
 
 def _cuda_index(dist_info: distributed.DistInfo) -> int | None:
@@ -802,7 +647,8 @@ def _cuda_index(dist_info: distributed.DistInfo) -> int | None:
 
 def _restore_random_streams(checkpoint: dict, args: argparse.Namespace, dist_info: distributed.DistInfo,
                             start_epoch: int) -> None:
-    """Continue the saved random streams: each rank its own when the checkpoint holds one per rank
+    """Continue the saved random streams (``checkpoint``: at least the loaded checkpoint's "rng"
+    and "rng_ranks"): each rank its own when the checkpoint holds one per rank
     of this world size, else rank 0 the saved (rank 0's) one and the other ranks fresh streams
     from (seed, rank, start_epoch). A checkpoint without states (the published one) changes nothing."""
     per_rank = checkpoint.get("rng_ranks")
@@ -841,15 +687,16 @@ def _train(args: argparse.Namespace, net: nn.Module, model: nn.Module, optimizer
            method: methods.Method, device: torch.device, num_classes: int, train_loader: DataLoader | DeviceLoader,
            valid_loader: DataLoader | DeviceLoader | None, test_loader: DataLoader | DeviceLoader,
            history: dict[str, list[float]], best_acc: float, start_epoch: int, exp_dir: str | None,
-           log: LogPrinter, runtime: _Runtime) -> None:
+           log: LogPrinter, runtime: _Runtime, progress: _Progress) -> None:
     """The epoch loop: train, evaluate, log and save each epoch (net: what runs, model: what is saved;
-    only rank 0 logs and saves, every rank takes part in the reductions)."""
+    only rank 0 logs and saves, every rank takes part in the reductions); ``progress`` follows it."""
     dist_info = runtime.dist
     if start_epoch >= args.epochs:
         log(f"=> nothing to train: the run starts at epoch {start_epoch} and --epochs is {args.epochs}")
     epoch_time = AverageMeter()
     with ScalarLog(exp_dir if dist_info.is_main else None) as scalars:
         for epoch in range(start_epoch, args.epochs):
+            progress.epoch = epoch
             started = time.time()
             lr, lr_at_step = _epoch_lr(args, optimizer, epoch, runtime.steps_per_epoch)
             set_train_epoch(train_loader, args.seed, epoch, dist_info.rank)
@@ -891,8 +738,9 @@ def _train(args: argparse.Namespace, net: nn.Module, model: nn.Module, optimizer
                 rng_ranks = distributed.gather_objects(rng, dist_info) if dist_info.distributed else None
                 if dist_info.is_main:
                     _save_epoch(args, model, optimizer, runtime, history, best_acc, is_best, epoch, rng, rng_ranks,
-                                num_classes, exp_dir)
+                                num_classes, exp_dir, progress)
             epoch_time.update(time.time() - started)
+        progress.epoch = None
 
     if history["test_acc"]:
         log(_final_line(history["test_acc"]))
@@ -900,10 +748,10 @@ def _train(args: argparse.Namespace, net: nn.Module, model: nn.Module, optimizer
 
 def _save_epoch(args: argparse.Namespace, model: nn.Module, optimizer: torch.optim.Optimizer, runtime: _Runtime,
                 history: dict[str, list[float]], best_acc: float, is_best: bool, epoch: int, rng: dict,
-                rng_ranks: list[dict] | None, num_classes: int, exp_dir: str) -> None:
-    """Rank 0's files of a finished epoch: log.pkl, the curves and the checkpoint(s)."""
-    atomic_pickle_dump({key: list(values) for key, values in history.items()}, os.path.join(exp_dir, "log.pkl"))
-    plot_curves(history, exp_dir)
+                rng_ranks: list[dict] | None, num_classes: int, exp_dir: str, progress: _Progress) -> None:
+    """Rank 0's files of a finished epoch: the checkpoint(s) first (what --resume needs), then
+    log.pkl and the curves. Each file is replaced atomically, so a failure (a full disk) or a
+    kill leaves every file either as it was or complete."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch + 1,
@@ -922,20 +770,79 @@ def _save_epoch(args: argparse.Namespace, model: nn.Module, optimizer: torch.opt
     if runtime.precision.scaler is not None:
         state["scaler"] = runtime.precision.scaler.state_dict()
     save_checkpoint(state, is_best, exp_dir)
+    progress.saved(os.path.join(exp_dir, CHECKPOINT_NAME), epoch + 1)
+    atomic_pickle_dump({key: list(values) for key, values in history.items()}, os.path.join(exp_dir, "log.pkl"))
+    plot_curves(history, exp_dir)
 
 
-def _error_line(err: BaseException, rank: int) -> str:
+def _report(line: str) -> None:
+    """Write one line to stderr in a single write, so that the lines of several ranks sharing a
+    terminal or pipe (torchrun) do not interleave, even with PYTHONUNBUFFERED."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _error_line(err: BaseException | str, rank: int) -> str:
     return f"error: {err}" if rank == 0 else f"error: [rank {rank}] {err}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` (default: sys.argv[1:]), validate, and run; returns the exit status
-    (0 success, 2 bad arguments/data/checkpoint with one ``error:`` line on stderr).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    Under torchrun (WORLD_SIZE > 1 in the environment) the process joins the process group for
-    the run and leaves it at the end or on an error. Argument errors are printed by rank 0 only
-    (every rank finds the same); a data, checkpoint or launch error by every rank that meets it,
-    prefixed with its rank on the others.
+
+class _SignalStops:
+    """The state of :func:`_stop_on_signals`: the signals received, and whether the next one
+    still interrupts (until :meth:`defer`)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.deferred = False
+
+    def defer(self) -> None:
+        """The run is over (done or failing, its report decided): a signal from now on is only
+        recorded, so that it cannot replace that report while the process group is left."""
+        self.deferred = True
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.received:  # a second signal: end at once, as without a handler
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.received.append(signum)
+        if not self.deferred:
+            raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_SignalStops]:
+    """While the body runs, SIGINT and SIGTERM raise :class:`Interrupted` in the main thread, so
+    that every ``finally`` runs (threads and loader workers joined, process group left, logs
+    closed) and :func:`main` exits 128 + the signal's number; after :meth:`_SignalStops.defer`
+    they are only recorded. A second signal of either kind ends the process at once, as without
+    a handler. The previous handlers come back on exit. Outside the main thread (where handlers
+    cannot be set) nothing changes."""
+    stops = _SignalStops()
+    if threading.current_thread() is not threading.main_thread():
+        yield stops
+        return
+    previous = {signum: signal.signal(signum, stops.handle) for signum in _STOP_SIGNALS}
+    try:
+        yield stops
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default: sys.argv[1:]), validate, and run; returns the exit status of the
+    module docstring's table (0 success, 1 I/O failure, 2 bad input, 3 NaN/Inf loss, 130/143
+    SIGINT/SIGTERM), every failure with one ``error:`` line on stderr.
+
+    Arguments and the data folder are checked before anything is created or read; SIGINT and
+    SIGTERM are handled (:func:`_stop_on_signals`) for the rest of the call. Under torchrun
+    (WORLD_SIZE > 1 in the environment) the process joins the process group for the run and
+    leaves it at the end, on an error or on a signal. Errors that every rank finds alike
+    (arguments, a NaN/Inf loss, rank 0's files) are printed by rank 0 only; a data, checkpoint,
+    launch error or a signal by every rank that meets it, prefixed with its rank on the others.
     """
     rank = distributed.env_rank()
     parser = get_args_parser()
@@ -945,22 +852,36 @@ def main(argv: Sequence[str] | None = None) -> int:
                 contextlib.redirect_stderr(io.StringIO()) if rank else contextlib.nullcontext():
             args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a usage error already printed (2)
-        return exit_.code if isinstance(exit_.code, int) else 2
+        return exit_.code if isinstance(exit_.code, int) else EXIT_INPUT
     if args.data_dir is None:
         args.data_dir = f"./data/{args.dataset}"
     try:
         resolve_method(args)
         validate_args(args)
-    except ValueError as err:
+        check_data_dir(args.dataset, args.data_dir)
+    except (ValueError, DataError) as err:
         if rank == 0:
-            print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
-        with distributed.session(use_cuda=_pick_device(args)) as dist_info:
-            return run(args, dist_info)
-    except (DataError, CheckpointError, distributed.LaunchError) as err:
-        print(_error_line(err, rank), file=sys.stderr)
-        return 2
+            _report(f"error: {err}")
+        return EXIT_INPUT
+    with _stop_on_signals() as stops:
+        try:
+            with distributed.session(use_cuda=_pick_device(args)) as dist_info:
+                try:
+                    return run(args, dist_info)
+                finally:
+                    # e.g. torchrun's SIGTERM after another rank failed first must not replace this report
+                    stops.defer()
+        except RunError as err:
+            if rank == 0 or err.exit_code > 128:
+                _report(_error_line(err, rank))
+            return err.exit_code
+        except (DataError, CheckpointError, distributed.LaunchError) as err:
+            _report(_error_line(err, rank))
+            return EXIT_INPUT
+        except KeyboardInterrupt as stop:  # before run() took over, e.g. while joining the process group
+            signum = getattr(stop, "signum", signal.SIGINT)
+            _report(_error_line(f"stopped by {signal.Signals(signum).name} before training started", rank))
+            return 128 + signum
 
 
 if __name__ == "__main__":

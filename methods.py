@@ -67,8 +67,8 @@ from mixup_parallel import default_workers
 __all__ = [
     "METHODS", "LOSSES", "PUBLISHED_MIXUP_ALPHA", "PUBLISHED_CLEAN_LAM", "PUZZLE_CHUNKS", "StepResult", "Method",
     "VanillaMethod", "InputMixupMethod", "ManifoldMixMethod", "CutMixMethod", "PuzzleMixMethod", "CoMixupMethod",
-    "soft_target_loss", "published_default", "fill_published_defaults", "build_method", "pool_workers",
-    "puzzle_geometry_problem", "AMP_MODES", "Precision",
+    "soft_target_loss", "bce_on_probabilities", "published_default", "fill_published_defaults", "build_method",
+    "pool_workers", "puzzle_geometry_problem", "AMP_MODES", "Precision",
 ]
 
 METHODS = ("vanilla", "mixup", "manifold", "cutmix", "puzzle", "comix")
@@ -168,9 +168,10 @@ def _local_gradients(model: nn.Module) -> ContextManager:
 
 
 def _zero_non_finite(saliency: Tensor) -> Tensor:
-    """Saliency maps with an inf/NaN entry (a float16 step whose scaled gradients overflowed:
-    the GradScaler skips that step's update anyway) become all zero, i.e. uniform block costs
-    for the mixer, instead of poisoning its solver."""
+    """Saliency maps with an inf/NaN entry become all zero, i.e. uniform block costs for the
+    mixer, instead of poisoning its solver: a float16 step whose scaled gradients overflowed
+    (the GradScaler skips that step's update anyway), or a model that already diverged (its
+    mixed loss is then NaN too, and the training loop stops on it). Finite maps pass unchanged."""
     finite = torch.isfinite(saliency).flatten(1).all(dim=1)
     return torch.where(finite.view(-1, 1, 1), saliency, torch.zeros_like(saliency))
 
@@ -185,10 +186,21 @@ def soft_target_loss(logits: Tensor, targets: Tensor, loss: str = "bce") -> Tens
     """
     logits = logits.float()
     if loss == "bce":
-        return F.binary_cross_entropy(F.softmax(logits, dim=1), targets.float())
+        return bce_on_probabilities(F.softmax(logits, dim=1), targets.float())
     if loss == "ce":
         return -(targets.float() * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
     raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+
+
+def bce_on_probabilities(probs: Tensor, targets: Tensor) -> Tensor:
+    """F.binary_cross_entropy(probs, targets), mean over all entries, but NaN (not an error) when
+    ``probs`` holds a NaN, as from the logits of a diverged model: binary_cross_entropy refuses
+    inputs outside [0, 1] (an exception on the CPU, a device-side assert on CUDA), which would
+    hide the divergence behind a crash. For finite probabilities the value and the gradient are
+    bit-identical to binary_cross_entropy's, without a device synchronisation."""
+    finite = torch.isfinite(probs)
+    loss = F.binary_cross_entropy(torch.where(finite, probs, torch.full_like(probs, 0.5)), targets)
+    return loss + probs.sum() * 0  # +0 when finite; NaN (with a zero gradient) otherwise
 
 
 @dataclass(frozen=True)
@@ -365,8 +377,7 @@ class _SaliencyMethod(Method):
         with _local_gradients(model):
             saliency, _, clean_logits = comix.saliency_and_clean_loss(clean_model, images, labels, self.clean_lam,
                                                                       self.num_classes, scaler=precision.scaler)
-        if precision.scaler is not None:
-            saliency = _zero_non_finite(saliency)
+        saliency = _zero_non_finite(saliency)
         started = time.perf_counter()
         mixed_images, mixed_targets = self._mix(images, labels, targets, saliency)
         mix_time = time.perf_counter() - started

@@ -11,13 +11,16 @@ published repository does ``from utils import to_one_hot, distance``.
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
+import glob
 import io
 import os
 import pickle
 import random
 import tempfile
 import time
+import zipfile
 from typing import IO, Any, Callable, Sequence
 
 import numpy as np
@@ -28,9 +31,10 @@ from comix import distance, to_one_hot
 
 __all__ = [
     "AverageMeter", "accuracy", "str2bool", "time_string", "convert_secs2time", "LogPrinter",
-    "atomic_write", "atomic_pickle_dump", "save_checkpoint", "CheckpointError", "load_checkpoint",
-    "capture_rng_state", "restore_rng_state", "state_dict_mismatch", "plot_curves", "ScalarLog", "HISTORY_KEYS",
-    "CHECKPOINT_FORMAT", "to_one_hot", "distance",
+    "atomic_write", "atomic_write_bytes", "atomic_pickle_dump", "save_checkpoint", "remove_stale_temp_files",
+    "CheckpointError", "load_checkpoint", "capture_rng_state", "restore_rng_state", "state_dict_mismatch",
+    "plot_curves", "ScalarLog", "HISTORY_KEYS",
+    "CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "BEST_NAME", "to_one_hot", "distance",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pth.tar"
@@ -128,6 +132,12 @@ class LogPrinter:
             self._file.write(text + "\n")
             self._file.flush()
 
+    def record(self, line: Any) -> None:
+        """Append ``line`` to the log file only (not printed); nothing without a file."""
+        if self._file is not None:
+            self._file.write(str(line) + "\n")
+            self._file.flush()
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -147,28 +157,80 @@ class LogPrinter:
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Write a file so that ``path`` holds either its old content or the complete new one.
 
-    ``write(f)`` fills a temporary file in the same folder; it is flushed, fsynced and renamed
-    over ``path`` with os.replace. On any error the temporary file is removed and the error
-    propagates.
+    ``write(f)`` fills an in-memory buffer, which :func:`atomic_write_bytes` then writes. On any
+    error nothing on disk changes and the error propagates (see there).
+    """
+    buffer = io.BytesIO()
+    write(buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` atomically: into a temporary file in the same folder (named
+    ``.<name>.<random>.tmp``), fsynced, then renamed over ``path`` with os.replace, so ``path``
+    holds either its old content or the complete new one, even if the process is killed.
+
+    On any error (a full disk, an interruption) the temporary file is removed and the error
+    propagates; an OSError with an errno comes back as the same kind of OSError naming ``path``
+    ("[Errno 28] No space left on device: '.../checkpoint.pth.tar'"). A process killed
+    outright leaves its temporary file behind (:func:`remove_stale_temp_files`).
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
-        # mkstemp creates the file 0600; give it the mode a plain open() would have.
-        os.chmod(tmp_path, _new_file_mode())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        fd, tmp_path = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    except OSError as err:
+        raise _naming(err, path) from err
+    try:
+        try:
+            # mkstemp creates the file 0600; give it the mode a plain open() would have.
+            os.fchmod(fd, _new_file_mode())
+            _write_fully(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.remove(tmp_path)
         except FileNotFoundError:
             pass
+        if isinstance(err, OSError):
+            raise _naming(err, path) from err
         raise
     _fsync_folder(folder)
+
+
+def _write_fully(fd: int, data: bytes | memoryview) -> None:
+    """os.write until every byte is written (a write may take only part of it)."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.EIO, "the write made no progress")
+        view = view[written:]
+
+
+def _naming(err: OSError, path: str) -> OSError:
+    """``err`` as an OSError of the same kind that names ``path`` (unchanged without an errno)."""
+    if err.errno is None:
+        return err
+    return OSError(err.errno, err.strerror or os.strerror(err.errno), path)
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[str]:
+    """Remove the temporary files that :func:`atomic_write_bytes` leaves in ``folder`` when a
+    process is killed mid-write (``.<name>.<random>.tmp``); returns their paths. Call it only
+    when no other process writes into ``folder``."""
+    removed = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(os.fspath(folder)), ".*.tmp"))):
+        if os.path.isfile(path):
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+    return removed
 
 
 @functools.cache
@@ -203,10 +265,10 @@ def save_checkpoint(state: dict, is_best: bool, exp_dir: str | os.PathLike) -> N
     ``is_best``; each file is replaced atomically. The state is serialised once."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    data = buffer.getvalue()
-    atomic_write(os.path.join(exp_dir, CHECKPOINT_NAME), lambda f: f.write(data))
+    data = buffer.getbuffer()
+    atomic_write_bytes(os.path.join(exp_dir, CHECKPOINT_NAME), data)
     if is_best:
-        atomic_write(os.path.join(exp_dir, BEST_NAME), lambda f: f.write(data))
+        atomic_write_bytes(os.path.join(exp_dir, BEST_NAME), data)
 
 
 class ScalarLog:
@@ -412,6 +474,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint file at {path}")
+    _verify_archive(path)
     try:
         raw = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
@@ -419,6 +482,32 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     except Exception as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {_one_line(err)}") from err
     return _normalise(raw, path)
+
+
+def _verify_archive(path: str) -> None:
+    """torch.save's zip format stores a CRC-32 per member, which torch.load does not check: a
+    damaged tensor would load as wrong weights. Check every member (one read of the file), and
+    name a cut-off archive as such. Files that are not zip archives are left to torch.load
+    (the legacy format, or not a checkpoint at all)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {_one_line(err)}") from err
+    if not head:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is empty (a copy or save that never "
+                              f"completed?); use another copy")
+    if head != b"PK\x03\x04":
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except Exception as err:  # BadZipFile, zlib.error, EOFError, OSError... all mean unusable
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is damaged or incomplete, e.g. cut "
+                              f"off by a full disk or a killed copy ({_one_line(err)}); use another copy") from err
+    if damaged is not None:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is damaged (its part {damaged} fails "
+                              f"its CRC-32 check); use another copy")
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -1,8 +1,10 @@
 """Helpers for tests that run main.main on a tiny generated CIFAR-10 (see the cifar10_dir fixture)."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -43,3 +45,28 @@ def assert_one_error_line(capsys, *fragments: str) -> None:
     for fragment in fragments:
         assert fragment in err_lines[0]
     assert "Traceback" not in captured.err
+
+
+def poisoned_builder(build: Callable, at_call: int, value: float, on_poison: Callable[[], None] | None = None):
+    """A methods.build_method whose Method multiplies the training loss of its at_call-th step
+    (0-based, counted over the run) by ``value`` (nan, inf); ``on_poison()`` runs just before."""
+    calls = {"n": 0}
+
+    def build_poisoned(*args, **kwargs):
+        method = build(*args, **kwargs)
+        step = type(method).__call__
+
+        class Poisoned(type(method)):
+            def __call__(self, model, images, labels):
+                result = step(self, model, images, labels)
+                calls["n"] += 1
+                if calls["n"] - 1 == at_call:
+                    if on_poison is not None:
+                        on_poison()
+                    return dataclasses.replace(result, loss=result.loss * value)
+                return result
+
+        method.__class__ = Poisoned
+        return method
+
+    return build_poisoned

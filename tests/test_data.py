@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler, TensorDataset
+from torch.utils.data import TensorDataset
 
 import load_data
 from fakedata import write_cifar, write_image_folder, write_tiny_imagenet_raw
-from load_data import DataError, dataset_info, get_datasets, get_loaders, relayout_tiny_imagenet_val
+from load_data import DataError, EpochSampler, dataset_info, get_datasets, get_loaders, relayout_tiny_imagenet_val
 
 ROOT = Path(load_data.__file__).resolve().parent
 
@@ -278,7 +278,7 @@ def test_distributed_loader_uses_seeded_sampler(tmp_path):
     try:
         data = TensorDataset(torch.arange(7))
         train, _, _ = get_loaders(data, None, data, batch_size=3, workers=0, seed=4, distributed=True)
-        assert isinstance(train.sampler, DistributedSampler) and train.sampler.seed == 4
+        assert isinstance(train.sampler, EpochSampler) and train.sampler.seed == 4
         order = _first_epoch(train)
         assert sorted(order) == list(range(7)) and [len(b[0]) for b in train] == [3, 3, 1]
         train.sampler.set_epoch(1)

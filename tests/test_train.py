@@ -130,9 +130,10 @@ def test_train_one_epoch_partial_batches_and_small_partitions(cifar10_dir):
     assert vanilla["steps"] == 3 and vanilla["mix_time"] == 0
 
 
-def test_partial_last_batch_through_main(cifar10_dir, tmp_path, capsys):
+@pytest.mark.parametrize("batch,m_part", [(25, 20), (8, 20)], ids=["partial-last-batch", "batch-below-m_part"])
+def test_any_batch_size_through_main(cifar10_dir, tmp_path, capsys, batch, m_part):
     root = tmp_path / "exp"
-    rc = main.main(base_args(cifar10_dir, root, "--batch_size", "25", "--m_part", "20", "--log_off"))
+    rc = main.main(base_args(cifar10_dir, root, "--batch_size", str(batch), "--m_part", str(m_part), "--log_off"))
     out = capsys.readouterr().out.splitlines()
     assert rc == 0
     assert sum(bool(TRAIN_RE.match(line)) for line in out) == 1

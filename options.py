@@ -1,0 +1,432 @@
+"""The command line of ``main.py``: the parser, how --method and --comix combine, the checks
+run before any heavy work, and the experiment folder name.
+
+``main.py`` re-exports :func:`get_args_parser`, :func:`resolve_method`, :func:`validate_args`
+and :func:`experiment_name`, so ``from main import get_args_parser`` keeps working.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+import torch
+
+import comix
+import comix_solver
+import distributed
+import methods
+import models
+import puzzlemix
+from load_data import DATASETS, dataset_info
+from utils import str2bool
+
+__all__ = ["experiment_name", "get_args_parser", "resolve_method", "validate_args"]
+
+_EPILOG = (
+    "Several GPUs / nodes: torchrun --nproc_per_node N main.py ... (one process per GPU, "
+    "DistributedDataParallel; several nodes: add --nnodes, --node_rank and --rdzv_endpoint HOST:PORT as "
+    "torchrun documents). --batch_size is per process, so a step uses N x batch_size images in all; the "
+    "learning rate is not rescaled for you. "
+    "ImageNet as the published comix-imagenet run (ResNet-50, 100 epochs, DDP, fp16): --dataset imagenet "
+    "--arch resnet50 --labels_per_class 0 --m_part 16 --m_niter 3 --m_block_num 4 --m_beta 0.32 --m_gamma 1.0 "
+    "--m_eta 0.05 --m_thres 0.83 --m_omega 0.001 --mixup_alpha 1.0 (their Dirichlet prior is flat) --loss ce "
+    "--clean_lam 500 (their clean loss is 1 x CE; ours is 2 clean_lam CE / 1000) --amp fp16; their batch "
+    "was 1024 then 448 images in all, with a piecewise-linear learning rate (warm-up 0.5 to 1.0 over 8 "
+    "epochs at 128 pixels, then linear decays), which --warmup_epochs only approximates."
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one ``error: ...`` line on stderr (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None ones, whose help text says what they mean."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def _flag_bool(group: argparse._ArgumentGroup, name: str, help_text: str) -> None:
+    """A boolean that works bare (``--log_off``) and with a value (``--log_off True``)."""
+    group.add_argument(name, nargs="?", const=True, default=False, type=str2bool, metavar="BOOL", help=help_text)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The published command line (SPEC §5), same names, defaults and meanings, plus --m_solver,
+    --method, --loss and the Puzzle Mix flags under the Puzzle Mix repository's names.
+
+    ``--data_dir`` defaults to ./data/<dataset> (resolved by :func:`main`). ``--method``,
+    ``--comix``, ``--mixup_alpha`` and ``--clean_lam`` default to None, which
+    :func:`resolve_method` turns into the method and its published values. Booleans accept
+    true/false, yes/no, t/f, y/n, 1/0 in any case.
+    """
+    parser = _ArgumentParser(description="Train a classifier with Co-Mixup",
+                             formatter_class=_HelpFormatter, epilog=_EPILOG)
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="cifar100", choices=DATASETS, help="data set")
+    data.add_argument("--data_dir", default=None,
+                      help="data set folder (CIFAR is downloaded there); default ./data/<dataset>")
+    data.add_argument("--root_dir", default="experiments", help="folder where experiment folders are created")
+    data.add_argument("--labels_per_class", type=int, default=500, metavar="NL",
+                      help="training images kept per class (a class-balanced subset); 0: every image "
+                           "(for data sets with unequal classes, e.g. ImageNet)")
+    data.add_argument("--valid_labels_per_class", type=int, default=0, metavar="NL",
+                      help="training images per class held out as a validation set (0: none)")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--arch", metavar="ARCH", default="preactresnet18", choices=models.model_names(),
+                       help=f"architecture: {', '.join(models.model_names())}")
+    model.add_argument("--initial_channels", type=int, default=64, choices=(16, 64),
+                       help="width of the preactresnet models")
+    model.add_argument("--dropout", type=str2bool, default=False, metavar="BOOL",
+                       help="dropout before the final layer")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, default=300, help="number of epochs to train")
+    optim.add_argument("--batch_size", type=int, default=100,
+                       help="images per step and process: under torchrun with N processes a step uses "
+                            "N x batch_size images in all, and each process mixes its own batch")
+    optim.add_argument("--learning_rate", type=float, default=0.2)
+    optim.add_argument("--momentum", type=float, default=0.9, help="Nesterov momentum of SGD")
+    optim.add_argument("--decay", type=float, default=0.0001, help="weight decay (L2 penalty)")
+    optim.add_argument("--schedule", type=int, nargs="+", default=[100, 200],
+                       help="epochs at which the learning rate is multiplied by the matching gamma")
+    optim.add_argument("--gammas", type=float, nargs="+", default=[0.1, 0.1],
+                       help="learning-rate factors, one per --schedule epoch")
+    optim.add_argument("--warmup_epochs", type=int, default=0,
+                       help="linear learning-rate warm-up over the first W epochs, updated every step: step s "
+                            "of the warm-up (0-based, of W x steps-per-epoch) uses the scheduled rate x "
+                            "(f + (1 - f)(s + 1) / (W x steps-per-epoch)), f = --warmup_start_factor (0: none)")
+    optim.add_argument("--warmup_start_factor", type=float, default=0.0, metavar="F",
+                       help="fraction of the scheduled learning rate the warm-up starts from, in [0, 1)")
+
+    method = parser.add_argument_group("method")
+    method.add_argument("--method", default=None, choices=methods.METHODS,
+                        help="mixing method: " + ", ".join(methods.METHODS) + ". Default: comix, or vanilla "
+                             "with --comix False. An explicit --comix must agree with an explicit --method "
+                             "(--comix True: comix only; --comix False: any other method)")
+    method.add_argument("--loss", default="bce", choices=methods.LOSSES,
+                        help="training loss against the (mixed) soft targets: bce = BCE on softmax "
+                             "(published), ce = soft-target cross entropy")
+    method.add_argument("--mixup_alpha", type=float, default=None,
+                        help="mixing-weight concentration (Co-Mixup: Dirichlet prior; the others: Beta(a, a)). "
+                             "Default: the method's published value: comix 2.0, mixup 1.0, manifold 2.0, "
+                             "cutmix 1.0, puzzle 1.0 (vanilla: unused)")
+    method.add_argument("--clean_lam", type=float, default=None,
+                        help="weight of the clean-input loss of comix and puzzle (0: saliency only, in eval "
+                             "mode, its loss discarded). Default: the published value: comix 1.0, puzzle 0.0 "
+                             "(vanilla: 1.0, unused but part of the published folder name; mixup, manifold "
+                             "and cutmix have no clean pass and take no value above 0)")
+    method.add_argument("--parallel", type=str2bool, default=True, metavar="BOOL",
+                        help="solve the Co-Mixup partitions / Puzzle Mix pairs of a batch concurrently (threads)")
+
+    mix = parser.add_argument_group("Co-Mixup")
+    mix.add_argument("--comix", type=str2bool, default=None, metavar="BOOL",
+                     help="published switch: True = --method comix, False = --method vanilla (plain "
+                          "training); default True when --method is not given")
+    mix.add_argument("--m_block_num", type=int, default=4,
+                     help="mask grid size n (n x n blocks; must divide the image size); -1: random per batch")
+    mix.add_argument("--m_part", type=int, default=20, help="partition size (inputs mixed together)")
+    mix.add_argument("--m_beta", type=float, default=0.32, help="label smoothness coefficient")
+    mix.add_argument("--m_gamma", type=float, default=1.0, help="supermodular diversity coefficient")
+    mix.add_argument("--m_thres", type=float, default=0.83, help="diversity threshold tau")
+    mix.add_argument("--m_thres_type", default="hard", choices=("soft", "hard"), help="thresholding type")
+    mix.add_argument("--m_eta", type=float, default=0.05, help="prior coefficient")
+    mix.add_argument("--m_omega", type=float, default=0.001, help="input compatibility coefficient omega")
+    mix.add_argument("--set_resolve", type=str2bool, default=True, metavar="BOOL",
+                     help="resolve outputs that use the same set of inputs")
+    mix.add_argument("--m_niter", type=int, default=4, help="outer iterations of the solver")
+    mix.add_argument("--m_solver", default="fast", choices=comix_solver.SOLVERS,
+                     help="labelling solver: fast (compiled swap moves), bkgco or gco (published GCO backend)")
+
+    puzzle = parser.add_argument_group("Puzzle Mix (--method puzzle; the Puzzle Mix repository's names and "
+                                       "CIFAR command)")
+    puzzle.add_argument("--n_labels", type=int, default=3, help="mask levels per block")
+    puzzle.add_argument("--beta", type=float, default=1.2, help="label smoothness")
+    puzzle.add_argument("--gamma", type=float, default=0.5, help="data local smoothness")
+    puzzle.add_argument("--eta", type=float, default=0.2, help="prior term")
+    puzzle.add_argument("--neigh_size", type=int, default=4,
+                        help="pooling size for the colour differences across block borders")
+    puzzle.add_argument("--transport", type=str2bool, default=True, metavar="BOOL",
+                        help="move each image's salient blocks to where its mask keeps it")
+    puzzle.add_argument("--t_eps", type=float, default=0.8, help="transport distance cost")
+    puzzle.add_argument("--t_size", type=int, default=4,
+                        help="transport block side in pixels (-1: the mask's own blocks)")
+
+    ckpt = parser.add_argument_group("checkpoints")
+    ckpt.add_argument("--print_freq", type=int, default=100,
+                      help="accepted for compatibility (the published script does not use it either); "
+                           "running values show in the progress bar")
+    ckpt.add_argument("--resume", default="", type=str, help="checkpoint to continue from (ours or the published)")
+    ckpt.add_argument("--start_epoch", type=int, default=0,
+                      help="first epoch when not resuming (a resumed run starts at the checkpoint's epoch)")
+    _flag_bool(ckpt, "--evaluate", "only evaluate the (resumed) model on the test set")
+
+    accel = parser.add_argument_group("acceleration")
+    accel.add_argument("--ngpu", type=int, default=1,
+                       help="GPUs to use (0: CPU; more than 1: DataParallel); CPU when CUDA is unavailable. "
+                            "Under torchrun each process uses one GPU, cuda:LOCAL_RANK (--ngpu 1, the default), "
+                            "or the CPU with gloo (--ngpu 0)")
+    accel.add_argument("--workers", type=int, default=0,
+                       help="data loader worker processes (per process under torchrun); kept alive across epochs")
+    accel.add_argument("--amp", dest="mixed_precision", default="off", choices=methods.AMP_MODES,
+                       help="mixed precision: forward passes (clean and mixed) under torch.autocast in bfloat16, "
+                            "or float16 with a GradScaler (CUDA only); losses, masks and mixing stay float32")
+    _flag_bool(accel, "--data_on_device",
+               "CIFAR only: hold the uint8 training and test sets on the training device and crop, flip and "
+               "normalise each batch there (no loader workers; works on the CPU too)")
+    _flag_bool(accel, "--sync_bn",
+               "under torchrun on GPUs: SyncBatchNorm, batch statistics over all processes' batches "
+               "(no effect in a single process)")
+
+    misc = parser.add_argument_group("misc")
+    misc.add_argument("--seed", type=int, default=0, help="random seed")
+    misc.add_argument("--tag", type=str, default="", help="suffix of the experiment folder name")
+    _flag_bool(misc, "--log_off", "write no files (output is still printed)")
+    return parser
+
+
+def resolve_method(args: argparse.Namespace) -> None:
+    """Settle ``args.method``, ``args.comix``, ``args.mixup_alpha`` and ``args.clean_lam`` in place.
+
+    Rule: an explicit --method wins. Without it, --comix picks: True (or absent) = comix,
+    False = vanilla, as in the published script. Given both, --comix must agree: --comix True
+    only with --method comix, --comix False only with another method; a contradiction raises
+    ValueError (one line). Afterwards ``args.comix`` is ``args.method == "comix"``, and a None
+    --mixup_alpha / --clean_lam becomes the method's published value
+    (:data:`methods.PUBLISHED_MIXUP_ALPHA`, :data:`methods.PUBLISHED_CLEAN_LAM`). Idempotent.
+    """
+    if args.method is None:
+        args.method = "vanilla" if args.comix is False else "comix"
+    elif args.comix is True and args.method != "comix":
+        raise ValueError(f"--comix True contradicts --method {args.method} (--comix True means --method comix); "
+                         f"drop --comix")
+    elif args.comix is False and args.method == "comix":
+        raise ValueError("--comix False contradicts --method comix (--comix False means --method vanilla); "
+                         "drop one of them")
+    args.comix = args.method == "comix"
+    methods.fill_published_defaults(args)
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Check the parsed arguments (after :func:`resolve_method`) before any heavy work; ValueError
+    with every problem found (what is wrong and what is allowed), joined into one line; each
+    problem names its flag.
+
+    Covered: ranges of every number (finite where a float), the combinations (--schedule and
+    --gammas of equal length; --start_epoch below --epochs for a new run; --labels_per_class
+    plus --valid_labels_per_class within the images per class of the data set, where it is
+    fixed: CIFAR-10 5000, CIFAR-100 and Tiny-ImageNet 500, ImageNet checked once its folders
+    are read; --m_part at most --batch_size and --m_block_num dividing the image size for
+    comix; the Puzzle Mix grid for puzzle; the torchrun, --amp, --sync_bn and --data_on_device
+    combinations) and an existing --resume file. Unknown names (dataset, arch, method, solver,
+    ...) are refused by the parser itself. The data folder is checked by
+    load_data.check_data_dir, the experiment folder by main when it creates it.
+    """
+    if getattr(args, "method", None) not in methods.METHODS:
+        raise ValueError(f"--method must be one of {', '.join(methods.METHODS)} (call resolve_method first), "
+                         f"got {getattr(args, 'method', None)!r}")
+    problems = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    def finite(value: float) -> bool:
+        return math.isfinite(value)
+
+    need(args.batch_size >= 1, f"--batch_size must be at least 1, got {args.batch_size}")
+    need(args.epochs >= 0, f"--epochs must be 0 or more, got {args.epochs}")
+    need(args.start_epoch >= 0, f"--start_epoch must be 0 or more, got {args.start_epoch}")
+    if not args.resume and not args.evaluate and 0 <= args.start_epoch and args.epochs >= 0:
+        need(args.start_epoch < args.epochs,
+             f"--epochs {args.epochs} leaves nothing to train from --start_epoch {args.start_epoch}; "
+             f"--epochs must be larger than --start_epoch")
+    need(finite(args.learning_rate) and args.learning_rate > 0,
+         f"--learning_rate must be a positive number, got {args.learning_rate}")
+    need(finite(args.momentum) and args.momentum >= 0, f"--momentum must be 0 or more, got {args.momentum}")
+    need(finite(args.decay) and args.decay >= 0, f"--decay must be 0 or more, got {args.decay}")
+    if len(args.schedule) != len(args.gammas):
+        problems.append(f"--schedule and --gammas must have the same length, got {len(args.schedule)} "
+                        f"epochs ({' '.join(map(str, args.schedule))}) and {len(args.gammas)} factors "
+                        f"({' '.join(map(str, args.gammas))})")
+    need(all(step >= 0 for step in args.schedule) and list(args.schedule) == sorted(args.schedule),
+         f"--schedule must list epochs >= 0 in increasing order, got {' '.join(map(str, args.schedule))}")
+    need(all(finite(g) and g > 0 for g in args.gammas),
+         f"--gammas must be positive numbers, got {' '.join(map(str, args.gammas))}")
+    need(args.labels_per_class >= 0,
+         f"--labels_per_class must be 0 (every image) or a positive count, got {args.labels_per_class}")
+    need(args.warmup_epochs >= 0, f"--warmup_epochs must be 0 or more, got {args.warmup_epochs}")
+    need(finite(args.warmup_start_factor) and 0 <= args.warmup_start_factor < 1,
+         f"--warmup_start_factor must lie in [0, 1), got {args.warmup_start_factor}")
+    need(args.valid_labels_per_class >= 0,
+         f"--valid_labels_per_class must be 0 or more, got {args.valid_labels_per_class}")
+    _labels_problems(args, problems)
+    need(finite(args.clean_lam) and args.clean_lam >= 0, f"--clean_lam must be 0 or more, got {args.clean_lam}")
+    if args.method in ("mixup", "manifold", "cutmix") and args.clean_lam > 0:
+        problems.append(f"--clean_lam {args.clean_lam}: --method {args.method} has no clean-input pass "
+                        f"(only comix and puzzle do); leave it out")
+    if args.mixup_alpha is not None and args.method not in ("comix", "puzzle"):  # their configs check > 0
+        need(finite(args.mixup_alpha) and args.mixup_alpha > 0,
+             f"--mixup_alpha must be a finite number > 0, got {args.mixup_alpha}")
+    elif args.mixup_alpha is not None:
+        need(finite(args.mixup_alpha), f"--mixup_alpha must be a finite number > 0, got {args.mixup_alpha}")
+    if args.method == "manifold" and args.ngpu > 1:
+        problems.append(f"--method manifold mixes hidden features across the whole batch, which --ngpu "
+                        f"{args.ngpu} (DataParallel) splits; use --ngpu 1")
+    need(args.print_freq >= 1, f"--print_freq must be at least 1, got {args.print_freq}")
+    need(args.workers >= 0, f"--workers must be 0 or more, got {args.workers}")
+    need(0 <= args.seed < 2**32, f"--seed must lie in [0, 2**32 - 1], got {args.seed}")
+    need(os.sep not in args.tag and (os.altsep is None or os.altsep not in args.tag),
+         f"--tag becomes part of a folder name and must not contain a path separator, got {args.tag!r}")
+    _distributed_problems(args, problems)
+    if args.ngpu < 0:
+        problems.append(f"--ngpu must be 0 (CPU) or more, got {args.ngpu}")
+    elif args.ngpu > 1 and torch.cuda.is_available() and args.ngpu > torch.cuda.device_count():
+        problems.append(f"--ngpu {args.ngpu} asks for more GPUs than the {torch.cuda.device_count()} visible")
+    if args.arch not in models.WIDTH_ARCHS and args.initial_channels != models.DEFAULT_INITIAL_CHANNELS:
+        problems.append(f"--initial_channels applies only to the preactresnet models; {args.arch} has a "
+                        f"fixed width (leave it at {models.DEFAULT_INITIAL_CHANNELS})")
+    if args.method == "comix":
+        try:
+            comix.CoMixupConfig.from_namespace(args)
+        except ValueError as err:
+            problems += _as_flags(str(err), problems)
+        size = dataset_info(args.dataset).image_size
+        if args.m_block_num >= 1 and size % args.m_block_num:
+            divisors = [n for n in range(1, size + 1) if size % n == 0]
+            problems.append(f"--m_block_num {args.m_block_num} does not divide the {size}x{size} images of "
+                            f"{args.dataset}; use -1 (random) or one of {', '.join(map(str, divisors))}")
+    if args.method == "puzzle":
+        try:
+            puzzlemix.PuzzleMixConfig.from_namespace(args)
+        except ValueError as err:
+            problems += _as_flags(str(err), problems)
+        else:
+            geometry = methods.puzzle_geometry_problem(dataset_info(args.dataset).image_size, args.neigh_size,
+                                                       args.t_size)
+            if geometry is not None:
+                problems.append(geometry)
+    if args.resume and os.path.isdir(args.resume):
+        problems.append(f"--resume {args.resume} is a folder; give the checkpoint file in it, e.g. "
+                        f"{os.path.join(args.resume, 'checkpoint.pth.tar')}")
+    elif args.resume and not os.path.isfile(args.resume):
+        problems.append(f"--resume {args.resume}: no such checkpoint file")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _as_flags(message: str, already: list[str]) -> list[str]:
+    """A mixer config's problems ("m_part must be ...; beta must be ...") under the flags' names
+    ("--m_part must be ..."), without the ones already reported by the common checks."""
+    found = []
+    for problem in message.split("; "):
+        name = problem.split(" ", 1)[0]
+        flagged = f"--{problem}" if name.isidentifier() else problem
+        if not any(done.startswith(f"--{name} ") for done in already):
+            found.append(flagged)
+    return found
+
+
+def _labels_problems(args: argparse.Namespace, problems: list[str]) -> None:
+    """--labels_per_class and --valid_labels_per_class against the images per class of the data
+    set, where it is fixed (ImageNet's classes differ: checked when its folders are read)."""
+    per_class = dataset_info(args.dataset).train_per_class
+    if per_class is None or args.labels_per_class < 0 or args.valid_labels_per_class < 0:
+        return
+    title = dataset_info(args.dataset).title
+    if args.labels_per_class > per_class:
+        problems.append(f"--labels_per_class {args.labels_per_class} is more than the {per_class} training images "
+                        f"per class of {title}; use 1 to {per_class}, or 0 for every image")
+    elif args.labels_per_class == 0 and args.valid_labels_per_class >= per_class:
+        problems.append(f"--valid_labels_per_class {args.valid_labels_per_class} leaves no training image of the "
+                        f"{per_class} per class of {title} (--labels_per_class 0 trains on the rest); use at most "
+                        f"{per_class - 1}")
+    elif args.labels_per_class + args.valid_labels_per_class > per_class:
+        problems.append(f"--valid_labels_per_class {args.valid_labels_per_class} plus --labels_per_class "
+                        f"{args.labels_per_class} is more than the {per_class} training images per class of "
+                        f"{title}; their sum must be at most {per_class}")
+
+
+def _distributed_problems(args: argparse.Namespace, problems: list[str]) -> None:
+    """The checks of the torchrun, --amp, --sync_bn and --data_on_device flags."""
+    try:
+        world_size = distributed.env_world()[0]
+    except distributed.LaunchError as err:
+        problems.append(str(err))
+        world_size = 1
+    cuda = args.ngpu > 0 and torch.cuda.is_available()
+    if world_size > 1 and args.ngpu > 1:
+        problems.append(f"--ngpu {args.ngpu} (DataParallel) cannot run under torchrun, where each of the "
+                        f"{world_size} processes uses one GPU; use --ngpu 1 and torchrun's --nproc_per_node")
+    mode = getattr(args, "mixed_precision", "off")
+    if mode == "fp16" and not cuda:
+        problems.append("--amp fp16 needs CUDA (float16 autocast on the CPU is slow or unsupported); use "
+                        "--amp bf16 on the CPU")
+    if getattr(args, "sync_bn", False) and not cuda:
+        problems.append("--sync_bn needs CUDA (SyncBatchNorm runs on GPUs only); leave it out on the CPU")
+    if getattr(args, "data_on_device", False):
+        if args.dataset not in ("cifar10", "cifar100"):
+            problems.append(f"--data_on_device supports cifar10 and cifar100 (held in memory as uint8), "
+                            f"not {args.dataset}; leave it out and use --workers")
+        if args.workers > 0:
+            problems.append(f"--data_on_device makes its batches on the device without loader workers; "
+                            f"drop --workers {args.workers}")
+
+
+def experiment_name(args: argparse.Namespace) -> str:
+    """The experiment folder name of resolved ``args`` (:func:`resolve_method`).
+
+    comix and vanilla: the published name, e.g. ``cifar100_per_500_arch_preactresnet18_eph_300_lr_0.2_
+    mblock_4_mbeta_0.32_mgamma_1.0_mthres_hard0.83_meta_0.05_m_alpha_2.0_mpart_20_niter_4_omega_0.001_
+    set_clean_1.0_seed_0_test`` (vanilla has no m_* part; a non-default --m_solver adds
+    ``_solver_<name>`` after it). The other methods put ``_method_<name>_m_alpha_<a>`` after the
+    learning rate, puzzle then ``_n_labels_<L>_beta_<b>_gamma_<g>_neigh_<s>_eta_<e>`` and, with
+    transport, ``_transport_eps_<t_eps>_size_<t_size>`` (the Puzzle Mix repository's order). Any
+    method: ``--loss ce`` adds ``_loss_ce`` before ``_clean_<clean_lam>`` (present when it is > 0);
+    after it, a warm-up adds ``_warmup_<W>`` and ``--amp bf16/fp16`` adds ``_amp_<mode>``. The
+    number of processes is not part of the name.
+    """
+    name = (f"{args.dataset}_per_{args.labels_per_class}_arch_{args.arch}_eph_{args.epochs}"
+            f"_lr_{args.learning_rate}")
+    if args.method not in ("comix", "vanilla"):
+        name += f"_method_{args.method}_m_alpha_{args.mixup_alpha}"
+    if args.method == "puzzle":
+        name += (f"_n_labels_{args.n_labels}_beta_{args.beta}_gamma_{args.gamma}_neigh_{args.neigh_size}"
+                 f"_eta_{args.eta}")
+        if args.transport:
+            name += f"_transport_eps_{args.t_eps}_size_{args.t_size}"
+    if args.method == "comix":
+        name += (f"_mblock_{args.m_block_num}_mbeta_{args.m_beta}_mgamma_{args.m_gamma}"
+                 f"_mthres_{args.m_thres_type}{args.m_thres}_meta_{args.m_eta}_m_alpha_{args.mixup_alpha}"
+                 f"_mpart_{args.m_part}_niter_{args.m_niter}_omega_{args.m_omega}")
+        if args.set_resolve:
+            name += "_set"
+        if args.m_solver != "fast":
+            name += f"_solver_{args.m_solver}"
+    if args.loss != "bce":
+        name += f"_loss_{args.loss}"
+    if args.clean_lam > 0:
+        name += f"_clean_{args.clean_lam}"
+    if getattr(args, "warmup_epochs", 0) > 0:
+        name += f"_warmup_{args.warmup_epochs}"
+        if args.warmup_start_factor > 0:
+            name += f"_from_{args.warmup_start_factor}"
+    if getattr(args, "mixed_precision", "off") != "off":
+        name += f"_amp_{args.mixed_precision}"
+    name += f"_seed_{args.seed}"
+    if args.tag:
+        name += f"_{args.tag}"
+    return name

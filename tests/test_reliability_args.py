@@ -1,0 +1,155 @@
+"""Bad command lines are refused before any heavy work: exit 2, one ``error:`` line on stderr that
+names the flag, no traceback, nothing created under --root_dir, no download, no data read, no
+model built."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torchvision.datasets as tv_datasets
+import torchvision.datasets.utils as tv_utils
+
+import load_data
+import main
+from runs import base_args
+
+
+class Attempted(AssertionError):
+    """Raised by the hooks below: a bad command line got as far as heavy work."""
+
+
+@pytest.fixture
+def heavy_work(monkeypatch) -> list[str]:
+    """Records (and stops) every download, data set read and model build main could start."""
+    calls: list[str] = []
+
+    def hook(name):
+        def refuse(*args, **kwargs):
+            calls.append(name)
+            raise Attempted(f"{name} was attempted")
+        return refuse
+
+    monkeypatch.setattr(tv_datasets.CIFAR10, "download", hook("download"))
+    monkeypatch.setattr(tv_utils, "download_url", hook("download_url"))
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", hook("download_and_extract_archive"))
+    monkeypatch.setattr(main, "get_datasets", hook("get_datasets"))
+    monkeypatch.setattr(main.models, "build_model", hook("build_model"))
+    return calls
+
+
+def _file(tmp_path: Path) -> str:
+    path = tmp_path / "a-file"
+    path.write_text("not a folder")
+    return str(path)
+
+
+def _folder(tmp_path: Path) -> str:
+    path = tmp_path / "a-folder"
+    path.mkdir()
+    return str(path)
+
+
+# (extra arguments, or a function of tmp_path giving them; the flag the error line must name)
+BAD_ARGUMENTS = {
+    "batch-zero": (["--batch_size", "0"], "--batch_size"),
+    "batch-negative": (["--batch_size", "-5"], "--batch_size"),
+    "batch-not-int": (["--batch_size", "2.5"], "--batch_size"),
+    "m-part-zero": (["--m_part", "0"], "--m_part"),
+    "m-block-num-not-divisor": (["--m_block_num", "3"], "--m_block_num"),
+    "m-block-num-zero": (["--m_block_num", "0"], "--m_block_num"),
+    "m-thres-negative": (["--m_thres", "-0.1"], "--m_thres"),
+    "m-thres-nan": (["--m_thres", "nan"], "--m_thres"),
+    "m-thres-type": (["--m_thres_type", "medium"], "--m_thres_type"),
+    "m-omega": (["--m_omega", "1.5"], "--m_omega"),
+    "m-niter": (["--m_niter", "0"], "--m_niter"),
+    "lr-zero": (["--learning_rate", "0"], "--learning_rate"),
+    "lr-nan": (["--learning_rate", "nan"], "--learning_rate"),
+    "lr-inf": (["--learning_rate", "inf"], "--learning_rate"),
+    "momentum": (["--momentum", "-0.1"], "--momentum"),
+    "decay-nan": (["--decay", "nan"], "--decay"),
+    "schedule-gammas-length": (["--schedule", "100", "200", "--gammas", "0.1"], "--schedule"),
+    "schedule-order": (["--schedule", "200", "100", "--gammas", "0.1", "0.1"], "--schedule"),
+    "gammas-zero": (["--schedule", "5", "--gammas", "0"], "--gammas"),
+    "epochs-negative": (["--epochs", "-1"], "--epochs"),
+    "epochs-not-int": (["--epochs", "abc"], "--epochs"),
+    "nothing-to-train": (["--start_epoch", "5", "--epochs", "3"], "--start_epoch"),
+    "labels-negative": (["--labels_per_class", "-1"], "--labels_per_class"),
+    "labels-over-cifar10": (["--labels_per_class", "5001"], "--labels_per_class"),
+    "labels-over-cifar100": (["--dataset", "cifar100", "--labels_per_class", "501"], "--labels_per_class"),
+    "labels-over-tiny": (["--dataset", "tiny-imagenet-200", "--labels_per_class", "600"], "--labels_per_class"),
+    "valid-plus-labels": (["--labels_per_class", "4000", "--valid_labels_per_class", "1001"],
+                          "--valid_labels_per_class"),
+    "valid-leaves-none": (["--labels_per_class", "0", "--valid_labels_per_class", "5000"],
+                          "--valid_labels_per_class"),
+    "dataset": (["--dataset", "mnist"], "--dataset"),
+    "arch": (["--arch", "resnet7"], "--arch"),
+    "method": (["--method", "mixupp"], "--method"),
+    "solver": (["--m_solver", "magic"], "--m_solver"),
+    "loss": (["--loss", "mse"], "--loss"),
+    "amp": (["--amp", "fp8"], "--amp"),
+    "fp16-on-cpu": (["--amp", "fp16"], "--amp"),
+    "workers": (["--workers", "-1"], "--workers"),
+    "seed": (["--seed", str(2**32)], "--seed"),
+    "mixup-alpha-inf": (["--mixup_alpha", "inf"], "--mixup_alpha"),
+    "clean-lam-negative": (["--clean_lam", "-1"], "--clean_lam"),
+    "clean-lam-for-mixup": (["--method", "mixup", "--clean_lam", "1"], "--clean_lam"),
+    "puzzle-neigh-size": (["--method", "puzzle", "--neigh_size", "3"], "--neigh_size"),
+    "puzzle-n-labels": (["--method", "puzzle", "--n_labels", "1"], "--n_labels"),
+    "warmup-factor": (["--warmup_start_factor", "1.5"], "--warmup_start_factor"),
+    "comix-contradiction": (["--method", "cutmix", "--comix", "True"], "--comix"),
+    "bool": (["--parallel", "maybe"], "--parallel"),
+    "tag": (["--tag", "a/b"], "--tag"),
+    "resume-missing": (lambda tmp: ["--resume", str(tmp / "none.pth.tar")], "--resume"),
+    "resume-folder": (lambda tmp: ["--resume", _folder(tmp)], "--resume"),
+    "data-dir-file": (lambda tmp: ["--data_dir", _file(tmp)], "--data_dir"),
+    "imagenet-empty": (lambda tmp: ["--dataset", "imagenet", "--labels_per_class", "0", "--data_dir",
+                                    _folder(tmp)], "--data_dir"),
+}
+
+
+def _run(tmp_path: Path, extra: list[str]) -> int:
+    data, root = tmp_path / "data", tmp_path / "exp"  # data: absent, so CIFAR would be downloaded
+    return main.main(base_args(data, root, *extra))
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENTS.values(), ids=BAD_ARGUMENTS.keys())
+def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, heavy_work, case):
+    extra, flag = case
+    if callable(extra):
+        extra = extra(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    assert _run(tmp_path, extra) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: ") and flag in lines[0], lines[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert sorted(tmp_path.rglob("*")) == before  # no experiment folder, no data folder
+    assert heavy_work == []
+
+
+def test_the_hooks_see_a_good_command_line(tmp_path, heavy_work):
+    """The controls: the same command line without a bad flag reaches the data set, and reading
+    the absent CIFAR would download it."""
+    with pytest.raises(Attempted):
+        _run(tmp_path, [])
+    assert heavy_work == ["get_datasets"]
+    with pytest.raises(Attempted):
+        load_data.get_datasets("cifar10", str(tmp_path / "data"))
+    assert heavy_work == ["get_datasets", "download"]
+
+
+def test_labels_per_class_bounds_come_from_the_dataset_info():
+    assert load_data.dataset_info("cifar10").train_per_class == 5000
+    assert load_data.dataset_info("cifar100").train_per_class == 500
+    assert load_data.dataset_info("tiny-imagenet-200").train_per_class == 500
+    assert load_data.dataset_info("imagenet").train_per_class is None
+
+
+def test_options_module_holds_the_command_line():
+    import options
+
+    assert main.get_args_parser is options.get_args_parser
+    assert main.validate_args is options.validate_args
+    assert main.experiment_name is options.experiment_name
+    assert main.resolve_method is options.resolve_method
