@@ -41,8 +41,18 @@ def _neighbour(p: int, d: int, n: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _min_cut(n, src, snk, cap, sink_side, parent, pdir, queue):
-    """Minimum s-t cut on an n x n 4-connected grid by shortest augmenting paths.
+def _grid_neighbours(n: int) -> np.ndarray:
+    """Table (n*n, 4) of _neighbour, looked up in the inner loops instead of recomputed."""
+    table = np.empty((n * n, 4), dtype=np.int64)
+    for p in range(n * n):
+        for d in range(4):
+            table[p, d] = _neighbour(p, d, n)
+    return table
+
+
+@njit(cache=True, nogil=True)
+def _min_cut(nbr, src, snk, cap, sink_side, parent, pdir, queue):
+    """Minimum s-t cut on a 4-connected grid (nbr: _grid_neighbours) by shortest augmenting paths.
 
     src[p] / snk[p]: capacities s->p and p->t; cap[d, p]: capacity p -> neighbour in direction d.
     All are residual capacities, changed in place. Writes sink_side[p]: True for the blocks that
@@ -50,7 +60,7 @@ def _min_cut(n, src, snk, cap, sink_side, parent, pdir, queue):
     Boykov-Kolmogorov max-flow inside GCO reports (blocks in neither search tree default to the
     source), so ties resolve as in the published solver. parent, pdir, queue: work arrays.
     """
-    size = n * n
+    size = nbr.shape[0]
     for p in range(size):
         through = min(src[p], snk[p])
         src[p] -= through
@@ -73,7 +83,7 @@ def _min_cut(n, src, snk, cap, sink_side, parent, pdir, queue):
                 found = p
                 break
             for d in range(4):
-                q = _neighbour(p, d, n)
+                q = nbr[p, d]
                 if q >= 0 and parent[q] == -2 and cap[d, p] > _EPS:
                     parent[q] = p
                     pdir[q] = d
@@ -109,7 +119,7 @@ def _min_cut(n, src, snk, cap, sink_side, parent, pdir, queue):
         q = queue[head]
         head += 1
         for d in range(4):
-            p = _neighbour(q, d, n)
+            p = nbr[q, d]
             # the arc p -> q runs in the direction opposite to d as seen from p
             if p >= 0 and not sink_side[p] and cap[(d + 2) % 4, p] > _EPS:
                 sink_side[p] = True
@@ -118,23 +128,23 @@ def _min_cut(n, src, snk, cap, sink_side, parent, pdir, queue):
 
 
 @njit(cache=True, nogil=True)
-def _labelling_energy(labels, unary, potts, beta, n):
-    size = n * n
+def _labelling_energy(labels, unary, potts, beta, nbr):
+    size = nbr.shape[0]
     energy = 0.0
     for p in range(size):
         energy += unary[labels[p], p]
         for d in range(2):
-            q = _neighbour(p, d, n)
+            q = nbr[p, d]
             if q >= 0:
                 energy += beta * potts[labels[p], labels[q]]
     return energy
 
 
 @njit(cache=True, nogil=True)
-def _swap_move(alpha, beta_label, labels, unary, potts, beta, n, work_f, work_i, sink_side):
+def _swap_move(alpha, beta_label, labels, unary, potts, beta, nbr, work_f, work_i, sink_side):
     """One alpha-beta swap: the blocks labelled alpha or beta_label take whichever of the two
     minimises the energy, the rest fixed; ties keep alpha (source side), as GCO does."""
-    size = n * n
+    size = nbr.shape[0]
     gain = work_f[0]
     src = work_f[1]
     snk = work_f[2]
@@ -146,7 +156,7 @@ def _swap_move(alpha, beta_label, labels, unary, potts, beta, n, work_f, work_i,
             continue
         gain[p] += unary[beta_label, p] - unary[alpha, p]
         for d in range(4):
-            q = _neighbour(p, d, n)
+            q = nbr[p, d]
             if q < 0:
                 continue
             if labels[q] == alpha or labels[q] == beta_label:
@@ -161,14 +171,14 @@ def _swap_move(alpha, beta_label, labels, unary, potts, beta, n, work_f, work_i,
     for p in range(size):
         src[p] = gain[p] if gain[p] > 0 else 0.0
         snk[p] = -gain[p] if gain[p] < 0 else 0.0
-    _min_cut(n, src, snk, cap, sink_side, work_i[0], work_i[1], work_i[2])
+    _min_cut(nbr, src, snk, cap, sink_side, work_i[0], work_i[1], work_i[2])
     for p in range(size):
         if labels[p] == alpha or labels[p] == beta_label:
             labels[p] = beta_label if sink_side[p] else alpha
 
 
 @njit(cache=True, nogil=True)
-def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, n):
+def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, nbr):
     """True when the alpha-beta swap provably changes nothing, so the cut can be skipped.
 
     It does when every alpha block prefers alpha (ties allowed) and every beta block strictly
@@ -177,14 +187,14 @@ def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, n):
     cut is the current labelling. The worst case of a swapping neighbour costs
     -beta * potts[alpha, beta_label]. With 20 labels most pairs are skipped this way.
     """
-    for p in range(n * n):
+    for p in range(nbr.shape[0]):
         own = labels[p]
         if own != alpha and own != beta_label:
             continue
         other = beta_label if own == alpha else alpha
         margin = unary[other, p] - unary[own, p]
         for d in range(4):
-            q = _neighbour(p, d, n)
+            q = nbr[p, d]
             if q < 0:
                 continue
             if labels[q] == alpha or labels[q] == beta_label:
@@ -206,6 +216,7 @@ def solve_grid_labelling(unary, potts, beta, n):
     label to a + 1; cycles repeat while the energy decreases. Returns the labels (n*n,).
     """
     size = n * n
+    nbr = _grid_neighbours(n)
     n_labels = unary.shape[0]
     labels = np.zeros(size, dtype=np.int64)
     work_f = np.zeros((7, size))
@@ -213,7 +224,16 @@ def solve_grid_labelling(unary, potts, beta, n):
     sink_side = np.zeros(size, dtype=np.bool_)
     present = np.zeros(n_labels, dtype=np.int64)
     present[0] = size
-    energy = _labelling_energy(labels, unary, potts, beta, n)
+    # Each block's Potts terms change by at most 4 beta when it switches label (weights <= 1):
+    # a label whose cheapest block costs that much more than the other label's dearest block
+    # cannot take any block from it, which rules out most pairs without looking at the grid.
+    lowest = np.empty(n_labels)
+    highest = np.empty(n_labels)
+    for label in range(n_labels):
+        lowest[label] = unary[label].min()
+        highest[label] = unary[label].max()
+    reach = 4.0 * beta
+    energy = _labelling_energy(labels, unary, potts, beta, nbr)
     previous = energy + 1.0
     while previous > energy:
         previous = energy
@@ -221,9 +241,13 @@ def solve_grid_labelling(unary, potts, beta, n):
             for b in range(n_labels - 1, a, -1):
                 if present[a] + present[b] == 0:
                     continue
-                if _swap_is_idle(a, b, labels, unary, potts, beta, n):
+                if present[b] == 0 and lowest[b] - highest[a] >= reach:
+                    continue  # a keeps all its blocks (ties keep a)
+                if present[a] == 0 and lowest[a] - highest[b] > reach:
+                    continue  # b keeps all its blocks (ties would move them to a)
+                if _swap_is_idle(a, b, labels, unary, potts, beta, nbr):
                     continue
-                _swap_move(a, b, labels, unary, potts, beta, n, work_f, work_i, sink_side)
+                _swap_move(a, b, labels, unary, potts, beta, nbr, work_f, work_i, sink_side)
                 present[a] = 0
                 present[b] = 0
                 for p in range(size):
@@ -231,7 +255,7 @@ def solve_grid_labelling(unary, potts, beta, n):
                         present[a] += 1
                     elif labels[p] == b:
                         present[b] += 1
-        energy = _labelling_energy(labels, unary, potts, beta, n)
+        energy = _labelling_energy(labels, unary, potts, beta, nbr)
     return labels
 
 
