@@ -67,7 +67,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-import comix
 import distributed
 import methods
 import models
@@ -207,31 +206,13 @@ def _bce_on_softmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return methods.bce_on_probabilities(F.softmax(logits.float(), dim=1), targets)
 
 
-def _as_method(method: methods.Method | comix.CoMixup | None, args: argparse.Namespace,
-               num_classes: int) -> methods.Method:
-    if isinstance(method, methods.Method):
-        return method
-    settings = argparse.Namespace(**vars(args))
-    settings.method = "vanilla" if method is None else "comix"
-    methods.fill_published_defaults(settings)
-    loss = getattr(settings, "loss", "bce")
-    if method is None:
-        return methods.VanillaMethod(num_classes, loss)
-    if isinstance(method, comix.CoMixup):
-        return methods.CoMixupMethod(num_classes, method, settings.clean_lam, loss)
-    raise TypeError(f"method must be a methods.Method (or, as before, a comix.CoMixup or None), "
-                    f"got {type(method).__name__}")
-
-
 def train_one_epoch(model: nn.Module, loader: DataLoader | DeviceLoader, optimizer: torch.optim.Optimizer,
-                    method: methods.Method | comix.CoMixup | None, args: argparse.Namespace, device: torch.device,
+                    method: methods.Method, args: argparse.Namespace, device: torch.device,
                     epoch: int, num_classes: int, lr_at_step: Callable[[int], float] | None = None,
                     dist_info: distributed.DistInfo | None = None) -> dict[str, float]:
     """One epoch of training steps over ``loader``: per batch, ``method`` (a :class:`methods.Method`)
     gives the loss, then one backward and one SGD step (SPEC §4 for comix, §8 for the others).
 
-    For code written before :mod:`methods`, ``method`` may also be a comix.CoMixup (the Co-Mixup
-    step with args.clean_lam, or its published 1.0 when None) or None (vanilla), with args.loss.
     With a float16 GradScaler (``method.precision.scaler``) the loss is scaled for the backward
     and the step goes through the scaler. ``lr_at_step(i)``, when given, sets the learning rate
     of the epoch's step i (the warm-up). Under DDP (``dist_info``) ``model`` is the DDP module,
@@ -247,7 +228,6 @@ def train_one_epoch(model: nn.Module, loader: DataLoader | DeviceLoader, optimiz
     mixed images against each one's own label for mixup, manifold and cutmix), mix_time (mean
     seconds per step spent mixing), steps (per process) and images (trained on, all processes).
     """
-    method = _as_method(method, args, num_classes)
     scaler = method.precision.scaler
     dist_info = dist_info or distributed.DistInfo(device=device)
     model.train()

@@ -10,6 +10,7 @@ import torch
 
 import comix
 import main
+import methods
 import models
 from load_data import get_datasets, get_loaders
 from runs import (assert_one_error_line, FINAL_RE, HEADER_RE, TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, VALID_RE, base_args,
@@ -119,14 +120,16 @@ def test_train_one_epoch_partial_batches_and_small_partitions(cifar10_dir):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     mixer = comix.CoMixup(num_classes=num_classes, m_part=20)
     args = main.get_args_parser().parse_args(["--epochs", "1"])
-    stats = main.train_one_epoch(model, train_loader, optimizer, mixer, args, torch.device("cpu"), 0, num_classes)
+    co_mixup = methods.CoMixupMethod(num_classes, mixer)
+    stats = main.train_one_epoch(model, train_loader, optimizer, co_mixup, args, torch.device("cpu"), 0, num_classes)
     assert stats["steps"] == 3
     assert stats["mix_time"] > 0
     assert np.isfinite(stats["loss"]) and stats["loss"] > 0
     assert 0 <= stats["top1"] <= stats["top5"] <= 100
     assert not torch.equal(before["linear.weight"], model.state_dict()["linear.weight"])
 
-    vanilla = main.train_one_epoch(model, train_loader, optimizer, None, args, torch.device("cpu"), 1, num_classes)
+    vanilla = main.train_one_epoch(model, train_loader, optimizer, methods.VanillaMethod(num_classes), args,
+                                   torch.device("cpu"), 1, num_classes)
     assert vanilla["steps"] == 3 and vanilla["mix_time"] == 0
 
 
