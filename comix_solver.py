@@ -269,7 +269,10 @@ def modular_penalty(P, A, gamma, tau, hard):
     O(omega) otherwise. The reference answers follow this form.
     """
     m = P.shape[0]
-    q = A @ P
+    q = np.zeros(m)  # A @ P, written out: numba's matrix product would need scipy's BLAS
+    for i in range(m):
+        for k in range(m):
+            q[i] += A[i, k] * P[k]
     penalty = np.zeros(m)
     if hard:
         for i in range(m):

@@ -224,3 +224,22 @@ def test_unknown_or_missing_backend_is_refused():
     with pytest.raises(ValueError, match="unknown solver"):
         comix_solver.solve(np.zeros((2, 4)), np.eye(2), np.zeros((2, 4), int), 2, 0.1, 0.1, 1.0, True, True, 2,
                            solver="pygco")
+
+
+def test_solver_compiles_without_scipy(tmp_path):
+    # numba's matrix product needs scipy's BLAS, which requirements.txt does not bring: the
+    # compiled solver must not use it. A fresh numba cache forces a real compilation.
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['scipy'] = None\n"
+            "import numpy as np, torch, comix\n"
+            "np.random.seed(0)\n"
+            "mixer = comix.CoMixup(num_classes=3, m_part=3, m_block_num=2)\n"
+            "_, y = mixer(torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2]), torch.rand(6, 8, 8))\n"
+            "assert torch.allclose(y.sum(1), torch.ones(6))\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
