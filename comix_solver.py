@@ -5,10 +5,10 @@ Python: 400 library calls per CIFAR batch, each rebuilding its graph, and that d
 training step. This module runs the whole partition loop (SPEC §2: modular approximation of
 the diversity term, the outputs visited in turn, blended half-half labels, duplicate
 resolution, early stop) as one compiled function that releases the GIL, so partitions can run
-in threads. Each output's grid labelling is minimised by alpha-expansion moves, plus
-alpha-beta swaps between each half-half label and its two parents, with a small max-flow on
-the block grid, warm-started from the output's current labelling: every move can only lower
-the output's energy, so the loop is a proper block-coordinate descent.
+in threads. Each output's grid labelling is minimised by alpha-beta swap moves in the order
+GCO's swap makes them (from label 0 everywhere, ties to the source label), each move a small
+max-flow on the block grid, so the solver retraces the published one instead of approximating
+it; a cheap bound skips the moves that provably change nothing.
 
 Arrays are numpy, float64, blocks flattened row-major (p = row * n + col).
 """

@@ -162,7 +162,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     """
     buffer = io.BytesIO()
     write(buffer)
-    atomic_write_bytes(path, buffer.getbuffer())
+    # release the view even on error: a live export keeps the buffer from being freed or resized
+    with buffer.getbuffer() as data:
+        atomic_write_bytes(path, data)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
@@ -202,13 +204,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> Non
 
 
 def _write_fully(fd: int, data: bytes | memoryview) -> None:
-    """os.write until every byte is written (a write may take only part of it)."""
-    view = memoryview(data).cast("B")
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:
-            raise OSError(errno.EIO, "the write made no progress")
-        view = view[written:]
+    """os.write until every byte is written (a write may take only part of it).
+
+    Every view is released on the way out, error or not: a traceback that kept one alive would
+    keep the caller's buffer exported, and an io.BytesIO cannot be freed cleanly then.
+    """
+    with memoryview(data) as raw, raw.cast("B") as view:
+        offset = 0
+        while offset < len(view):
+            with view[offset:] as rest:
+                written = os.write(fd, rest)
+            if written <= 0:
+                raise OSError(errno.EIO, "the write made no progress")
+            offset += written
 
 
 def _naming(err: OSError, path: str) -> OSError:
@@ -265,10 +273,10 @@ def save_checkpoint(state: dict, is_best: bool, exp_dir: str | os.PathLike) -> N
     ``is_best``; each file is replaced atomically. The state is serialised once."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    data = buffer.getbuffer()
-    atomic_write_bytes(os.path.join(exp_dir, CHECKPOINT_NAME), data)
-    if is_best:
-        atomic_write_bytes(os.path.join(exp_dir, BEST_NAME), data)
+    with buffer.getbuffer() as data:
+        atomic_write_bytes(os.path.join(exp_dir, CHECKPOINT_NAME), data)
+        if is_best:
+            atomic_write_bytes(os.path.join(exp_dir, BEST_NAME), data)
 
 
 class ScalarLog:

@@ -255,6 +255,23 @@ def test_atomic_write_names_the_file_of_an_os_error(tmp_path, monkeypatch):
     assert pickle.loads(target.read_bytes()) == [1] and [p.name for p in tmp_path.iterdir()] == ["log.pkl"]
 
 
+def test_short_writes_are_continued_until_every_byte_is_written(tmp_path, monkeypatch):
+    # os.write may take only part of a buffer (signals, pipes, some file systems)
+    real_write = os.write
+    calls = []
+
+    def short(fd, data):
+        calls.append(len(data))
+        return real_write(fd, bytes(memoryview(data)[:7]))
+
+    payload = list(range(200))
+    monkeypatch.setattr(os, "write", short)
+    utils.atomic_pickle_dump(payload, tmp_path / "log.pkl")
+    monkeypatch.undo()
+    assert pickle.loads((tmp_path / "log.pkl").read_bytes()) == payload
+    assert len(calls) > 10 and calls == sorted(calls, reverse=True)
+
+
 def test_stale_temp_files_are_found_and_removed(tmp_path):
     (tmp_path / "checkpoint.pth.tar").write_bytes(b"kept")
     (tmp_path / ".checkpoint.pth.tar.abc123.tmp").write_bytes(b"half")

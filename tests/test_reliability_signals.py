@@ -41,7 +41,9 @@ def _stall_checkpoint_write(save: int, marker: str) -> None:
             if len(seen) == save:
                 write_fully(fd, memoryview(data)[: len(data) // 2])
                 os.fsync(fd)
-                Path(marker).write_text(name)
+                # written whole before it appears: the test reads it as soon as it exists
+                Path(marker + ".part").write_text(name)
+                os.replace(marker + ".part", marker)
                 time.sleep(600)  # until killed
         return write_fully(fd, data)
 
