@@ -1,5 +1,8 @@
 """The Co-Mixup labelling solver: exactness on tiny grids, parity with the published solver."""
 import itertools
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -229,10 +232,6 @@ def test_unknown_or_missing_backend_is_refused():
 def test_solver_compiles_without_scipy(tmp_path):
     # numba's matrix product needs scipy's BLAS, which requirements.txt does not bring: the
     # compiled solver must not use it. A fresh numba cache forces a real compilation.
-    import os
-    import subprocess
-    import sys
-
     code = ("import sys; sys.modules['scipy'] = None\n"
             "import numpy as np, torch, comix\n"
             "np.random.seed(0)\n"
