@@ -25,6 +25,7 @@ Use in a training loop (y already soft)::
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -33,7 +34,7 @@ from torch import Tensor
 
 __all__ = [
     "draw_lambda", "draw_permutation", "draw_pairing", "PairMix", "mix_targets", "input_mixup",
-    "cutmix_box", "cutmix", "ManifoldMix",
+    "cutmix_box", "CutMixPlan", "draw_cutmix", "cutmix", "ManifoldMix",
 ]
 
 
@@ -150,6 +151,34 @@ def cutmix_box(height: int, width: int, lam: float,
     return top, bottom, left, right
 
 
+@dataclass(frozen=True)
+class CutMixPlan:
+    """One CutMix draw: each image i takes the box (top, bottom, left, right) from image perm[i];
+    ``kept`` is the share of each image's own pixels (1 - the box's clipped area share)."""
+
+    perm: np.ndarray
+    box: tuple[int, int, int, int]
+    kept: float
+
+    @torch.no_grad()
+    def apply(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The mixed images and their soft targets (weights by the box's actual area)."""
+        top, bottom, left, right = self.box
+        mixed = x.clone()
+        mixed[:, :, top:bottom, left:right] = x[_index(self.perm, x.device)][:, :, top:bottom, left:right]
+        return mixed, mix_targets(y, self.perm, self.kept)
+
+
+def draw_cutmix(batch: int, height: int, width: int, alpha: float,
+                rng: np.random.Generator | None = None) -> CutMixPlan:
+    """Draw a CutMix plan: lam ~ Beta(alpha, alpha) and a partner per image
+    (:func:`draw_pairing`), then one box for the whole batch (:func:`cutmix_box`)."""
+    lam, perm = draw_pairing(batch, alpha, rng)
+    top, bottom, left, right = cutmix_box(height, width, lam, rng)
+    kept = 1 - (bottom - top) * (right - left) / (height * width)
+    return CutMixPlan(perm=perm, box=(top, bottom, left, right), kept=kept)
+
+
 @torch.no_grad()
 def cutmix(x: Tensor, y: Tensor, alpha: float,
            rng: np.random.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -157,13 +186,7 @@ def cutmix(x: Tensor, y: Tensor, alpha: float,
     pasted from each image's partner; targets by the box's actual area after clipping."""
     _check_images(x)
     _check_targets(y, x.shape[0])
-    lam, perm = draw_pairing(x.shape[0], alpha, rng)
-    height, width = x.shape[-2:]
-    top, bottom, left, right = cutmix_box(height, width, lam, rng)
-    mixed = x.clone()
-    mixed[:, :, top:bottom, left:right] = x[_index(perm, x.device)][:, :, top:bottom, left:right]
-    kept = 1 - (bottom - top) * (right - left) / (height * width)
-    return mixed, mix_targets(y, perm, kept)
+    return draw_cutmix(x.shape[0], x.shape[-2], x.shape[-1], alpha, rng).apply(x, y)
 
 
 class ManifoldMix:

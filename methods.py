@@ -68,26 +68,11 @@ __all__ = [
     "METHODS", "LOSSES", "PUBLISHED_MIXUP_ALPHA", "PUBLISHED_CLEAN_LAM", "PUZZLE_CHUNKS", "StepResult", "Method",
     "VanillaMethod", "InputMixupMethod", "ManifoldMixMethod", "CutMixMethod", "PuzzleMixMethod", "CoMixupMethod",
     "soft_target_loss", "bce_on_probabilities", "published_default", "fill_published_defaults", "build_method",
-    "pool_workers", "puzzle_geometry_problem", "AMP_MODES", "Precision",
+    "pool_workers", "puzzle_geometry_problem", "AMP_MODES", "Precision", "REGISTRY", "method_class",
 ]
-
-METHODS = ("vanilla", "mixup", "manifold", "cutmix", "puzzle", "comix")
-"""The --method choices."""
 
 LOSSES = ("bce", "ce")
 """The --loss choices: BCE on softmax (published) or soft-target cross entropy."""
-
-PUBLISHED_MIXUP_ALPHA: dict[str, float | None] = {
-    "vanilla": None, "mixup": 1.0, "manifold": 2.0, "cutmix": 1.0, "puzzle": 1.0, "comix": 2.0,
-}
-"""--mixup_alpha of each method's published command (vanilla mixes nothing)."""
-
-PUBLISHED_CLEAN_LAM: dict[str, float] = {
-    "vanilla": 1.0, "mixup": 0.0, "manifold": 0.0, "cutmix": 0.0, "puzzle": 0.0, "comix": 1.0,
-}
-"""--clean_lam of each method's published command. Puzzle Mix's default 0 runs the saliency pass
-in eval mode and discards its loss; vanilla ignores it but the Co-Mixup script's default 1.0 is
-part of its published experiment name; mixup, manifold and CutMix have no clean pass."""
 
 PUZZLE_CHUNKS = 8
 """Pieces a Puzzle Mix batch is cut into for the thread pool."""
@@ -226,11 +211,52 @@ class Method(ABC):
     The model must be in train mode; a method that runs a pass in eval mode restores it.
     """
 
+    # What the registry (:data:`REGISTRY`) and the command line know of a method:
     name: ClassVar[str]
+    """The --method value."""
+    title: ClassVar[str]
+    """How figures and tables name it."""
+    published_mixup_alpha: ClassVar[float | None]
+    """--mixup_alpha of the method's published command (None: it mixes nothing)."""
+    published_clean_lam: ClassVar[float]
+    """--clean_lam of the method's published command."""
+    clean_pass: ClassVar[bool] = False
+    """True when a step starts with a clean forward/backward (saliency, and the clean loss that
+    --clean_lam weighs)."""
     clean_logits: ClassVar[bool]
     """True when StepResult.logits are the clean images' logits, False for the mixed images'."""
+    drawable: ClassVar[bool] = False
+    """True when visualize.py can draw its mixed batch (the input is mixed, not hidden features)."""
     precision: Precision = FLOAT32
     """How the forward passes run (see :class:`Precision`); set by :func:`build_method`."""
+
+    @classmethod
+    @abstractmethod
+    def from_args(cls, args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> "Method":
+        """The method as ``args`` (main.py's flags, None mixup_alpha / clean_lam resolved) asks for."""
+
+    @classmethod
+    def pool_jobs(cls, args: Any) -> int:
+        """Independent pieces of one step's mixing worth a thread each (0: nothing to solve)."""
+        return 0
+
+    @classmethod
+    def name_part(cls, args: Any) -> str:
+        """What the method adds to the experiment folder name after the learning rate."""
+        return f"_method_{cls.name}_m_alpha_{args.mixup_alpha}"
+
+    @classmethod
+    def arg_problems(cls, args: Any, image_size: int, already: Sequence[str]) -> list[str]:
+        """The method's own checks of the flags (one message per problem, naming its flag), on
+        images of side ``image_size``; ``already``: the problems the common checks found."""
+        problems = []
+        if not cls.clean_pass and args.clean_lam > 0:
+            problems.append(f"--clean_lam {args.clean_lam}: --method {cls.name} has no clean-input pass "
+                            f"(only {' and '.join(n for n, m in REGISTRY.items() if m.clean_pass)} do); leave it out")
+        alpha = args.mixup_alpha
+        if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
+            problems.append(f"--mixup_alpha must be a finite number > 0, got {alpha}")
+        return problems
 
     def __init__(self, num_classes: int, loss: str = "bce") -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -264,7 +290,25 @@ class VanillaMethod(Method):
     """No mixing: loss(model(x), one_hot(y))."""
 
     name = "vanilla"
+    title = "Vanilla"
+    published_mixup_alpha = None
+    published_clean_lam = 1.0  # unused, but part of the published experiment name
     clean_logits = True
+
+    @classmethod
+    def from_args(cls, args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> Method:
+        return cls(num_classes, _loss(args))
+
+    @classmethod
+    def name_part(cls, args: Any) -> str:
+        return ""
+
+    @classmethod
+    def arg_problems(cls, args: Any, image_size: int, already: Sequence[str]) -> list[str]:
+        alpha = args.mixup_alpha
+        if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
+            return [f"--mixup_alpha must be a finite number > 0, got {alpha}"]
+        return []
 
     def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> StepResult:
         targets = self._one_hot(images, labels)
@@ -277,7 +321,13 @@ class _PairMethod(Method):
     """Shared by input mixup and CutMix: mix the inputs with ``mix``, then one forward pass."""
 
     clean_logits = False
+    published_clean_lam = 0.0
+    drawable = True
     mix: ClassVar[Callable[..., tuple[Tensor, Tensor]]]
+
+    @classmethod
+    def from_args(cls, args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> Method:
+        return cls(num_classes, _setting(args, "mixup_alpha"), _loss(args))
 
     def __init__(self, num_classes: int, alpha: float, loss: str = "bce") -> None:
         super().__init__(num_classes, loss)
@@ -303,6 +353,8 @@ class InputMixupMethod(_PairMethod):
     """Input mixup (:func:`baselines.input_mixup`): lam x + (1 - lam) x[perm], lam ~ Beta(alpha, alpha)."""
 
     name = "mixup"
+    title = "Input mixup"
+    published_mixup_alpha = 1.0
     mix = staticmethod(baselines.input_mixup)
 
 
@@ -310,6 +362,8 @@ class CutMixMethod(_PairMethod):
     """CutMix (:func:`baselines.cutmix`): a box from the partner image, targets by the box's area."""
 
     name = "cutmix"
+    title = "CutMix"
+    published_mixup_alpha = 1.0
     mix = staticmethod(baselines.cutmix)
 
 
@@ -335,7 +389,22 @@ class ManifoldMixMethod(Method):
     mix_fn pairs across)."""
 
     name = "manifold"
+    title = "Manifold mixup"
+    published_mixup_alpha = 2.0
+    published_clean_lam = 0.0
     clean_logits = False
+
+    @classmethod
+    def from_args(cls, args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> Method:
+        return cls(num_classes, _setting(args, "mixup_alpha"), _loss(args))
+
+    @classmethod
+    def arg_problems(cls, args: Any, image_size: int, already: Sequence[str]) -> list[str]:
+        problems = super().arg_problems(args, image_size, already)
+        if args.ngpu > 1:
+            problems.append(f"--method manifold mixes hidden features across the whole batch, which --ngpu "
+                            f"{args.ngpu} (DataParallel) splits; use --ngpu 1")
+        return problems
 
     def __init__(self, num_classes: int, alpha: float, loss: str = "bce", layers: Sequence[int] = (0, 1, 2)) -> None:
         super().__init__(num_classes, loss)
@@ -359,6 +428,24 @@ class _SaliencyMethod(Method):
     """Shared by Puzzle Mix and Co-Mixup: the clean pass (saliency, clean loss), then the mixer."""
 
     clean_logits = True
+    clean_pass = True
+    drawable = True
+    published_mixup_alpha = 1.0
+
+    config_class: ClassVar[Any]
+    """The mixer's settings (``from_namespace(args)`` raises ValueError listing every problem)."""
+
+    @classmethod
+    def arg_problems(cls, args: Any, image_size: int, already: Sequence[str]) -> list[str]:
+        # mixup_alpha > 0 is the mixer config's check, under its own message
+        problems = []
+        if args.mixup_alpha is not None and not math.isfinite(args.mixup_alpha):
+            problems.append(f"--mixup_alpha must be a finite number > 0, got {args.mixup_alpha}")
+        try:
+            cls.config_class.from_namespace(args)
+        except ValueError as err:
+            problems += _as_flags(str(err), already + problems)
+        return problems
 
     def __init__(self, num_classes: int, clean_lam: float, loss: str = "bce") -> None:
         super().__init__(num_classes, loss)
@@ -393,6 +480,34 @@ class PuzzleMixMethod(_SaliencyMethod):
     ``mixer`` (a :class:`puzzlemix.PuzzleMix`) mixes the batch."""
 
     name = "puzzle"
+    title = "Puzzle Mix"
+    config_class = puzzlemix.PuzzleMixConfig
+    published_clean_lam = 0.0
+
+    @classmethod
+    def from_args(cls, args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> Method:
+        config = puzzlemix.PuzzleMixConfig.from_namespace(_resolved(args))
+        mixer = puzzlemix.PuzzleMix(mean=dataset_info.mean, std=dataset_info.std, executor=executor,
+                                    chunks=PUZZLE_CHUNKS, **vars(config))
+        return cls(num_classes, mixer, _setting(args, "clean_lam"), _loss(args))
+
+    @classmethod
+    def pool_jobs(cls, args: Any) -> int:
+        return PUZZLE_CHUNKS
+
+    @classmethod
+    def name_part(cls, args: Any) -> str:
+        part = (f"{super().name_part(args)}_n_labels_{args.n_labels}_beta_{args.beta}_gamma_{args.gamma}"
+                f"_neigh_{args.neigh_size}_eta_{args.eta}")
+        if args.transport:
+            part += f"_transport_eps_{args.t_eps}_size_{args.t_size}"
+        return part
+
+    @classmethod
+    def arg_problems(cls, args: Any, image_size: int, already: Sequence[str]) -> list[str]:
+        problems = super().arg_problems(args, image_size, already)
+        geometry = None if problems else puzzle_geometry_problem(image_size, args.neigh_size, args.t_size)
+        return problems + ([geometry] if geometry is not None else [])
 
     def __init__(self, num_classes: int, mixer: puzzlemix.PuzzleMix, clean_lam: float = 0.0,
                  loss: str = "bce") -> None:
@@ -411,6 +526,40 @@ class CoMixupMethod(_SaliencyMethod):
     the clean-loss gradients), ``mixer`` (a :class:`comix.CoMixup`), the loss on the mixed batch."""
 
     name = "comix"
+    title = "Co-Mixup"
+    config_class = comix.CoMixupConfig
+    published_mixup_alpha = 2.0
+    published_clean_lam = 1.0
+
+    @classmethod
+    def from_args(cls, args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> Method:
+        config = comix.CoMixupConfig.from_namespace(_resolved(args))
+        mixer = comix.CoMixup(num_classes=num_classes, executor=executor, **vars(config))
+        return cls(num_classes, mixer, _setting(args, "clean_lam"), _loss(args))
+
+    @classmethod
+    def pool_jobs(cls, args: Any) -> int:
+        return math.ceil(args.batch_size / args.m_part)
+
+    @classmethod
+    def name_part(cls, args: Any) -> str:
+        part = (f"_mblock_{args.m_block_num}_mbeta_{args.m_beta}_mgamma_{args.m_gamma}"
+                f"_mthres_{args.m_thres_type}{args.m_thres}_meta_{args.m_eta}_m_alpha_{args.mixup_alpha}"
+                f"_mpart_{args.m_part}_niter_{args.m_niter}_omega_{args.m_omega}")
+        if args.set_resolve:
+            part += "_set"
+        if args.m_solver != "fast":
+            part += f"_solver_{args.m_solver}"
+        return part
+
+    @classmethod
+    def arg_problems(cls, args: Any, image_size: int, already: Sequence[str]) -> list[str]:
+        problems = super().arg_problems(args, image_size, already)
+        if args.m_block_num >= 1 and image_size % args.m_block_num:
+            divisors = [n for n in range(1, image_size + 1) if image_size % n == 0]
+            problems.append(f"--m_block_num {args.m_block_num} does not divide the {image_size}x{image_size} "
+                            f"images of {args.dataset}; use -1 (random) or one of {', '.join(map(str, divisors))}")
+        return problems
 
     def __init__(self, num_classes: int, mixer: comix.CoMixup, clean_lam: float = 1.0, loss: str = "bce") -> None:
         super().__init__(num_classes, clean_lam, loss)
@@ -423,16 +572,43 @@ class CoMixupMethod(_SaliencyMethod):
         return self.mixer(images, labels, saliency)
 
 
+# --------------------------------------------------------------------------- the registry
+
+REGISTRY: dict[str, type[Method]] = {
+    method.name: method
+    for method in (VanillaMethod, InputMixupMethod, ManifoldMixMethod, CutMixMethod, PuzzleMixMethod, CoMixupMethod)
+}
+"""Every method by its --method name. Adding a method: its class (the attributes and class
+methods of :class:`Method`) and one entry here; the parser, the checks, the experiment name,
+the thread pool and visualize.py read them from here."""
+
+METHODS = tuple(REGISTRY)
+"""The --method choices."""
+
+PUBLISHED_MIXUP_ALPHA: dict[str, float | None] = {name: m.published_mixup_alpha for name, m in REGISTRY.items()}
+"""--mixup_alpha of each method's published command (vanilla mixes nothing)."""
+
+PUBLISHED_CLEAN_LAM: dict[str, float] = {name: m.published_clean_lam for name, m in REGISTRY.items()}
+"""--clean_lam of each method's published command. Puzzle Mix's default 0 runs the saliency pass
+in eval mode and discards its loss; vanilla ignores it but the Co-Mixup script's default 1.0 is
+part of its published experiment name; mixup, manifold and CutMix have no clean pass."""
+
+
+def method_class(name: str) -> type[Method]:
+    """The registered class of ``name``; ValueError naming the choices otherwise."""
+    if name not in REGISTRY:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {name!r}")
+    return REGISTRY[name]
+
+
 # --------------------------------------------------------------------------- from the command line
 
 def published_default(method: str, name: str) -> float | None:
     """The published value of ``mixup_alpha`` or ``clean_lam`` for ``method``."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    table = {"mixup_alpha": PUBLISHED_MIXUP_ALPHA, "clean_lam": PUBLISHED_CLEAN_LAM}
-    if name not in table:
+    cls = method_class(method)
+    if name not in ("mixup_alpha", "clean_lam"):
         raise ValueError(f"only mixup_alpha and clean_lam have per-method defaults, got {name!r}")
-    return table[name][method]
+    return cls.published_mixup_alpha if name == "mixup_alpha" else cls.published_clean_lam
 
 
 def fill_published_defaults(args: Namespace) -> None:
@@ -448,10 +624,26 @@ def _setting(args: Any, name: str) -> Any:
     return published_default(args.method, name) if value is None else value
 
 
+def _loss(args: Any) -> str:
+    return getattr(args, "loss", "bce")
+
+
 def _resolved(args: Any) -> Namespace:
     resolved = Namespace(**vars(args))
     fill_published_defaults(resolved)
     return resolved
+
+
+def _as_flags(message: str, already: Sequence[str]) -> list[str]:
+    """A mixer config's problems ("m_part must be ...; beta must be ...") under the flags' names
+    ("--m_part must be ..."), without the ones already reported by the common checks."""
+    found = []
+    for problem in message.split("; "):
+        name = problem.split(" ", 1)[0]
+        flagged = f"--{problem}" if name.isidentifier() else problem
+        if not any(done.startswith(f"--{name} ") for done in already):
+            found.append(flagged)
+    return found
 
 
 def puzzle_geometry_problem(image_size: int, neigh_size: int, t_size: int) -> str | None:
@@ -482,46 +674,18 @@ def build_method(args: Any, num_classes: int, dataset_info: Any, executor: Execu
     ``dataset_info`` (load_data.DatasetInfo) gives Puzzle Mix the images' mean/std; ``executor``
     (a thread pool) solves Co-Mixup partitions / Puzzle Mix pairs concurrently; ``precision``
     (default float32) becomes the method's :attr:`Method.precision`."""
-    built = _build(args, num_classes, dataset_info, executor)
+    built = method_class(args.method).from_args(args, num_classes, dataset_info, executor)
     if precision is not None:
         built.precision = precision
     return built
-
-
-def _build(args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> Method:
-    method = args.method
-    loss = getattr(args, "loss", "bce")
-    if method == "vanilla":
-        return VanillaMethod(num_classes, loss)
-    if method == "mixup":
-        return InputMixupMethod(num_classes, _setting(args, "mixup_alpha"), loss)
-    if method == "cutmix":
-        return CutMixMethod(num_classes, _setting(args, "mixup_alpha"), loss)
-    if method == "manifold":
-        return ManifoldMixMethod(num_classes, _setting(args, "mixup_alpha"), loss)
-    if method == "puzzle":
-        config = puzzlemix.PuzzleMixConfig.from_namespace(_resolved(args))
-        mixer = puzzlemix.PuzzleMix(mean=dataset_info.mean, std=dataset_info.std, executor=executor,
-                                    chunks=PUZZLE_CHUNKS, **vars(config))
-        return PuzzleMixMethod(num_classes, mixer, _setting(args, "clean_lam"), loss)
-    if method == "comix":
-        config = comix.CoMixupConfig.from_namespace(_resolved(args))
-        mixer = comix.CoMixup(num_classes=num_classes, executor=executor, **vars(config))
-        return CoMixupMethod(num_classes, mixer, _setting(args, "clean_lam"), loss)
-    raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
 def pool_workers(args: Any, processes_per_node: int = 1) -> int:
     """Threads worth a pool for ``args.method`` (0: it solves nothing in parallel, or
     ``args.parallel`` is False): one per Co-Mixup partition / Puzzle Mix chunk, at most one per
     core, the node's cores being shared by ``processes_per_node`` training processes (torchrun)."""
-    if not getattr(args, "parallel", True):
-        return 0
-    if args.method == "comix":
-        jobs = math.ceil(args.batch_size / args.m_part)
-    elif args.method == "puzzle":
-        jobs = PUZZLE_CHUNKS
-    else:
+    jobs = method_class(args.method).pool_jobs(args)
+    if not getattr(args, "parallel", True) or jobs == 0:
         return 0
     if processes_per_node <= 1:
         return default_workers(jobs)

@@ -9,18 +9,16 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 
 import torch
 
-import comix
 import comix_solver
 import distributed
+import lifecycle
 import methods
 import models
-import puzzlemix
 from load_data import DATASETS, dataset_info
-from utils import str2bool
+from lifecycle import str2bool
 
 __all__ = ["experiment_name", "get_args_parser", "resolve_method", "validate_args"]
 
@@ -42,26 +40,6 @@ _EPILOG = (
 # Command line
 # ---------------------------------------------------------------------------------------------
 
-class _ArgumentParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one ``error: ...`` line on stderr (exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except None ones, whose help text says what they mean."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
-def _flag_bool(group: argparse._ArgumentGroup, name: str, help_text: str) -> None:
-    """A boolean that works bare (``--log_off``) and with a value (``--log_off True``)."""
-    group.add_argument(name, nargs="?", const=True, default=False, type=str2bool, metavar="BOOL", help=help_text)
-
-
 def get_args_parser() -> argparse.ArgumentParser:
     """The published command line (SPEC §5), same names, defaults and meanings, plus --m_solver,
     --method, --loss and the Puzzle Mix flags under the Puzzle Mix repository's names.
@@ -71,8 +49,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     :func:`resolve_method` turns into the method and its published values. Booleans accept
     true/false, yes/no, t/f, y/n, 1/0 in any case.
     """
-    parser = _ArgumentParser(description="Train a classifier with Co-Mixup",
-                             formatter_class=_HelpFormatter, epilog=_EPILOG)
+    parser = lifecycle.ArgumentParser(description="Train a classifier with Co-Mixup",
+                                      formatter_class=lifecycle.HelpFormatter, epilog=_EPILOG)
 
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="cifar100", choices=DATASETS, help="data set")
@@ -172,7 +150,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--resume", default="", type=str, help="checkpoint to continue from (ours or the published)")
     ckpt.add_argument("--start_epoch", type=int, default=0,
                       help="first epoch when not resuming (a resumed run starts at the checkpoint's epoch)")
-    _flag_bool(ckpt, "--evaluate", "only evaluate the (resumed) model on the test set")
+    lifecycle.flag_bool(ckpt, "--evaluate", "only evaluate the (resumed) model on the test set")
 
     accel = parser.add_argument_group("acceleration")
     accel.add_argument("--ngpu", type=int, default=1,
@@ -184,17 +162,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     accel.add_argument("--amp", dest="mixed_precision", default="off", choices=methods.AMP_MODES,
                        help="mixed precision: forward passes (clean and mixed) under torch.autocast in bfloat16, "
                             "or float16 with a GradScaler (CUDA only); losses, masks and mixing stay float32")
-    _flag_bool(accel, "--data_on_device",
+    lifecycle.flag_bool(accel, "--data_on_device",
                "CIFAR only: hold the uint8 training and test sets on the training device and crop, flip and "
                "normalise each batch there (no loader workers; works on the CPU too)")
-    _flag_bool(accel, "--sync_bn",
+    lifecycle.flag_bool(accel, "--sync_bn",
                "under torchrun on GPUs: SyncBatchNorm, batch statistics over all processes' batches "
                "(no effect in a single process)")
 
     misc = parser.add_argument_group("misc")
     misc.add_argument("--seed", type=int, default=0, help="random seed")
     misc.add_argument("--tag", type=str, default="", help="suffix of the experiment folder name")
-    _flag_bool(misc, "--log_off", "write no files (output is still printed)")
+    lifecycle.flag_bool(misc, "--log_off", "write no files (output is still printed)")
     return parser
 
 
@@ -273,19 +251,10 @@ def validate_args(args: argparse.Namespace) -> None:
          f"--warmup_start_factor must lie in [0, 1), got {args.warmup_start_factor}")
     need(args.valid_labels_per_class >= 0,
          f"--valid_labels_per_class must be 0 or more, got {args.valid_labels_per_class}")
-    _labels_problems(args, problems)
+    if not args.evaluate:  # evaluation reads only the test split
+        _labels_problems(args, problems)
     need(finite(args.clean_lam) and args.clean_lam >= 0, f"--clean_lam must be 0 or more, got {args.clean_lam}")
-    if args.method in ("mixup", "manifold", "cutmix") and args.clean_lam > 0:
-        problems.append(f"--clean_lam {args.clean_lam}: --method {args.method} has no clean-input pass "
-                        f"(only comix and puzzle do); leave it out")
-    if args.mixup_alpha is not None and args.method not in ("comix", "puzzle"):  # their configs check > 0
-        need(finite(args.mixup_alpha) and args.mixup_alpha > 0,
-             f"--mixup_alpha must be a finite number > 0, got {args.mixup_alpha}")
-    elif args.mixup_alpha is not None:
-        need(finite(args.mixup_alpha), f"--mixup_alpha must be a finite number > 0, got {args.mixup_alpha}")
-    if args.method == "manifold" and args.ngpu > 1:
-        problems.append(f"--method manifold mixes hidden features across the whole batch, which --ngpu "
-                        f"{args.ngpu} (DataParallel) splits; use --ngpu 1")
+    problems += methods.method_class(args.method).arg_problems(args, dataset_info(args.dataset).image_size, problems)
     need(args.print_freq >= 1, f"--print_freq must be at least 1, got {args.print_freq}")
     need(args.workers >= 0, f"--workers must be 0 or more, got {args.workers}")
     need(0 <= args.seed < 2**32, f"--seed must lie in [0, 2**32 - 1], got {args.seed}")
@@ -299,26 +268,6 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.arch not in models.WIDTH_ARCHS and args.initial_channels != models.DEFAULT_INITIAL_CHANNELS:
         problems.append(f"--initial_channels applies only to the preactresnet models; {args.arch} has a "
                         f"fixed width (leave it at {models.DEFAULT_INITIAL_CHANNELS})")
-    if args.method == "comix":
-        try:
-            comix.CoMixupConfig.from_namespace(args)
-        except ValueError as err:
-            problems += _as_flags(str(err), problems)
-        size = dataset_info(args.dataset).image_size
-        if args.m_block_num >= 1 and size % args.m_block_num:
-            divisors = [n for n in range(1, size + 1) if size % n == 0]
-            problems.append(f"--m_block_num {args.m_block_num} does not divide the {size}x{size} images of "
-                            f"{args.dataset}; use -1 (random) or one of {', '.join(map(str, divisors))}")
-    if args.method == "puzzle":
-        try:
-            puzzlemix.PuzzleMixConfig.from_namespace(args)
-        except ValueError as err:
-            problems += _as_flags(str(err), problems)
-        else:
-            geometry = methods.puzzle_geometry_problem(dataset_info(args.dataset).image_size, args.neigh_size,
-                                                       args.t_size)
-            if geometry is not None:
-                problems.append(geometry)
     if args.resume and os.path.isdir(args.resume):
         problems.append(f"--resume {args.resume} is a folder; give the checkpoint file in it, e.g. "
                         f"{os.path.join(args.resume, 'checkpoint.pth.tar')}")
@@ -326,18 +275,6 @@ def validate_args(args: argparse.Namespace) -> None:
         problems.append(f"--resume {args.resume}: no such checkpoint file")
     if problems:
         raise ValueError("; ".join(problems))
-
-
-def _as_flags(message: str, already: list[str]) -> list[str]:
-    """A mixer config's problems ("m_part must be ...; beta must be ...") under the flags' names
-    ("--m_part must be ..."), without the ones already reported by the common checks."""
-    found = []
-    for problem in message.split("; "):
-        name = problem.split(" ", 1)[0]
-        flagged = f"--{problem}" if name.isidentifier() else problem
-        if not any(done.startswith(f"--{name} ") for done in already):
-            found.append(flagged)
-    return found
 
 
 def _labels_problems(args: argparse.Namespace, problems: list[str]) -> None:
@@ -401,21 +338,7 @@ def experiment_name(args: argparse.Namespace) -> str:
     """
     name = (f"{args.dataset}_per_{args.labels_per_class}_arch_{args.arch}_eph_{args.epochs}"
             f"_lr_{args.learning_rate}")
-    if args.method not in ("comix", "vanilla"):
-        name += f"_method_{args.method}_m_alpha_{args.mixup_alpha}"
-    if args.method == "puzzle":
-        name += (f"_n_labels_{args.n_labels}_beta_{args.beta}_gamma_{args.gamma}_neigh_{args.neigh_size}"
-                 f"_eta_{args.eta}")
-        if args.transport:
-            name += f"_transport_eps_{args.t_eps}_size_{args.t_size}"
-    if args.method == "comix":
-        name += (f"_mblock_{args.m_block_num}_mbeta_{args.m_beta}_mgamma_{args.m_gamma}"
-                 f"_mthres_{args.m_thres_type}{args.m_thres}_meta_{args.m_eta}_m_alpha_{args.mixup_alpha}"
-                 f"_mpart_{args.m_part}_niter_{args.m_niter}_omega_{args.m_omega}")
-        if args.set_resolve:
-            name += "_set"
-        if args.m_solver != "fast":
-            name += f"_solver_{args.m_solver}"
+    name += methods.method_class(args.method).name_part(args)
     if args.loss != "bce":
         name += f"_loss_{args.loss}"
     if args.clean_lam > 0:

@@ -57,17 +57,23 @@ import load_data
 import models
 import puzzlemix
 from load_data import DATASETS, DataError, dataset_info, get_datasets
-from utils import CheckpointError, atomic_write, load_checkpoint, state_dict_mismatch, str2bool
+import checkpoints
+import lifecycle
+import methods
+from checkpoints import CheckpointError, load_checkpoint
+from lifecycle import str2bool
+from utils import atomic_write
 
 __all__ = [
     "METHODS", "MixResult", "FigureResult", "Visualisation", "VisualizeError", "mix_batch", "denormalise",
     "format_shares", "figure_size_px", "wrap_title", "build_figure", "write_png", "get_args_parser", "make_figure", "main",
 ]
 
-METHODS = ("comix", "mixup", "cutmix", "puzzle")
-METHOD_TITLES = {"comix": "Co-Mixup", "mixup": "Input mixup", "cutmix": "CutMix", "puzzle": "Puzzle Mix"}
+METHODS = ("comix", *(name for name in methods.METHODS if methods.REGISTRY[name].drawable and name != "comix"))
+"""The methods whose mixed batch can be drawn (input-space mixing), Co-Mixup first."""
+METHOD_TITLES = {name: methods.REGISTRY[name].title for name in METHODS}
 # The published Beta / Dirichlet concentration of each method (SPEC §5 and §8).
-DEFAULT_ALPHA = {"comix": 2.0, "mixup": 1.0, "cutmix": 1.0, "puzzle": 1.0}
+DEFAULT_ALPHA = {name: methods.REGISTRY[name].published_mixup_alpha for name in METHODS}
 MAX_IMAGES = 32  # one row of panels; wider figures stop being readable
 IMAGENET_CLASSES = 1000
 
@@ -157,17 +163,13 @@ def mix_batch(method: str, x: Tensor, labels: Tensor, saliency: Tensor, num_clas
         plan = mixer.plan(x, saliency)
         mixed, _ = mixer.apply(plan, x, comix.to_one_hot(labels, num_classes))
         return MixResult(method, mixed, _pair_shares(plan.perm, plan.shares()), grid_size=plan.block_num)
-    lam, perm = baselines.draw_pairing(batch, alpha, rng)
     if method == "mixup":
+        lam, perm = baselines.draw_pairing(batch, alpha, rng)
         mixed = baselines.PairMix(lam, perm)(x)
         return MixResult(method, mixed, _pair_shares(perm, np.full(batch, lam)))
-    height, width = x.shape[-2:]
-    top, bottom, left, right = baselines.cutmix_box(height, width, lam, rng)
-    mixed = x.clone()
-    partner = x[torch.as_tensor(perm, device=x.device)]
-    mixed[:, :, top:bottom, left:right] = partner[:, :, top:bottom, left:right]
-    kept = 1 - (bottom - top) * (right - left) / (height * width)
-    return MixResult(method, mixed, _pair_shares(perm, np.full(batch, kept)), box=(top, bottom, left, right))
+    plan = baselines.draw_cutmix(batch, x.shape[-2], x.shape[-1], alpha, rng)
+    mixed, _ = plan.apply(x, comix.to_one_hot(labels, num_classes))
+    return MixResult(method, mixed, _pair_shares(plan.perm, np.full(batch, plan.kept)), box=plan.box)
 
 
 # --------------------------------------------------------------------------- drawing
@@ -454,14 +456,8 @@ def _load_model(args: argparse.Namespace, checkpoint: dict | None, num_classes: 
     arch = args.arch
     width = args.initial_channels
     if checkpoint is not None:
-        saved_arch = checkpoint["arch"]
-        if arch is not None and saved_arch and saved_arch != arch:
-            raise CheckpointError(f"--arch {arch}, but {args.resume} holds a {saved_arch} (leave --arch out "
-                                  f"to use the checkpoint's)")
-        arch = arch or saved_arch
-        if checkpoint["dataset"] and checkpoint["dataset"] != args.dataset:
-            raise CheckpointError(f"{args.resume} was trained on {checkpoint['dataset']}, not {args.dataset} "
-                                  f"(pass --dataset {checkpoint['dataset']})")
+        checkpoints.check_fits(checkpoint, args.resume, arch, None, args.dataset, same_dataset=True)
+        arch = arch or checkpoint["arch"]
         if width is None and (arch or "preactresnet18") in models.WIDTH_ARCHS:
             width = _checkpoint_width(checkpoint)
     arch = arch or "preactresnet18"
@@ -475,37 +471,19 @@ def _load_model(args: argparse.Namespace, checkpoint: dict | None, num_classes: 
         raise VisualizeError(str(err)) from err
     if checkpoint is None:
         return model.eval(), f"{arch}, fresh model (untrained, seed {args.seed})"
-    mismatch = state_dict_mismatch(model.state_dict(), checkpoint["state_dict"])
-    if mismatch:
-        raise CheckpointError(f"checkpoint {args.resume} does not fit {arch} (width {width}) with {num_classes} "
-                              f"classes for {args.dataset}: {mismatch}")
-    model.load_state_dict(checkpoint["state_dict"])
+    checkpoints.load_weights(model, checkpoint, args.resume,
+                             f"{arch} (width {width}) with {num_classes} classes for {args.dataset}")
     epochs = f", epoch {checkpoint['epoch']}" if checkpoint["epoch"] else ""
     return model.eval(), f"{arch} from {os.path.basename(args.resume)}{epochs}"
 
 
 # --------------------------------------------------------------------------- command line
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except unset ones (None or ''), whose help text says what they mean."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default in (None, "") else super()._get_help_string(action)
-
-
-class _ArgumentParser(argparse.ArgumentParser):
-    """Usage errors are one ``error: ...`` line on stderr (exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def get_args_parser() -> argparse.ArgumentParser:
     """The command line of visualize.py. Method-specific flags default to None (unset) so that
     setting one for another method is an error rather than silently ignored."""
-    parser = _ArgumentParser(description="Draw one batch, its saliency and its Co-Mixup (or baseline) mix "
-                                         "as a PNG.", formatter_class=_HelpFormatter)
+    parser = lifecycle.ArgumentParser(description="Draw one batch, its saliency and its Co-Mixup (or baseline) mix "
+                                         "as a PNG.", formatter_class=lifecycle.HelpFormatter)
     parser.add_argument("--dataset", required=True, choices=DATASETS, help="data set (normalisation, image size)")
     parser.add_argument("--data_dir", required=True,
                         help="the data set's folder (as for main.py) or an ImageFolder of its images")

@@ -73,15 +73,15 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     cifar.check_integrity = lambda fpath, md5=None: os.path.isfile(fpath)  # our generated files
+    import engine
     import main
 
-    save_epoch = main._save_epoch
+    save_epoch = engine.TrainingRun.save
     me = os.getpid()
     report = sys.stdout  # main's own log lines go to /dev/null below
 
-    def measured_save(*a, **k):
-        save_epoch(*a, **k)
-        epoch = a[7]
+    def measured_save(run, epoch, is_best):
+        save_epoch(run, epoch, is_best)
         workers = _children(me)
         rss = _status_kb(me, "VmRSS") / 1024
         if args.collect:
@@ -93,7 +93,7 @@ def child(args: argparse.Namespace) -> None:
             "python_threads": threading.active_count(), "fds": len(os.listdir("/proc/self/fd")),
         }), file=report, flush=True)
 
-    main._save_epoch = measured_save
+    engine.TrainingRun.save = measured_save
     with tempfile.TemporaryDirectory() as folder:
         data = write_cifar(Path(folder) / "data", "cifar10", train_per_class=args.per_class,
                            test_per_class=max(2, args.per_class // 5))

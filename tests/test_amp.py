@@ -175,7 +175,7 @@ def test_train_one_epoch_steps_through_the_grad_scaler(cifar10_dir):
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
     method = methods.build_method(args, num_classes, None,
                                   precision=methods.Precision("cpu", torch.bfloat16, scaler))
-    stats = main.train_one_epoch(model, loader, optimizer, method, args, torch.device("cpu"), 0, num_classes)
+    stats = main.train_one_epoch(model, loader, optimizer, method, 0)
     assert stats["steps"] == 3 and stats["images"] == 60 and np.isfinite(stats["loss"])
     assert not torch.equal(before, model.linear.weight)
     # three scaled steps without overflow went through scaler.step / scaler.update

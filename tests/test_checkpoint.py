@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from torchvision.datasets import CIFAR10
 
+import checkpoints
 import main
 import models
 import utils
@@ -145,7 +146,7 @@ def test_published_checkpoint_evaluates(published, data_dir, tmp_path, capsys):
 
 def test_load_checkpoint_normalises_the_published_format(published):
     path, model = published
-    loaded = utils.load_checkpoint(path)
+    loaded = checkpoints.load_checkpoint(path)
     assert loaded["source"] == "published"
     assert loaded["epoch"] == PUBLISHED_EPOCHS and loaded["arch"] == "preactresnet18"
     assert loaded["state_dict"].keys() == model.state_dict().keys()
@@ -172,7 +173,7 @@ def test_published_checkpoint_with_numpy1_names_loads(published, tmp_path):
                 data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
             target.writestr(info, data)
     assert "numpy.core.multiarray._reconstruct" in torch.serialization.get_unsafe_globals_in_checkpoint(old_names)
-    loaded = utils.load_checkpoint(old_names)
+    loaded = checkpoints.load_checkpoint(old_names)
     assert loaded["history"]["test_acc"] == pytest.approx(RECORDED_TEST_ACC)
     assert torch.equal(loaded["state_dict"]["linear.weight"], model.state_dict()["linear.weight"])
 
@@ -209,8 +210,8 @@ def test_other_pickled_objects_are_refused(tmp_path, data_dir, capsys):
     model = models.build_model("preactresnet18", 10, initial_channels=16)
     path = tmp_path / "evil.pth.tar"
     torch.save({"epoch": 1, "arch": "preactresnet18", "state_dict": model.state_dict(), "extra": Payload()}, path)
-    with pytest.raises(utils.CheckpointError, match="refusing"):
-        utils.load_checkpoint(path)
+    with pytest.raises(checkpoints.CheckpointError, match="refusing"):
+        checkpoints.load_checkpoint(path)
     rc = main.main(base_args(data_dir, tmp_path / "exp", "--evaluate", "--log_off", "--resume", str(path)))
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -244,8 +245,8 @@ def test_corrupt_checkpoint_exits_2(tmp_path, data_dir, capsys):
 def test_not_a_checkpoint_is_refused(tmp_path):
     path = tmp_path / "numbers.pth"
     torch.save([1, 2, 3], path)
-    with pytest.raises(utils.CheckpointError, match="not a training checkpoint"):
-        utils.load_checkpoint(path)
+    with pytest.raises(checkpoints.CheckpointError, match="not a training checkpoint"):
+        checkpoints.load_checkpoint(path)
 
 
 def test_atomic_write_keeps_the_old_file_on_error(tmp_path):
@@ -264,8 +265,8 @@ def test_atomic_write_keeps_the_old_file_on_error(tmp_path):
 
 
 def test_save_checkpoint_writes_best_only_when_asked(tmp_path):
-    utils.save_checkpoint({"epoch": 1, "x": torch.ones(2)}, True, tmp_path)
-    utils.save_checkpoint({"epoch": 2, "x": torch.zeros(2)}, False, tmp_path)
+    checkpoints.save_checkpoint({"epoch": 1, "x": torch.ones(2)}, True, tmp_path)
+    checkpoints.save_checkpoint({"epoch": 2, "x": torch.zeros(2)}, False, tmp_path)
     assert torch.load(tmp_path / "checkpoint.pth.tar", weights_only=True)["epoch"] == 2
     assert torch.load(tmp_path / "model_best.pth.tar", weights_only=True)["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pth.tar", "model_best.pth.tar"]
@@ -277,12 +278,12 @@ def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
     torch.manual_seed(3)
     np.random.normal()  # leaves a cached gaussian in numpy's legacy state
     path = tmp_path / "rng.pt"
-    torch.save(utils.capture_rng_state(), path)
+    torch.save(checkpoints.capture_rng_state(), path)
     draws = (random.random(), np.random.rand(3).tolist(), np.random.normal(), torch.rand(3))
     random.seed(99)
     np.random.seed(99)
     torch.manual_seed(99)
-    utils.restore_rng_state(torch.load(path, weights_only=True))
+    checkpoints.restore_rng_state(torch.load(path, weights_only=True))
     again = (random.random(), np.random.rand(3).tolist(), np.random.normal(), torch.rand(3))
     assert draws[:3] == again[:3]
     assert torch.equal(draws[3], again[3])

@@ -24,6 +24,7 @@ from runs import (
     read_checkpoint,
 )
 
+import engine
 import comix
 import distributed
 import main
@@ -248,10 +249,10 @@ def test_rank_seeds_and_single_process_helpers():
 # --------------------------------------------------------------------------- ImageNet-scale knobs
 
 def test_warmup_factor():
-    factors = [main.warmup_factor(step, 6) for step in range(8)]
+    factors = [engine.warmup_factor(step, 6) for step in range(8)]
     assert factors == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1, 1, 1])
-    assert main.warmup_factor(0, 4, 0.5) == pytest.approx(0.625) and main.warmup_factor(3, 4, 0.5) == 1
-    assert main.warmup_factor(5, 0) == 1
+    assert engine.warmup_factor(0, 4, 0.5) == pytest.approx(0.625) and engine.warmup_factor(3, 4, 0.5) == 1
+    assert engine.warmup_factor(5, 0) == 1
 
 
 def test_warmup_is_linear_per_step_and_resumes_bit_identically(cifar10_dir, tmp_path, capsys):

@@ -394,8 +394,7 @@ def test_train_one_epoch_reports_mix_time(cifar10_dir):
     torch.manual_seed(0)
     net = TinyNet(num_classes)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
-    stats = main.train_one_epoch(net, loader, optimizer, methods.build_method(args, num_classes, None), args,
-                                 torch.device("cpu"), 0, num_classes)
+    stats = main.train_one_epoch(net, loader, optimizer, methods.build_method(args, num_classes, None), 0)
     assert stats["steps"] == 3 and stats["mix_time"] > 0 and 0 <= stats["top1"] <= 100
 
 
@@ -419,19 +418,19 @@ def test_resume_is_bit_identical(cifar10_dir, tmp_path, name):
 
 def test_resume_would_differ_without_the_numpy_state(cifar10_dir, tmp_path, monkeypatch):
     """The resume test above has teeth: with numpy's saved state ignored, the second epoch differs."""
-    import utils
+    import checkpoints
 
     straight, first, resumed = tmp_path / "straight", tmp_path / "first", tmp_path / "resumed"
     assert main.main(base_args(cifar10_dir, straight, "--method", "mixup", "--epochs", "2")) == 0
     assert main.main(base_args(cifar10_dir, first, "--method", "mixup", "--epochs", "1")) == 0
-    restore = utils.restore_rng_state
+    restore = checkpoints.restore_rng_state
 
     def restore_all_but_numpy(state):
         numpy_now = np.random.get_state()
         restore(state)
         np.random.set_state(numpy_now)
 
-    monkeypatch.setattr(main, "restore_rng_state", restore_all_but_numpy)
+    monkeypatch.setattr(checkpoints, "restore_rng_state", restore_all_but_numpy)
     first_ckpt = only_experiment(first) / "checkpoint.pth.tar"
     resume = ["--method", "mixup", "--epochs", "2", "--resume", str(first_ckpt)]
     assert main.main(base_args(cifar10_dir, resumed, *resume)) == 0

@@ -9,6 +9,7 @@ import pytest
 import torchvision.datasets as tv_datasets
 import torchvision.datasets.utils as tv_utils
 
+import engine
 import load_data
 import main
 from runs import base_args
@@ -32,8 +33,8 @@ def heavy_work(monkeypatch) -> list[str]:
     monkeypatch.setattr(tv_datasets.CIFAR10, "download", hook("download"))
     monkeypatch.setattr(tv_utils, "download_url", hook("download_url"))
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", hook("download_and_extract_archive"))
-    monkeypatch.setattr(main, "get_datasets", hook("get_datasets"))
-    monkeypatch.setattr(main.models, "build_model", hook("build_model"))
+    monkeypatch.setattr(engine, "get_datasets", hook("get_datasets"))
+    monkeypatch.setattr(engine.models, "build_model", hook("build_model"))
     return calls
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_reliability_signals import CHILD, assert_files_intact, child_env, group_members, wait_for
 
-import utils
+import checkpoints
 from runs import base_args, only_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def test_a_nan_on_one_rank_stops_both_at_the_same_step(cifar10_dir, tmp_path):
                     f"(0-based, as in the log); nothing of that epoch was saved; the last complete checkpoint is "
                     f"{checkpoint} (1 epoch done)"], err[-4000:]
     assert our_tracebacks(err) == []
-    assert utils.load_checkpoint(checkpoint)["epoch"] == 1
+    assert checkpoints.load_checkpoint(checkpoint)["epoch"] == 1
     assert "[Epoch=002/003]" not in out
     assert group_members(process.pid) == []
 

@@ -13,6 +13,8 @@ import pytest
 import torch
 import torchvision.datasets as tv_datasets
 
+import checkpoints
+import engine
 import load_data
 import main
 import models
@@ -43,7 +45,7 @@ def test_an_experiment_folder_that_cannot_be_written_is_refused_before_the_data(
     else:
         root = Path("/proc") / f"comix-test-{os.getpid()}" / "exp"
     read = []
-    monkeypatch.setattr(main, "get_datasets", lambda *a, **k: read.append(a) or pytest.fail("data was read"))
+    monkeypatch.setattr(engine, "get_datasets", lambda *a, **k: read.append(a) or pytest.fail("data was read"))
     before = sorted(tmp_path.rglob("*"))
     assert main.main(base_args(cifar10_dir, root)) == 2
     line = one_error_line(capsys)
@@ -122,7 +124,7 @@ def test_a_data_error_from_a_loader_worker_keeps_its_own_message():
 def _our_checkpoint(path: Path, arch: str = "preactresnet18", classes: int = 10, dataset: str = "cifar10") -> Path:
     model = models.build_model(arch, classes, initial_channels=16) if arch.startswith("preact") else \
         models.build_model(arch, classes)
-    torch.save({"format": utils.CHECKPOINT_FORMAT, "epoch": 1, "arch": arch, "state_dict": model.state_dict(),
+    torch.save({"format": checkpoints.CHECKPOINT_FORMAT, "epoch": 1, "arch": arch, "state_dict": model.state_dict(),
                 "optimizer": None, "best_acc": 10.0, "history": {}, "rng": None, "num_classes": classes,
                 "dataset": dataset}, path)
     return path
@@ -167,7 +169,7 @@ def test_damaged_checkpoints_exit_2_and_create_nothing(cifar10_dir, tmp_path, ca
 
 
 def test_the_undamaged_checkpoint_is_accepted(good_checkpoint):
-    assert utils.load_checkpoint(good_checkpoint)["epoch"] == 1
+    assert checkpoints.load_checkpoint(good_checkpoint)["epoch"] == 1
 
 
 def test_a_checkpoint_of_another_architecture(cifar10_dir, tmp_path, capsys):
@@ -238,6 +240,47 @@ def test_a_full_disk_during_the_second_checkpoint_keeps_the_first(cifar10_dir, t
         assert len(pickle.load(f)["test_acc"]) == 1
     assert not list(exp.glob(".*"))
     assert (exp / "log.txt").read_text().splitlines()[-1] == line
+
+
+def test_a_full_disk_during_the_best_copy_names_the_checkpoint_just_saved(cifar10_dir, tmp_path, capsys, monkeypatch):
+    """The checkpoint of epoch 0 is complete when writing model_best.pth.tar fails (no hard links
+    here, and the copy hits a full disk): the line names that checkpoint as the one to resume."""
+    root = tmp_path / "exp"
+    real_write = os.write
+
+    def no_link(source, target):
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    def filling_write(fd, data):
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".model_best.pth.tar."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(os, "write", filling_write)
+    rc = main.main(base_args(cifar10_dir, root, "--epochs", "2", "--comix", "False"))
+    monkeypatch.undo()
+    assert rc == main.EXIT_IO
+    exp = only_experiment(root)
+    checkpoint = exp / "checkpoint.pth.tar"
+    line = one_error_line(capsys)
+    assert line == (f"error: I/O failure in epoch 0 (0-based, as in the log): No space left on device (ENOSPC): "
+                    f"{exp / 'model_best.pth.tar'}; the last complete checkpoint is {checkpoint} (1 epoch done): "
+                    f"continue with --resume {checkpoint}")
+    assert read_checkpoint(checkpoint)["epoch"] == 1
+    assert not (exp / "model_best.pth.tar").exists() and not list(exp.glob(".*"))
+
+
+def test_the_best_checkpoint_is_the_same_file_not_a_second_write(tmp_path):
+    """model_best.pth.tar is a hard link to the checkpoint it was made from: byte-identical, no
+    second copy on disk; the next checkpoint (a new file renamed into place) leaves it alone."""
+    checkpoints.save_checkpoint({"epoch": 1, "x": torch.ones(2)}, True, tmp_path)
+    best, latest = tmp_path / "model_best.pth.tar", tmp_path / "checkpoint.pth.tar"
+    assert os.stat(best).st_ino == os.stat(latest).st_ino and os.stat(best).st_nlink == 2
+    checkpoints.save_checkpoint({"epoch": 2, "x": torch.zeros(2)}, False, tmp_path)
+    assert os.stat(best).st_nlink == 1 and torch.load(best, weights_only=True)["epoch"] == 1
+    assert torch.load(latest, weights_only=True)["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pth.tar", "model_best.pth.tar"]
 
 
 def test_atomic_write_names_the_file_of_an_os_error(tmp_path, monkeypatch):

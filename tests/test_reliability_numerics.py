@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+import engine
 import comix
 import main
 import methods
@@ -77,16 +78,14 @@ def test_train_one_epoch_raises_on_the_bad_step(cifar10_dir):
 
     train_set, _, test_set, classes = get_datasets("cifar10", str(cifar10_dir), labels_per_class=6)
     loader, _, _ = get_loaders(train_set, None, test_set, batch_size=20, workers=0)
-    main.set_train_epoch(loader, 0, 4)
+    engine.set_train_epoch(loader, 0, 4)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, classes))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    args = main.get_args_parser().parse_args(["--epochs", "5"])
     with torch.no_grad():
         model[1].bias[3] = math.inf
     with pytest.raises(main.TrainingDiverged) as raised:
-        main.train_one_epoch(model, loader, optimizer, methods.VanillaMethod(classes), args, torch.device("cpu"), 4,
-                             classes)
+        main.train_one_epoch(model, loader, optimizer, methods.VanillaMethod(classes), 4)
     assert (raised.value.epoch, raised.value.step) == (4, 0) and math.isnan(raised.value.value)
 
 

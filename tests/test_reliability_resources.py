@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import engine
 import main
 from runs import base_args
 
@@ -30,15 +31,15 @@ def mixing_threads() -> list[str]:
 
 def test_workers_and_threads_are_reused_and_joined(cifar10_dir, tmp_path, monkeypatch):
     seen = []
-    save_epoch = main._save_epoch
+    save_epoch = engine.TrainingRun.save
 
-    def record(*args, **kwargs):
-        save_epoch(*args, **kwargs)
-        history = args[4]
+    def record(run, *args, **kwargs):
+        save_epoch(run, *args, **kwargs)
+        history = run.history
         seen.append({"children": child_pids(), "threads": mixing_threads(), "history_types":
                      {type(v) for values in history.values() for v in values}})
 
-    monkeypatch.setattr(main, "_save_epoch", record)
+    monkeypatch.setattr(engine.TrainingRun, "save", record)
     before = child_pids()
     assert main.main(base_args(cifar10_dir, tmp_path / "exp", "--epochs", "3", "--workers", "2")) == 0
     assert len(seen) == 3
@@ -54,7 +55,7 @@ def test_workers_are_joined_when_the_run_fails(cifar10_dir, tmp_path, monkeypatc
     def failing_save(*args, **kwargs):
         raise OSError(28, "No space left on device", "checkpoint.pth.tar")
 
-    monkeypatch.setattr(main, "_save_epoch", failing_save)
+    monkeypatch.setattr(engine.TrainingRun, "save", failing_save)
     before = child_pids()
     assert main.main(base_args(cifar10_dir, tmp_path / "exp", "--epochs", "3", "--workers", "2")) == 1
     assert child_pids() == before and mixing_threads() == []

@@ -126,12 +126,12 @@ def assert_files_intact(exp: Path) -> None:
     """Every checkpoint on disk loads; log.pkl unpickles; no temporary file is left."""
     import pickle
 
-    import utils
+    from checkpoints import load_checkpoint
 
     checkpoints = sorted(exp.glob("*.pth.tar"))
     assert checkpoints
     for path in checkpoints:
-        utils.load_checkpoint(path)
+        load_checkpoint(path)
     with open(exp / "log.pkl", "rb") as f:
         pickle.load(f)
     assert not list(exp.glob(".*.tmp"))
@@ -157,7 +157,7 @@ def data_dir(tmp_path) -> Path:
 def test_sigint_and_sigterm_end_the_run_cleanly(data_dir, tmp_path, how):
     import torch
 
-    import utils
+    import checkpoints
 
     signum = signal.SIGTERM if how == "SIGTERM" else signal.SIGINT
     root = tmp_path / "exp"
@@ -179,7 +179,7 @@ def test_sigint_and_sigterm_end_the_run_cleanly(data_dir, tmp_path, how):
 
     exp = next(root.iterdir())
     assert_files_intact(exp)
-    checkpoint = utils.load_checkpoint(exp / "checkpoint.pth.tar")
+    checkpoint = checkpoints.load_checkpoint(exp / "checkpoint.pth.tar")
     assert f"the last complete checkpoint is {exp / 'checkpoint.pth.tar'} ({checkpoint['epoch']} epoch" in lines[0]
     assert lines[0].endswith(f"continue with --resume {exp / 'checkpoint.pth.tar'}")
     assert (exp / "log.txt").read_text().splitlines()[-1] == lines[0]  # logged, and flushed
@@ -194,7 +194,7 @@ def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(data_dir,
     history are bit-identical to an uninterrupted run's (Co-Mixup on, 2 loader workers)."""
     import torch
 
-    import utils
+    import checkpoints
 
     epochs = 5
     reference_root, root = tmp_path / "reference", tmp_path / "exp"
@@ -211,7 +211,7 @@ def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(data_dir,
     exp = next(root.iterdir())
     checkpoint = exp / "checkpoint.pth.tar"
     assert (exp / marker.read_text()).exists()  # the half-written temporary file is there...
-    assert utils.load_checkpoint(checkpoint)["epoch"] == 1  # ...and the checkpoint is still epoch 0's, whole
+    assert checkpoints.load_checkpoint(checkpoint)["epoch"] == 1  # ...and the checkpoint is still epoch 0's, whole
 
     # 2. resumed, and killed again at a random moment (seeded)
     resumed_argv = run_args(data_dir, root, epochs, "--resume", str(checkpoint))
@@ -228,7 +228,7 @@ def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(data_dir,
     assert f"=> removed 1 temporary file(s) of an interrupted earlier run: {marker.read_text()}" in second_out
     assert not (exp / marker.read_text()).exists()
     for path in exp.glob("*.pth.tar"):
-        utils.load_checkpoint(path)  # whatever moment the kill hit, every checkpoint on disk loads
+        checkpoints.load_checkpoint(path)  # whatever moment the kill hit, every checkpoint on disk loads
 
     # 3. resumed to the end
     third = start(resumed_argv, tmp_path)

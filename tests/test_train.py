@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import comix
+import engine
 import main
 import methods
 import models
 from load_data import get_datasets, get_loaders
-from runs import (assert_one_error_line, FINAL_RE, HEADER_RE, TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, VALID_RE, base_args,
+from runs import (assert_one_error_line, FINAL_RE, HEADER_RE, TEST_PER_CLASS, TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, VALID_RE, base_args,
                   only_experiment, read_checkpoint)
 
 
@@ -119,17 +120,15 @@ def test_train_one_epoch_partial_batches_and_small_partitions(cifar10_dir):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     mixer = comix.CoMixup(num_classes=num_classes, m_part=20)
-    args = main.get_args_parser().parse_args(["--epochs", "1"])
     co_mixup = methods.CoMixupMethod(num_classes, mixer)
-    stats = main.train_one_epoch(model, train_loader, optimizer, co_mixup, args, torch.device("cpu"), 0, num_classes)
+    stats = main.train_one_epoch(model, train_loader, optimizer, co_mixup, 0)
     assert stats["steps"] == 3
     assert stats["mix_time"] > 0
     assert np.isfinite(stats["loss"]) and stats["loss"] > 0
     assert 0 <= stats["top1"] <= stats["top5"] <= 100
     assert not torch.equal(before["linear.weight"], model.state_dict()["linear.weight"])
 
-    vanilla = main.train_one_epoch(model, train_loader, optimizer, methods.VanillaMethod(num_classes), args,
-                                   torch.device("cpu"), 1, num_classes)
+    vanilla = main.train_one_epoch(model, train_loader, optimizer, methods.VanillaMethod(num_classes), 1)
     assert vanilla["steps"] == 3 and vanilla["mix_time"] == 0
 
 
@@ -191,6 +190,22 @@ def test_evaluate_prints_the_test_line_of_the_checkpoint(cifar10_dir, tmp_path, 
     assert [line for line in out if TEST_RE.match(line)] == [test_line]
     assert not any(TRAIN_RE.match(line) for line in out)
     assert not eval_root.exists()
+
+
+def test_evaluate_runs_on_a_copy_with_fewer_training_images_than_labels_per_class(cifar10_dir, tmp_path, capsys):
+    """Evaluation reads only the test split: a reduced copy (2 training images per class, fewer
+    than the default --labels_per_class 500) evaluates as the full set does."""
+    from fakedata import write_cifar
+
+    root = tmp_path / "exp"
+    assert main.main(base_args(cifar10_dir, root)) == 0
+    test_line = next(line for line in capsys.readouterr().out.splitlines() if TEST_RE.match(line))
+    ckpt = only_experiment(root) / "checkpoint.pth.tar"
+    reduced = write_cifar(tmp_path / "reduced", "cifar10", train_per_class=2, test_per_class=TEST_PER_CLASS)
+    argv = ["--dataset", "cifar10", "--data_dir", str(reduced), "--arch", "preactresnet18", "--initial_channels",
+            "16", "--ngpu", "0", "--evaluate", "--log_off", "--resume", str(ckpt)]
+    assert main.main(argv) == 0
+    assert [line for line in capsys.readouterr().out.splitlines() if TEST_RE.match(line)] == [test_line]
 
 
 def test_log_off_writes_nothing(cifar10_dir, tmp_path, capsys):
@@ -269,7 +284,7 @@ def test_bare_switches_and_defaults():
 
 def test_learning_rate_schedule():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    lrs = [main.adjust_learning_rate(optimizer, epoch, 0.2, [100, 200], [0.1, 0.1]) for epoch in (0, 99, 100, 199, 200)]
+    lrs = [engine.adjust_learning_rate(optimizer, epoch, 0.2, [100, 200], [0.1, 0.1]) for epoch in (0, 99, 100, 199, 200)]
     assert lrs == pytest.approx([0.2, 0.2, 0.02, 0.02, 0.002])
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.002)
 
@@ -278,7 +293,7 @@ def test_epoch_order_depends_on_seed_and_epoch_only(cifar10_dir):
     train_set, _, test_set, _ = get_datasets("cifar10", str(cifar10_dir), labels_per_class=TRAIN_PER_CLASS)
 
     def labels(loader, epoch):
-        main.set_train_epoch(loader, 0, epoch)
+        engine.set_train_epoch(loader, 0, epoch)
         return torch.cat([target for _, target in loader])
 
     def fresh():

@@ -1,0 +1,330 @@
+"""One run's state, built once: :class:`TrainingRun` holds the model, its DDP wrapper, the
+optimizer, the method, the loaders, the history, the best accuracy, the log and the precision;
+``main.py`` trains it epoch by epoch, evaluates it and saves it.
+
+Also here: the learning rate of an epoch and of each warm-up step, and the per-epoch seeding of
+the training loader that makes a resumed run see the batches an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+import checkpoints
+import distributed
+import methods
+import models
+from experiment import RunProgress
+from load_data import (
+    DeviceLoader,
+    EpochSampler,
+    dataset_info,
+    get_datasets,
+    get_device_loaders,
+    get_loaders,
+    shutdown_workers,
+)
+from mixup_parallel import PartitionPool
+from utils import LogPrinter, atomic_pickle_dump, plot_curves
+
+__all__ = ["TrainingRun", "adjust_learning_rate", "warmup_factor", "epoch_seed", "set_train_epoch"]
+
+Loader = DataLoader | DeviceLoader
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning rate and epoch seeding
+# ---------------------------------------------------------------------------------------------
+
+def adjust_learning_rate(optimizer: torch.optim.Optimizer, epoch: int, learning_rate: float,
+                         schedule: Sequence[int], gammas: Sequence[float]) -> float:
+    """Set and return lr = learning_rate x the gammas of every schedule epoch <= epoch."""
+    lr = learning_rate
+    for gamma, step in zip(gammas, schedule, strict=True):
+        if epoch < step:
+            break
+        lr *= gamma
+    set_learning_rate(optimizer, lr)
+    return lr
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def warmup_factor(step: int, warmup_steps: int, start_factor: float = 0.0) -> float:
+    """The learning-rate factor of training step ``step`` (0-based, counted from the run's first
+    epoch) under a linear warm-up of ``warmup_steps`` steps: ``start_factor + (1 - start_factor)
+    (step + 1) / warmup_steps`` during the warm-up, reaching exactly 1 at its last step, and 1
+    afterwards (or with no warm-up)."""
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return 1.0
+    return start_factor + (1.0 - start_factor) * (step + 1) / warmup_steps
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of an epoch's training order (and loader-worker seeds): a function of (seed, epoch)
+    only, distinct across pairs; ranks other than 0 of a distributed run get their own."""
+    entropy = [seed, epoch] if rank == 0 else [seed, epoch, rank]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
+
+
+def set_train_epoch(loader: Loader, seed: int, epoch: int, rank: int = 0) -> None:
+    """Make this epoch's training order and augmentation depend on (seed, epoch) alone, not on how
+    many epochs this process ran before, so a resumed run sees the batches an uninterrupted one
+    would.
+
+    A loader of load_data.get_loaders has an :class:`load_data.EpochSampler` (order and loader
+    workers' per-image seeds from its seed and the epoch), which takes the epoch; its generator
+    (used only for the workers' start-up seeds) is re-seeded from (seed, epoch, rank). A
+    DeviceLoader takes the epoch. ValueError for any other loader.
+    """
+    if isinstance(loader, DeviceLoader):
+        loader.set_epoch(epoch)
+        return
+    if not isinstance(loader.sampler, EpochSampler) or loader.generator is None:
+        raise ValueError("the training loader needs an EpochSampler and its own generator "
+                         "(build it with load_data.get_loaders)")
+    loader.sampler.set_epoch(epoch)
+    loader.generator.manual_seed(epoch_seed(seed, epoch, rank))
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+class TrainingRun:
+    """Everything one run trains with, built once by :meth:`build` from validated arguments.
+
+    model: the plain model (what is saved); net: what trains (the DDP or DataParallel wrapper,
+    or the model); eval_net: what evaluates (the plain model under DDP, where each rank
+    evaluates its shard without collectives). history, best_acc and start_epoch come from the
+    resumed checkpoint or start empty. Only rank 0 logs and writes; every rank takes part in
+    the collective calls. :meth:`close` (or leaving the ``with`` block) joins the mixing
+    threads and the loader workers.
+    """
+
+    def __init__(self, args: argparse.Namespace, dist_info: distributed.DistInfo, log: LogPrinter,
+                 progress: RunProgress) -> None:
+        self.args = args
+        self.dist = dist_info
+        self.device = dist_info.device
+        self.log = log
+        self.progress = progress
+        self.exp_dir = progress.exp_dir
+        self.info = dataset_info(args.dataset)
+        self.train_loader: Loader | None = None
+        self.valid_loader: Loader | None = None
+        self.test_loader: Loader | None = None
+        self.pool: PartitionPool | None = None
+        self.method: methods.Method | None = None
+        self.history: dict[str, list[float]] = {key: [] for key in checkpoints.HISTORY_KEYS}
+        self.best_acc = 0.0
+        self.start_epoch = args.start_epoch
+
+    @classmethod
+    def build(cls, args: argparse.Namespace, dist_info: distributed.DistInfo, log: LogPrinter,
+              progress: RunProgress, checkpoint: dict | None) -> TrainingRun:
+        """Data, model, optimizer, resumed state, wrappers and (unless --evaluate) the method; the
+        resumed random streams come back last, so that nothing built here shifts them."""
+        run = cls(args, dist_info, log, progress)
+        try:
+            # Rank 0 draws as a single process does; the others get their own streams.
+            checkpoints.seed_everything(distributed.rank_seed(args.seed, dist_info.rank))
+            if run.device.type == "cuda":
+                torch.backends.cudnn.benchmark = True
+            run._build_data()
+            run._build_model()
+            if checkpoint is not None:
+                run._resume(checkpoint)
+            else:
+                log(f"=> do not use any checkpoint for {args.arch} model")
+            run._wrap()
+            if not args.evaluate:
+                workers = methods.pool_workers(args, processes_per_node=dist_info.local_world_size)
+                run.pool = PartitionPool(workers) if workers else None
+                run.method = methods.build_method(args, run.num_classes, run.info, executor=run.pool,
+                                                  precision=run.precision)
+                if checkpoint is not None:
+                    checkpoints.restore_streams(checkpoint, args.seed, dist_info, run.start_epoch)
+        except BaseException:
+            run.close()
+            raise
+        finally:
+            if checkpoint is not None:
+                checkpoint.clear()  # its copy of the weights and momenta is not needed any more
+        return run
+
+    def _build_data(self) -> None:
+        args, dist_info = self.args, self.dist
+        # Evaluation reads the test split only: no class-balanced subset of the training set to draw.
+        labels_per_class = None if args.evaluate else args.labels_per_class or None
+        valid_per_class = 0 if args.evaluate else args.valid_labels_per_class
+        train_set, valid_set, test_set, self.num_classes = get_datasets(
+            args.dataset, args.data_dir, labels_per_class=labels_per_class,
+            valid_labels_per_class=valid_per_class, seed=args.seed)
+        if args.data_on_device:
+            self.train_loader, self.valid_loader, self.test_loader = get_device_loaders(
+                args.dataset, train_set, valid_set, test_set, args.batch_size, self.device, seed=args.seed,
+                rank=dist_info.rank, world_size=dist_info.world_size)
+            self.log(f"=> data on {self.device}: {len(train_set)} training and {len(test_set)} test images as uint8")
+        else:
+            self.train_loader, self.valid_loader, self.test_loader = get_loaders(
+                train_set, valid_set, test_set, args.batch_size, args.workers, seed=args.seed,
+                distributed=dist_info.distributed, pin_memory=self.device.type == "cuda")
+        if self.valid_loader is not None:
+            self.history.update(valid_loss=[], valid_acc=[])
+
+    def _build_model(self) -> None:
+        args = self.args
+        self.log(f"=> creating model '{args.arch}'")
+        model = models.build_model(args.arch, self.num_classes, args.dropout, stride=self.info.stride,
+                                   initial_channels=args.initial_channels)
+        if args.sync_bn:
+            if self.dist.distributed:
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                self.log("=> --sync_bn has no effect in a single process")
+        self.model = model.to(self.device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=args.learning_rate, momentum=args.momentum,
+                                         weight_decay=args.decay, nesterov=True)
+        self.precision = methods.Precision.from_flag(args.mixed_precision, self.device)
+
+    def _resume(self, checkpoint: dict) -> None:
+        args, path = self.args, self.args.resume
+        self.log(f"\n=> loading checkpoint '{path}'")
+        checkpoints.load_weights(self.model, checkpoint, path,
+                                 f"{args.arch} with {self.num_classes} classes for {args.dataset}")
+        if not args.evaluate and checkpoints.load_optimizer(self.optimizer, checkpoint, path, args.arch):
+            # The command line, not the checkpoint, decides the SGD settings (lr is set every epoch).
+            for group in self.optimizer.param_groups:
+                group.update(momentum=args.momentum, weight_decay=args.decay, nesterov=True)
+        for key, values in checkpoint["history"].items():
+            self.history[key] = list(values)
+        self.best_acc = checkpoint["best_acc"]
+        self.start_epoch = checkpoint["epoch"]
+        if self.precision.scaler is not None and checkpoint.get("scaler"):
+            self.precision.scaler.load_state_dict(checkpoint["scaler"])
+        self.log(f"=> loaded checkpoint '{path}' (epoch {checkpoint['epoch']})")
+
+    def _wrap(self) -> None:
+        self.net: nn.Module = self.model
+        if self.dist.distributed:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        elif self.device.type == "cuda" and self.args.ngpu > 1:
+            self.net = nn.DataParallel(self.model, device_ids=list(range(self.args.ngpu)))
+        # Under DDP each rank evaluates its shard with the plain model (no collectives in its forward).
+        self.eval_net = self.model if self.dist.distributed else self.net
+
+    # ----------------------------------------------------------------------- epoch by epoch
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    def begin_epoch(self, epoch: int) -> tuple[float, Callable[[int], float] | None]:
+        """Set the epoch's learning rate and training order; returns (the rate of its first step,
+        the per-step rate during a warm-up epoch or None)."""
+        self.progress.epoch = epoch
+        set_train_epoch(self.train_loader, self.args.seed, epoch, self.dist.rank)
+        args = self.args
+        lr = adjust_learning_rate(self.optimizer, epoch, args.learning_rate, args.schedule, args.gammas)
+        if epoch >= args.warmup_epochs:
+            return lr, None
+        steps = self.steps_per_epoch
+        warmup_steps = args.warmup_epochs * steps
+
+        def lr_at_step(step: int) -> float:
+            return lr * warmup_factor(epoch * steps + step, warmup_steps, args.warmup_start_factor)
+
+        first = lr_at_step(0)
+        set_learning_rate(self.optimizer, first)
+        return first, lr_at_step
+
+    def share_batchnorm_statistics(self) -> None:
+        """Rank 0's BatchNorm statistics, which it saves, for every rank's shard of the evaluation."""
+        distributed.broadcast_buffers(self.model, self.dist)
+
+    def record(self, train: dict[str, float], valid: dict[str, float] | None, test: dict[str, float]) -> bool:
+        """Add an epoch's numbers to the history; returns whether its test accuracy is the best so far
+        (the first evaluated epoch always is, even at 0% accuracy)."""
+        is_best = not self.history["test_acc"] or test["top1"] > self.best_acc
+        self.best_acc = test["top1"] if is_best else self.best_acc
+        if valid is not None:
+            self.history["valid_loss"].append(valid["loss"])
+            self.history["valid_acc"].append(valid["top1"])
+        self.history["train_loss"].append(train["loss"])
+        self.history["train_acc"].append(train["top1"])
+        self.history["test_loss"].append(test["loss"])
+        self.history["test_acc"].append(test["top1"])
+        return is_best
+
+    def save(self, epoch: int, is_best: bool) -> None:
+        """The files of a finished epoch (rank 0; every rank takes part in gathering the random
+        states): the checkpoint first (what --resume needs), then log.pkl and the curves. Each
+        file is replaced atomically, so a failure (a full disk) or a kill leaves every file
+        either as it was or complete. Nothing with --log_off."""
+        if self.exp_dir is None:
+            return
+        rng, rng_ranks = checkpoints.capture_streams(self.dist)
+        if not self.dist.is_main:
+            return
+        args = self.args
+        state = checkpoints.TrainingState(
+            epoch=epoch + 1, arch=args.arch, state_dict=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(), best_acc=self.best_acc, history=self.history,
+            args=checkpoints.args_dict(args), rng=rng, num_classes=self.num_classes, dataset=args.dataset,
+            rng_ranks=rng_ranks, world_size=self.dist.world_size if rng_ranks is not None else None,
+            scaler=self.precision.scaler.state_dict() if self.precision.scaler is not None else None)
+        checkpoints.save_checkpoint(state, is_best, self.exp_dir,
+                                    saved=lambda path: self.progress.saved(path, epoch + 1))
+        atomic_pickle_dump({key: list(values) for key, values in self.history.items()},
+                           os.path.join(self.exp_dir, "log.pkl"))
+        plot_curves(self.history, self.exp_dir)
+
+    def close(self) -> None:
+        """Join the mixing threads and the loader workers (idempotent)."""
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+        shutdown_workers(self.train_loader, self.valid_loader, self.test_loader)
+
+    def __enter__(self) -> TrainingRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def log_run_header(log: LogPrinter, args: argparse.Namespace, dist_info: distributed.DistInfo,
+                   stale: list[str]) -> None:
+    """The published opening lines of log.txt (save path, arguments, versions), and what this run
+    found about its folder, device and processes."""
+    is_main = dist_info.is_main
+    blank_line = print if is_main else (lambda: None)
+    if log.path is not None:
+        log(f"save path : {os.path.dirname(log.path)}")
+    blank_line()
+    log(dict(sorted(vars(args).items())))
+    blank_line()
+    log(f"Random Seed: {args.seed}")
+    log("python version : {}".format(sys.version.replace("\n", " ")))
+    log(f"torch  version : {torch.__version__}")
+    log(f"cudnn  version : {torch.backends.cudnn.version()}")
+    if stale:
+        log(f"=> removed {len(stale)} temporary file(s) of an interrupted earlier run: "
+            f"{', '.join(os.path.basename(p) for p in stale)}")
+    if args.ngpu > 0 and dist_info.device.type == "cpu":
+        log("=> CUDA is not available: running on the CPU")
+    if dist_info.distributed:
+        log(f"=> distributed: {dist_info.world_size} processes ({dist_info.backend}), {args.batch_size} images "
+            f"per process and step, {dist_info.world_size * args.batch_size} in all")
