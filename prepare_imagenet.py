@@ -10,10 +10,13 @@ so every prepared image has the same short side.
 
 Each source image is decoded once for all sizes, in worker processes (``--workers``, default:
 every core), with a progress bar on a terminal. Each output is written to a temporary file
-(``.<name>.prep.tmp`` next to it), fsynced, then renamed: a finished file is always complete, and a
-run killed at any point leaves only temporary files, which the next run removes before it starts.
-So running the command again skips every finished output and completes the rest. Run one
-preparation of a ``DST`` at a time.
+(``.<name>.prep.tmp`` next to it), then renamed: a killed run leaves only temporary files, which
+the next run removes before it starts. Running the command again skips every finished output and
+completes the rest; an output counts as finished when it is a whole JPEG (it starts with the JPEG
+start marker and ends with the end marker), so a file cut short some other way (a power loss
+before the system wrote it out, a copy interrupted) is written again. There is no fsync per
+file: on the development VM it cost more than all the image work. Run one preparation of a
+``DST`` at a time.
 
 Files with an image extension that cannot be decoded are reported one by one on stderr at the end
 (``error: cannot read image PATH (reason)``), the others are still written, and the exit status
@@ -100,15 +103,23 @@ def remove_stale_temps(dst: Path, sizes: Sequence[int]) -> int:
     return removed
 
 
+def is_whole_jpeg(path: Path) -> bool:
+    """Whether ``path`` exists and holds a JPEG from its start marker to its end marker."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+            f.seek(-2, os.SEEK_END)
+            return head == b"\xff\xd8" and f.read(2) == b"\xff\xd9"
+    except OSError:  # missing, or shorter than two bytes
+        return False
+
+
 def _write_jpeg(image, path: Path, quality: int) -> None:
-    """Save ``image`` as ``path`` through a fsynced temporary file and a rename."""
+    """Save ``image`` as ``path`` through a temporary file and a rename."""
     tmp = temp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            image.save(f, format="JPEG", quality=quality)
-            f.flush()
-            os.fsync(f.fileno())
+        image.save(tmp, format="JPEG", quality=quality)
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
@@ -120,7 +131,7 @@ def prepare_one(job: Job, relative: str) -> tuple[str, str | None]:
     "skipped" (all sizes existed), "done", or "unreadable" with the decoder's reason."""
     from PIL import Image
 
-    todo = [size for size in job.sizes if not output_path(job.dst, size, relative).exists()]
+    todo = [size for size in job.sizes if not is_whole_jpeg(output_path(job.dst, size, relative))]
     if not todo:
         return "skipped", None
     try:

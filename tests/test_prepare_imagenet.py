@@ -96,16 +96,22 @@ def test_resume_skips_finished_files_and_redoes_a_killed_write(tree, capsys):
     victim.unlink()
     stale = prepare_imagenet.temp_path(victim)
     stale.write_bytes(b"\xff\xd8 half a JPEG")
+    # an output cut short under its final name (a power loss before the data reached the disk)
+    cut = dst / str(SIZES[0]) / "train" / "n02" / "n02_4.JPEG"
+    whole = cut.read_bytes()
+    cut.write_bytes(whole[: len(whole) // 2])
+    first[str(cut.relative_to(dst))] = cut.stat().st_mtime_ns
     capsys.readouterr()
     assert _run(src, dst) == 1  # the unreadable files are still reported
     out = capsys.readouterr().out
-    assert f"1 images resized, {len(good) - 1} already done" in out
+    assert f"2 images resized, {len(good) - 2} already done" in out
     second = _outputs(dst)
     assert set(second) == set(first)  # the temporary file is gone, the output is back
     changed = {rel for rel in first if second[rel] != first[rel]}
-    assert changed == {str(victim.relative_to(dst))}
+    assert changed == {str(victim.relative_to(dst)), str(cut.relative_to(dst))}
     with Image.open(victim) as redone:
         assert min(redone.size) == SIZES[1]
+    assert cut.read_bytes() == whole
 
 
 def test_a_new_size_is_added_to_a_finished_preparation(tree, capsys):
