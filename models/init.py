@@ -7,7 +7,7 @@
 - the last BatchNorm of every residual block (BasicBlock.bn2, Bottleneck.bn3) gamma 0, so each
   block starts as the identity;
 - every Linear weight (the fc head): N(0, 0.01). Linear biases keep PyTorch's default
-  U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as the published recipe leaves them.
+  U(-1/sqrt(fan_in), 1/sqrt(fan_in)): the recipe sets only the weights.
 
 The default init of :mod:`models` (torchvision's for these ResNets) is untouched unless this is
 called.
