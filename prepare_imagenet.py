@@ -188,22 +188,20 @@ def prepare(job: Job, workers: int, progress: bool | None = None) -> Summary:
     remove_stale_temps(job.dst, job.sizes)
     images = list_images(job.src)
     summary = Summary()
-    bar = tqdm(total=len(images), unit="img", desc="resizing", disable=None if progress is None else not progress)
+    # the worker processes start before the progress bar's monitor thread, so none is forked
+    pool = Pool(workers, initializer=_ignore_sigint) if workers > 1 else None
     try:
-        if workers == 1:
-            results = map(_prepare_chunk, _chunks(job, images))
+        results = (pool.imap_unordered if pool else map)(_prepare_chunk, _chunks(job, images))
+        with tqdm(total=len(images), unit="img", desc="resizing",
+                  disable=None if progress is None else not progress) as bar:
             for chunk in results:
                 for item in chunk:
                     summary.add(*item)
                 bar.update(len(chunk))
-        else:
-            with Pool(workers, initializer=_ignore_sigint) as pool:
-                for chunk in pool.imap_unordered(_prepare_chunk, _chunks(job, images)):
-                    for item in chunk:
-                        summary.add(*item)
-                    bar.update(len(chunk))
     finally:
-        bar.close()
+        if pool is not None:
+            pool.terminate()  # all done, or an error: stop the workers either way
+            pool.join()
     summary.unreadable.sort()
     return summary
 

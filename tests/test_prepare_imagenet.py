@@ -152,3 +152,40 @@ def test_resized_shape_rounds_the_long_side():
     assert prepare_imagenet.resized_shape(375, 500, 352) == (352, 469)  # 469.33
     assert prepare_imagenet.resized_shape(333, 500, 160) == (160, 240)  # 240.24
     assert prepare_imagenet.resized_shape(100, 3, 352) == (11733, 352)
+
+
+def test_a_run_killed_midway_leaves_no_broken_output_and_the_rerun_finishes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    rng = np.random.default_rng(1)
+    for split in ("train", "val"):
+        folder = src / split / "n01"
+        folder.mkdir(parents=True)
+        for k in range(300):
+            Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(folder / f"{k}.JPEG")
+    code = ("import sys, pathlib, prepare_imagenet as p; "
+            "p.prepare(p.Job(pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), (24, 40), 90), 2, False)")
+    root = Path(prepare_imagenet.__file__).parent
+    proc = subprocess.Popen([sys.executable, "-c", code, str(src), str(dst)], cwd=root, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(dst.rglob("*.JPEG")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # the run and its workers, mid-write
+    finally:
+        proc.wait()
+    written = [p for p in dst.rglob("*.JPEG")]
+    assert 0 < len(written) < 1200
+    for path in written:  # whatever was killed, every file under its final name is whole
+        with Image.open(path) as image:
+            image.load()
+            assert min(image.size) in (24, 40)
+    summary = prepare_imagenet.prepare(prepare_imagenet.Job(src, dst, (24, 40), 90), 2, progress=False)
+    assert summary.done + summary.skipped == 600 and summary.done > 0 and not summary.unreadable
+    finished = _outputs(dst)
+    assert len(finished) == 1200 and not any(name.endswith(prepare_imagenet.TEMP_SUFFIX) for name in finished)
