@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import signal
+import sys
 from dataclasses import dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 SPLITS = ("train", "val")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -82,8 +85,7 @@ def list_images(src: Path) -> list[str]:
     """Paths of the images under SRC/train and SRC/val, relative to SRC, sorted."""
     found = []
     for split in SPLITS:
-        for folder, dirs, files in os.walk(src / split):
-            dirs.sort()
+        for folder, _dirs, files in os.walk(src / split):
             for name in files:
                 if name.lower().endswith(IMAGE_EXTENSIONS):
                     found.append(os.path.relpath(os.path.join(folder, name), src))
@@ -114,7 +116,7 @@ def is_whole_jpeg(path: Path) -> bool:
         return False
 
 
-def _write_jpeg(image, path: Path, quality: int) -> None:
+def _write_jpeg(image: Image.Image, path: Path, quality: int) -> None:
     """Save ``image`` as ``path`` through a temporary file and a rename."""
     tmp = temp_path(path)
     try:
