@@ -64,6 +64,7 @@ class CoMixupConfig:
     set_resolve: bool = True
     m_niter: int = 4
     m_solver: str = "fast"
+    m_peak_stride: int = 1  # stride of the saliency-peak pooling (published CIFAR code 1, ImageNet code 8)
 
     def __post_init__(self) -> None:
         problems = []
@@ -75,6 +76,8 @@ class CoMixupConfig:
             problems.append(f"m_thres_type must be 'hard' or 'soft', got {self.m_thres_type!r}")
         if self.m_niter < 1:
             problems.append(f"m_niter must be at least 1, got {self.m_niter}")
+        if self.m_peak_stride < 1:
+            problems.append(f"m_peak_stride must be at least 1, got {self.m_peak_stride}")
         if not self.mixup_alpha > 0:
             problems.append(f"mixup_alpha must be > 0 (Dirichlet concentration), got {self.mixup_alpha}")
         if not 0 <= self.m_omega <= 1:
@@ -171,11 +174,12 @@ def saliency_and_clean_loss(model: torch.nn.Module, x: Tensor, target: Tensor, c
     return saliency, loss.detach(), logits.detach()
 
 
-def saliency_peak_distance(saliency: Tensor, window: int = PEAK_WINDOW) -> Tensor:
+def saliency_peak_distance(saliency: Tensor, window: int = PEAK_WINDOW, stride: int = 1) -> Tensor:
     """A_dist: L1 distances (B x B) between the inputs' saliency peaks, the peak being the
-    arg-max of the saliency averaged over a window x window square at stride 1."""
+    arg-max of the saliency averaged over window x window squares every ``stride`` pixels,
+    as a (row, col) position on that grid of squares (so in units of ``stride`` pixels)."""
     window = min(window, saliency.shape[-2], saliency.shape[-1])
-    pooled = F.avg_pool2d(saliency.float().unsqueeze(1), kernel_size=window, stride=1).squeeze(1)
+    pooled = F.avg_pool2d(saliency.float().unsqueeze(1), kernel_size=window, stride=stride).squeeze(1)
     flat = pooled.flatten(1).argmax(dim=1)
     width = pooled.shape[-1]
     points = torch.stack([flat // width, flat % width], dim=1).float()
@@ -375,7 +379,7 @@ class CoMixup:
         # the solver works on the CPU: one transfer for the whole batch, not one per partition
         costs = block_cost(saliency, n_block).cpu()
         if a_dist is None:
-            a_dist = saliency_peak_distance(saliency)
+            a_dist = saliency_peak_distance(saliency, stride=self.config.m_peak_stride)
         a_dist = a_dist.cpu()
         if a_dist.shape != (batch, batch):
             raise ValueError(f"a_dist must be (B, B) = {(batch, batch)}, got {tuple(a_dist.shape)}")
