@@ -34,6 +34,8 @@ from multiprocessing import Pool
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
+import lifecycle
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -209,13 +211,10 @@ def prepare(job: Job, workers: int, progress: bool | None = None) -> Summary:
 
 
 def _parser() -> argparse.ArgumentParser:
-    # the training command line's parser class: usage errors are one "error:" line, exit 2.
-    # Imported here, not at the top, so that worker processes started by spawn stay light.
-    from options import _ArgumentParser
-
-    parser = _ArgumentParser(description="Resize SRC/{train,val}/<class>/<image> so that the short side is each "
-                                         "of --sizes, into DST/<size>/{train,val}/<class>/<image> (JPEG). "
-                                         "Run it again to finish an interrupted preparation.")
+    parser = lifecycle.ArgumentParser(description="Resize SRC/{train,val}/<class>/<image> so that the short side is each "
+                                               "of --sizes, into DST/<size>/{train,val}/<class>/<image> (JPEG). "
+                                               "Run it again to finish an interrupted preparation.",
+                                      formatter_class=lifecycle.HelpFormatter)
     parser.add_argument("--src", required=True, help="ImageNet folder holding train/ and val/ (class folders)")
     parser.add_argument("--dst", required=True, help="output folder; DST/<size>/ is created for each size")
     parser.add_argument("--sizes", type=int, nargs="+", required=True, help="short sides in pixels, e.g. 160 352")
