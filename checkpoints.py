@@ -73,7 +73,10 @@ class TrainingState:
     state dict; best_acc and history (per-epoch lists, :data:`HISTORY_KEYS` and valid_* ones);
     args: the command line as a dict of plain values; rng: rank 0's random states
     (:func:`capture_rng_state`); rng_ranks and world_size: every rank's, under torchrun; scaler:
-    the float16 GradScaler's state.
+    the float16 GradScaler's state. A checkpoint written inside an epoch (every N steps, or on
+    a pre-emption signal) also has step: the steps done of epoch ``epoch`` (0-based), and
+    epoch_progress: that epoch's running sums so far (loss, top1, top5, count, mix_seconds,
+    steps), so that the resumed epoch ends with the numbers an uninterrupted one would.
     """
 
     epoch: int
@@ -89,6 +92,8 @@ class TrainingState:
     rng_ranks: list[dict] | None = None
     world_size: int | None = None
     scaler: dict | None = field(default=None)
+    step: int = 0
+    epoch_progress: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         """The dict torch.save writes (optional entries only when present)."""
@@ -100,6 +105,8 @@ class TrainingState:
             saved.update(rng_ranks=self.rng_ranks, world_size=self.world_size)
         if self.scaler is not None:
             saved["scaler"] = self.scaler
+        if self.step:
+            saved.update(step=self.step, epoch_progress=dict(self.epoch_progress or {}))
         return saved
 
 
@@ -290,8 +297,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     'module.' prefix), optimizer (state dict or None), best_acc, history (train_loss, train_acc,
     test_loss, test_acc and any valid_* lists), rng (rank 0's random states, or None),
     rng_ranks (every rank's states of a distributed run, or None), scaler (the float16
-    GradScaler's state, or None), args (dict or None), num_classes (or None), dataset (or None)
-    and source ('ours', 'published' or 'state_dict').
+    GradScaler's state, or None), args (dict or None), num_classes (or None), dataset (or None),
+    step and epoch_progress (the position inside epoch ``epoch`` of a mid-epoch checkpoint; 0
+    and None at an epoch's end) and source ('ours', 'published' or 'state_dict').
     Raises CheckpointError (one line) for a missing, unreadable or unexpected file.
     """
     path = os.fspath(path)
@@ -352,7 +360,7 @@ def _normalise(raw: Any, path: str) -> dict:
     if _is_state_dict(raw):
         return {"epoch": 0, "arch": None, "state_dict": _strip_prefix(raw), "optimizer": None, "best_acc": 0.0,
                 "history": _empty_history(), "rng": None, "rng_ranks": None, "scaler": None, "args": None,
-                "num_classes": None, "dataset": None, "source": "state_dict"}
+                "num_classes": None, "dataset": None, "step": 0, "epoch_progress": None, "source": "state_dict"}
     if not isinstance(raw, dict) or not _is_state_dict(raw.get("state_dict")):
         raise CheckpointError(f"{path} is not a training checkpoint (expected a dict with a 'state_dict' "
                               f"of tensors, as main.py or the published code saves)")
@@ -363,10 +371,15 @@ def _normalise(raw: Any, path: str) -> dict:
     if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} has checkpoint format {version!r}; this code reads formats up to "
                               f"{CHECKPOINT_FORMAT} (update the code)")
+    step = raw.get("step", 0)
+    progress = raw.get("epoch_progress")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0 or (step and not isinstance(progress, dict)):
+        raise CheckpointError(f"{path} has an invalid mid-epoch position (step {step!r}); use another checkpoint")
     result = {"epoch": epoch, "arch": raw.get("arch"), "state_dict": _strip_prefix(raw["state_dict"]),
               "optimizer": raw.get("optimizer"), "rng": raw.get("rng"), "rng_ranks": raw.get("rng_ranks"),
               "scaler": raw.get("scaler"), "args": raw.get("args"),
-              "num_classes": raw.get("num_classes"), "dataset": raw.get("dataset")}
+              "num_classes": raw.get("num_classes"), "dataset": raw.get("dataset"), "step": step,
+              "epoch_progress": progress if step else None}
     if "recorder" in raw:
         history = _history_from_recorder(raw["recorder"], path)
         result.update(history=history, best_acc=max(history["test_acc"], default=0.0), source="published")

@@ -27,7 +27,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 __all__ = ["LaunchError", "DistInfo", "env_world", "env_rank", "session", "init", "shutdown",
-           "sum_across_ranks", "all_true", "gather_objects", "broadcast_buffers", "rank_seed"]
+           "sum_across_ranks", "all_true", "max_across_ranks", "gather_objects", "broadcast_buffers", "rank_seed"]
 
 
 class LaunchError(Exception):
@@ -156,6 +156,16 @@ def all_true(flag: bool, info: DistInfo) -> bool:
     buffer = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(buffer, op=dist.ReduceOp.MIN)
     return bool(buffer.item() > 0.5)
+
+
+def max_across_ranks(values: Sequence[float], info: DistInfo) -> list[float]:
+    """The element-wise maximum of ``values`` over all ranks (one MAX all-reduce), the same list on
+    every rank; ``values`` itself in a single process. Every rank must call it."""
+    if not info.distributed:
+        return [float(v) for v in values]
+    buffer = torch.tensor([float(v) for v in values], dtype=torch.float64, device=info.device)
+    dist.all_reduce(buffer, op=dist.ReduceOp.MAX)
+    return buffer.tolist()
 
 
 def gather_objects(obj: Any, info: DistInfo) -> list[Any]:

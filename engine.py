@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -34,7 +36,8 @@ from load_data import (
 from mixup_parallel import PartitionPool
 from utils import LogPrinter, atomic_pickle_dump, plot_curves
 
-__all__ = ["TrainingRun", "adjust_learning_rate", "warmup_factor", "epoch_seed", "set_train_epoch"]
+__all__ = ["TrainingRun", "EpochProgress", "EpochPlan", "adjust_learning_rate", "warmup_factor", "epoch_seed",
+           "set_train_epoch"]
 
 Loader = DataLoader | DeviceLoader
 
@@ -77,7 +80,7 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
 
 
-def set_train_epoch(loader: Loader, seed: int, epoch: int, rank: int = 0) -> None:
+def set_train_epoch(loader: Loader, seed: int, epoch: int, rank: int = 0, skip_batches: int = 0) -> None:
     """Make this epoch's training order and augmentation depend on (seed, epoch) alone, not on how
     many epochs this process ran before, so a resumed run sees the batches an uninterrupted one
     would.
@@ -85,16 +88,56 @@ def set_train_epoch(loader: Loader, seed: int, epoch: int, rank: int = 0) -> Non
     A loader of load_data.get_loaders has an :class:`load_data.EpochSampler` (order and loader
     workers' per-image seeds from its seed and the epoch), which takes the epoch; its generator
     (used only for the workers' start-up seeds) is re-seeded from (seed, epoch, rank). A
-    DeviceLoader takes the epoch. ValueError for any other loader.
+    DeviceLoader takes the epoch. ``skip_batches``: the epoch's first batches already trained on
+    (a mid-epoch resume), left out without loading them. ValueError for any other loader.
     """
     if isinstance(loader, DeviceLoader):
-        loader.set_epoch(epoch)
+        loader.set_epoch(epoch, skip_batches)
         return
     if not isinstance(loader.sampler, EpochSampler) or loader.generator is None:
         raise ValueError("the training loader needs an EpochSampler and its own generator "
                          "(build it with load_data.get_loaders)")
-    loader.sampler.set_epoch(epoch)
+    loader.sampler.set_epoch(epoch, skip=skip_batches * loader.batch_size)
     loader.generator.manual_seed(epoch_seed(seed, epoch, rank))
+
+
+@dataclass
+class EpochProgress:
+    """An epoch's running sums: loss x images, top-1 and top-5 x images (percent), images,
+    seconds spent mixing, steps (of this process). Saved in a mid-epoch checkpoint, so that the
+    resumed epoch reports what an uninterrupted one would."""
+
+    loss: float = 0.0
+    top1: float = 0.0
+    top5: float = 0.0
+    images: float = 0.0
+    mix_seconds: float = 0.0
+    steps: int = 0
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict | None) -> "EpochProgress":
+        saved = saved or {}
+        return cls(**{name: type(value)(saved.get(name, value)) for name, value in asdict(cls()).items()})
+
+
+@dataclass
+class EpochPlan:
+    """How :func:`main.train_one_epoch` runs one epoch beyond its batches.
+
+    lr_at_step(i): the learning rate of the epoch's step i (None: the optimizer's, unchanged);
+    start: what a mid-epoch checkpoint had done of the epoch already (its batches are skipped
+    by the loader); checkpoint_due(i): whether to write a mid-epoch checkpoint after step i
+    (1-based count in the epoch); write_checkpoint(progress): writes it (every rank calls it:
+    gathering the random states is collective).
+    """
+
+    lr_at_step: Callable[[int], float] | None = None
+    start: EpochProgress = field(default_factory=EpochProgress)
+    checkpoint_due: Callable[[int], bool] = lambda steps: False
+    write_checkpoint: Callable[[EpochProgress], None] = lambda progress: None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +172,8 @@ class TrainingRun:
         self.history: dict[str, list[float]] = {key: [] for key in checkpoints.HISTORY_KEYS}
         self.best_acc = 0.0
         self.start_epoch = args.start_epoch
+        self.resume_progress: EpochProgress | None = None  # the position of a mid-epoch checkpoint
+        self._last_checkpoint_time = time.monotonic()
 
     @classmethod
     def build(cls, args: argparse.Namespace, dist_info: distributed.DistInfo, log: LogPrinter,
@@ -211,9 +256,12 @@ class TrainingRun:
             self.history[key] = list(values)
         self.best_acc = checkpoint["best_acc"]
         self.start_epoch = checkpoint["epoch"]
+        if checkpoint.get("step"):
+            self.resume_progress = EpochProgress.from_dict(checkpoint["epoch_progress"])
         if self.precision.scaler is not None and checkpoint.get("scaler"):
             self.precision.scaler.load_state_dict(checkpoint["scaler"])
-        self.log(f"=> loaded checkpoint '{path}' (epoch {checkpoint['epoch']})")
+        within = f", step {checkpoint['step']} of epoch {checkpoint['epoch']}" if checkpoint.get("step") else ""
+        self.log(f"=> loaded checkpoint '{path}' (epoch {checkpoint['epoch']}{within})")
 
     def _wrap(self) -> None:
         self.net: nn.Module = self.model
@@ -231,24 +279,43 @@ class TrainingRun:
     def steps_per_epoch(self) -> int:
         return len(self.train_loader)
 
-    def begin_epoch(self, epoch: int) -> tuple[float, Callable[[int], float] | None]:
+    def begin_epoch(self, epoch: int) -> tuple[float, EpochPlan]:
         """Set the epoch's learning rate and training order; returns (the rate of its first step,
-        the per-step rate during a warm-up epoch or None)."""
+        the plan of the epoch: per-step rates during a warm-up, the steps a mid-epoch checkpoint
+        already did, when to checkpoint inside the epoch)."""
         self.progress.epoch = epoch
-        set_train_epoch(self.train_loader, self.args.seed, epoch, self.dist.rank)
+        start = EpochProgress()
+        if self.resume_progress is not None and epoch == self.start_epoch:
+            start, self.resume_progress = self.resume_progress, None
+        set_train_epoch(self.train_loader, self.args.seed, epoch, self.dist.rank, skip_batches=start.steps)
         args = self.args
+        plan = EpochPlan(start=start, checkpoint_due=lambda steps: self._checkpoint_due(epoch, steps),
+                         write_checkpoint=lambda progress: self.save_mid_epoch(epoch, progress))
         lr = adjust_learning_rate(self.optimizer, epoch, args.learning_rate, args.schedule, args.gammas)
         if epoch >= args.warmup_epochs:
-            return lr, None
+            return lr, plan
         steps = self.steps_per_epoch
         warmup_steps = args.warmup_epochs * steps
 
         def lr_at_step(step: int) -> float:
             return lr * warmup_factor(epoch * steps + step, warmup_steps, args.warmup_start_factor)
 
-        first = lr_at_step(0)
+        plan.lr_at_step = lr_at_step
+        first = lr_at_step(start.steps)
         set_learning_rate(self.optimizer, first)
-        return first, lr_at_step
+        return first, plan
+
+    def _checkpoint_due(self, epoch: int, steps: int) -> bool:
+        """--checkpoint_steps / --checkpoint_minutes: a mid-epoch checkpoint after the epoch's step
+        ``steps`` (1-based; never at its last step, which the epoch's own checkpoint follows)."""
+        args = self.args
+        if self.exp_dir is None or steps >= self.steps_per_epoch:
+            return False
+        every = args.checkpoint_steps
+        if every and (epoch * self.steps_per_epoch + steps) % every == 0:
+            return True
+        minutes = args.checkpoint_minutes
+        return bool(minutes) and time.monotonic() - self._last_checkpoint_time >= 60 * minutes
 
     def share_batchnorm_statistics(self) -> None:
         """Rank 0's BatchNorm statistics, which it saves, for every rank's shard of the evaluation."""
@@ -270,26 +337,47 @@ class TrainingRun:
 
     def save(self, epoch: int, is_best: bool) -> None:
         """The files of a finished epoch (rank 0; every rank takes part in gathering the random
-        states): the checkpoint first (what --resume needs), then log.pkl and the curves. Each
-        file is replaced atomically, so a failure (a full disk) or a kill leaves every file
-        either as it was or complete. Nothing with --log_off."""
-        if self.exp_dir is None:
-            return
+        states): the checkpoint first (what --resume needs), then log.pkl and the curves, then
+        the epoch's lines in log.txt. Each file is replaced atomically, so a failure (a full
+        disk) or a kill leaves every file either as it was or complete. Nothing with --log_off."""
+        if self.exp_dir is not None:
+            state = self._state(epoch + 1)
+            if state is not None:
+                checkpoints.save_checkpoint(state, is_best, self.exp_dir,
+                                            saved=lambda path: self.progress.saved(path, epoch + 1))
+                atomic_pickle_dump({key: list(values) for key, values in self.history.items()},
+                                   os.path.join(self.exp_dir, "log.pkl"))
+                plot_curves(self.history, self.exp_dir)
+        self._last_checkpoint_time = time.monotonic()
+        self.log.commit()
+
+    def save_mid_epoch(self, epoch: int, progress: EpochProgress) -> None:
+        """A checkpoint after step ``progress.steps`` of epoch ``epoch`` (0-based), written over
+        checkpoint.pth.tar: resuming from it continues at the next step, to the weights an
+        uninterrupted run reaches (bit-identical on the CPU). The per-epoch files (log.pkl, the
+        curves, model_best.pth.tar) are left alone; the epoch's lines so far go to log.txt."""
+        if self.exp_dir is not None:
+            state = self._state(epoch)
+            if state is not None:
+                state.step, state.epoch_progress = progress.steps, progress.to_dict()
+                checkpoints.save_checkpoint(state, False, self.exp_dir,
+                                            saved=lambda path: self.progress.saved(path, epoch, progress.steps))
+        self._last_checkpoint_time = time.monotonic()
+        self.log.commit(keep_holding=True)
+
+    def _state(self, epochs_done: int) -> checkpoints.TrainingState | None:
+        """What a checkpoint holds now (None on ranks other than 0, which only help gather the
+        random states)."""
         rng, rng_ranks = checkpoints.capture_streams(self.dist)
         if not self.dist.is_main:
-            return
+            return None
         args = self.args
-        state = checkpoints.TrainingState(
-            epoch=epoch + 1, arch=args.arch, state_dict=self.model.state_dict(),
+        return checkpoints.TrainingState(
+            epoch=epochs_done, arch=args.arch, state_dict=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(), best_acc=self.best_acc, history=self.history,
             args=checkpoints.args_dict(args), rng=rng, num_classes=self.num_classes, dataset=args.dataset,
             rng_ranks=rng_ranks, world_size=self.dist.world_size if rng_ranks is not None else None,
             scaler=self.precision.scaler.state_dict() if self.precision.scaler is not None else None)
-        checkpoints.save_checkpoint(state, is_best, self.exp_dir,
-                                    saved=lambda path: self.progress.saved(path, epoch + 1))
-        atomic_pickle_dump({key: list(values) for key, values in self.history.items()},
-                           os.path.join(self.exp_dir, "log.pkl"))
-        plot_curves(self.history, self.exp_dir)
 
     def close(self) -> None:
         """Join the mixing threads and the loader workers (idempotent)."""
@@ -306,9 +394,10 @@ class TrainingRun:
 
 
 def log_run_header(log: LogPrinter, args: argparse.Namespace, dist_info: distributed.DistInfo,
-                   stale: list[str]) -> None:
-    """The published opening lines of log.txt (save path, arguments, versions), and what this run
-    found about its folder, device and processes."""
+                   notes: Sequence[str]) -> None:
+    """The published opening lines of log.txt (save path, arguments, versions), ``notes`` (what
+    this run found in its folder: leftovers removed, the checkpoint --resume auto chose), and
+    what it found about its device and processes."""
     is_main = dist_info.is_main
     blank_line = print if is_main else (lambda: None)
     if log.path is not None:
@@ -320,9 +409,8 @@ def log_run_header(log: LogPrinter, args: argparse.Namespace, dist_info: distrib
     log("python version : {}".format(sys.version.replace("\n", " ")))
     log(f"torch  version : {torch.__version__}")
     log(f"cudnn  version : {torch.backends.cudnn.version()}")
-    if stale:
-        log(f"=> removed {len(stale)} temporary file(s) of an interrupted earlier run: "
-            f"{', '.join(os.path.basename(p) for p in stale)}")
+    for note in notes:
+        log(note)
     if args.ngpu > 0 and dist_info.device.type == "cpu":
         log("=> CUDA is not available: running on the CPU")
     if dist_info.distributed:

@@ -11,8 +11,9 @@ here knows about training.
 2     bad input, found before any work: arguments, data, checkpoint, an output folder that
       cannot be created or written, the torchrun environment
 3     the training loss became NaN or infinite; nothing of that epoch was saved
-130   stopped by SIGINT (Ctrl-C); 143: stopped by SIGTERM (128 + the signal's number). A second
-      SIGINT or SIGTERM ends the process at once
+130   stopped by SIGINT (Ctrl-C); 143 by SIGTERM; 138 by SIGUSR1 (128 + the signal's number). A
+      signal during training steps lets the step finish and writes a mid-epoch checkpoint first
+      (``--resume auto`` continues exactly there); a second signal ends the process at once
 ====  ==========================================================================================
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Iterator, Sequence
 
 __all__ = ["EXIT_OK", "EXIT_IO", "EXIT_INPUT", "EXIT_DIVERGED", "RunError", "Interrupted", "ArgumentParser",
            "HelpFormatter", "str2bool", "flag_bool", "parse_args", "report", "error_line", "os_error_text", "SignalStops",
-           "stop_on_signals"]
+           "stop_on_signals", "graceful_stops", "stop_requested", "STOP_SIGNALS"]
 
 EXIT_OK = 0
 EXIT_IO = 1
@@ -125,16 +126,23 @@ def os_error_text(err: OSError) -> str:
 
 # --------------------------------------------------------------------------- signals
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+"""Signals that stop a run: Ctrl-C, a scheduler's pre-emption (SIGTERM), and SIGUSR1, the one to
+ask SLURM for ahead of the time limit (``#SBATCH --signal=USR1@120``)."""
+
+_active: "SignalStops | None" = None
 
 
 class SignalStops:
-    """The state of :func:`stop_on_signals`: the signals received, and whether the next one
-    still interrupts (until :meth:`defer`)."""
+    """The state of :func:`stop_on_signals`: the signals received, whether the next one still
+    interrupts (until :meth:`defer`), and whether the run can stop gracefully right now
+    (:func:`graceful_stops`: a signal is then only recorded, for the training loop to act on
+    after its current step)."""
 
     def __init__(self) -> None:
         self.received: list[int] = []
         self.deferred = False
+        self.graceful = False
 
     def defer(self) -> None:
         """The run is over (done or failing, its report decided): a signal from now on is only
@@ -147,25 +155,51 @@ class SignalStops:
             os.kill(os.getpid(), signum)
             return
         self.received.append(signum)
-        if not self.deferred:
+        if not self.deferred and not self.graceful:
             raise Interrupted(signum)
 
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[SignalStops]:
-    """While the body runs, SIGINT and SIGTERM raise :class:`Interrupted` in the main thread, so
-    that every ``finally`` runs (threads and loader workers joined, process group left, logs
-    closed) and the command exits 128 + the signal's number; after :meth:`SignalStops.defer`
-    they are only recorded. A second signal of either kind ends the process at once, as without
-    a handler. The previous handlers come back on exit. Outside the main thread (where handlers
-    cannot be set) nothing changes."""
+    """While the body runs, SIGINT, SIGTERM and SIGUSR1 raise :class:`Interrupted` in the main
+    thread, so that every ``finally`` runs (threads and loader workers joined, process group left,
+    logs closed) and the command exits 128 + the signal's number; inside :func:`graceful_stops`
+    they are recorded for :func:`stop_requested`; after :meth:`SignalStops.defer` only recorded.
+    A second signal of any of them ends the process at once, as without a handler. The previous
+    handlers come back on exit. Outside the main thread (where handlers cannot be set) nothing
+    changes."""
+    global _active
     stops = SignalStops()
     if threading.current_thread() is not threading.main_thread():
         yield stops
         return
     previous = {signum: signal.signal(signum, stops.handle) for signum in STOP_SIGNALS}
+    _active = stops
     try:
         yield stops
     finally:
+        _active = None
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def graceful_stops() -> Iterator[None]:
+    """While the body runs, a stop signal is only recorded (see :func:`stop_requested`), so that
+    the training loop can finish its step and save before it stops; a signal recorded earlier
+    is acted on at once. Nothing changes outside :func:`stop_on_signals`."""
+    stops = _active
+    if stops is None:
+        yield
+        return
+    stops.graceful = True
+    try:
+        yield
+    finally:
+        stops.graceful = False
+
+
+def stop_requested() -> int:
+    """The stop signal recorded inside :func:`graceful_stops` (its number), or 0."""
+    stops = _active
+    return stops.received[0] if stops is not None and stops.received and not stops.deferred else 0

@@ -424,10 +424,12 @@ class EpochSampler(Sampler):
             raise DataError(f"rank must lie in [0, world_size) = [0, {world_size}); got {rank}")
         self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
         self.epoch = 0
+        self.skip = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Use epoch ``epoch``'s order and image seeds from the next iteration on."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Use epoch ``epoch``'s order and image seeds from the next iteration on, leaving out its
+        first ``skip`` items (already trained on before a mid-epoch checkpoint)."""
+        self.epoch, self.skip = epoch, skip
 
     def __len__(self) -> int:
         return -(-self.size // self.world_size)
@@ -436,7 +438,7 @@ class EpochSampler(Sampler):
         base = np.random.SeedSequence([self.seed, self.epoch, 0xA0A]).generate_state(1, dtype=np.uint64)[0]
         order = _epoch_order(self.size, self.seed, self.epoch, self.rank, self.world_size).numpy()
         seeds = _mix64(order.astype(np.uint64) ^ base) >> np.uint64(1)
-        yield from zip(order.tolist(), seeds.tolist())
+        yield from zip(order.tolist()[self.skip:], seeds.tolist()[self.skip:])
 
 
 class _SeededItems(Dataset):
@@ -552,14 +554,16 @@ class DeviceLoader:
         self.padding = padding if train else 0
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
+        self.skip_batches = 0
 
     def __repr__(self) -> str:
         return (f"DeviceLoader({len(self.images)} images on {self.device}, batch_size={self.batch_size}, "
                 f"train={self.train}, rank={self.rank}/{self.world_size})")
 
-    def set_epoch(self, epoch: int) -> None:
-        """Use epoch ``epoch``'s order and augmentation from the next iteration on."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Use epoch ``epoch``'s order and augmentation from the next iteration on, leaving out its
+        first ``skip_batches`` batches (already trained on before a mid-epoch checkpoint)."""
+        self.epoch, self.skip_batches = epoch, skip_batches
 
     def _local_indices(self) -> Tensor:
         size = len(self.images)
@@ -583,7 +587,7 @@ class DeviceLoader:
             top = left = torch.zeros(len(indices), dtype=torch.int64)
             flip = torch.zeros(len(indices), dtype=torch.bool)
         indices, top, left, flip = (t.to(self.device) for t in (indices, top, left, flip))
-        for start in range(0, len(indices), self.batch_size):
+        for start in range(self.skip_batches * self.batch_size if self.train else 0, len(indices), self.batch_size):
             part = slice(start, start + self.batch_size)
             batch = indices[part]
             images = crop_flip_normalise(self.images[batch], top[part], left[part], flip[part], self.padding,

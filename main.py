@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import math
 import os
 import signal
 import sys
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -40,10 +41,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import distributed
+import lifecycle
 import methods
-from checkpoints import CheckpointError, check_fits, load_checkpoint
-from engine import TrainingRun, log_run_header
-from experiment import RunProgress, prepare_exp_dir
+from checkpoints import CHECKPOINT_NAME, CheckpointError, check_fits, load_checkpoint
+from engine import EpochPlan, TrainingRun, log_run_header
+from experiment import RunProgress, auto_resume_path, open_exp_dir
 from lifecycle import (
     EXIT_DIVERGED,
     EXIT_INPUT,
@@ -57,7 +59,7 @@ from lifecycle import (
     stop_on_signals,
 )
 from load_data import DataError, DeviceLoader, check_data_dir, dataset_info
-from options import experiment_name, get_args_parser, resolve_method, validate_args
+from options import AUTO_RESUME, experiment_name, get_args_parser, resolve_method, validate_args
 from utils import AverageMeter, LogPrinter, ScalarLog, accuracy, convert_secs2time, time_string, to_one_hot
 
 __all__ = ["get_args_parser", "train_one_epoch", "evaluate", "train", "run", "main", "TrainingDiverged",
@@ -81,39 +83,42 @@ class TrainingDiverged(ArithmeticError):
 # ---------------------------------------------------------------------------------------------
 
 def train_one_epoch(model: nn.Module, loader: DataLoader | DeviceLoader, optimizer: torch.optim.Optimizer,
-                    method: methods.Method, epoch: int, *, lr_at_step: Callable[[int], float] | None = None,
+                    method: methods.Method, epoch: int, *, plan: EpochPlan | None = None,
                     dist_info: distributed.DistInfo | None = None) -> dict[str, float]:
     """One epoch of training steps over ``loader``: per batch, ``method`` gives the loss, then one
     backward and one SGD step (through the float16 GradScaler of ``method.precision`` if any).
 
-    ``lr_at_step(i)``, when given, sets the learning rate of the epoch's step i (the warm-up).
-    Under DDP (``dist_info``) ``model`` is the DDP module, the returned numbers are those of all
-    processes together, and only rank 0 shows a progress bar. Batches go to ``dist_info``'s
-    device (default: the model's).
+    ``plan`` (:class:`engine.EpochPlan`): the per-step learning rate (the warm-up), the steps a
+    mid-epoch checkpoint already did (``loader`` skips their batches), when to write a mid-epoch
+    checkpoint. Under DDP (``dist_info``) ``model`` is the DDP module, the returned numbers are
+    those of all processes together, and only rank 0 shows a progress bar. Batches go to
+    ``dist_info``'s device (default: the model's).
 
-    A NaN or infinite loss raises :class:`TrainingDiverged` right after its step (whose update is
-    garbage and must not be saved); under DDP the ranks agree on it every step, so all of them
-    stop at the same step.
+    After every step the processes agree (one all-reduce) on three things: a NaN or infinite
+    loss raises :class:`TrainingDiverged` (that step's update is garbage and must not be saved);
+    a due mid-epoch checkpoint is written; a stop signal received during the epoch
+    (:func:`lifecycle.stop_requested`) writes one and raises :class:`lifecycle.Interrupted`. So
+    every process stops at the same step.
 
     Returns loss (mean per image, without the clean-input loss), top1, top5 (percent; clean
     images' logits for vanilla, comix and puzzle, mixed images against each one's own label for
     mixup, manifold and cutmix), mix_time (mean seconds per step spent mixing), steps (per
     process) and images (trained on, all processes).
     """
+    plan = plan or EpochPlan()
     dist_info = dist_info or distributed.DistInfo(device=next(model.parameters()).device)
     device, scaler = dist_info.device, method.precision.scaler
+    done = dataclasses.replace(plan.start)
     model.train()
-    losses, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
-    mix_seconds, steps = 0.0, 0
     # disable=None: the bar shows only when stderr is a terminal (not in logs, pipes or tests).
     progress = tqdm(loader, desc=f"Epoch {epoch:03d}", leave=False, disable=None if dist_info.is_main else True,
                     dynamic_ncols=True)
     for images, target in progress:
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True).long()
-        if lr_at_step is not None:
+        if plan.lr_at_step is not None:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at_step(steps)
+                group["lr"] = plan.lr_at_step(done.steps)
         optimizer.zero_grad(set_to_none=True)
         step = method(model, images, target)
         if scaler is not None:
@@ -123,27 +128,39 @@ def train_one_epoch(model: nn.Module, loader: DataLoader | DeviceLoader, optimiz
         else:
             step.loss.backward()
             optimizer.step()
-        mix_seconds += step.mix_time
 
         loss_value = step.loss.item()
-        finite = math.isfinite(loss_value)
-        if dist_info.distributed:
-            finite = distributed.all_true(finite, dist_info)
-        if not finite:
+        diverged, stop, save = distributed.max_across_ranks(
+            [not math.isfinite(loss_value), lifecycle.stop_requested(), plan.checkpoint_due(done.steps + 1)],
+            dist_info)
+        if diverged:
             progress.close()
-            raise TrainingDiverged(epoch, steps, None if math.isfinite(loss_value) else loss_value)
+            raise TrainingDiverged(epoch, done.steps, None if math.isfinite(loss_value) else loss_value)
         prec1, prec5 = accuracy(step.logits, target, topk=(1, 5))
-        losses.update(loss_value, images.shape[0])
-        top1.update(prec1, images.shape[0])
-        top5.update(prec5, images.shape[0])
-        steps += 1
-        progress.set_postfix(loss=f"{losses.avg:.4f}", acc=f"{top1.avg:.2f}", refresh=False)
+        batch = images.shape[0]
+        done.loss += loss_value * batch
+        done.top1 += prec1 * batch
+        done.top5 += prec5 * batch
+        done.images += batch
+        done.mix_seconds += step.mix_time
+        done.steps += 1
+        progress.set_postfix(loss=f"{done.loss / done.images:.4f}", acc=f"{done.top1 / done.images:.2f}",
+                             refresh=False)
+        if save or stop:
+            plan.write_checkpoint(done)
+        if stop:
+            progress.close()
+            raise lifecycle.Interrupted(int(stop))
     progress.close()
+    (stop,) = distributed.max_across_ranks([lifecycle.stop_requested()], dist_info)
+    if stop:  # after the last step: save the finished steps, evaluate after the resume
+        plan.write_checkpoint(done)
+        raise lifecycle.Interrupted(int(stop))
     loss_sum, top1_sum, top5_sum, count, seconds, all_steps = distributed.sum_across_ranks(
-        [losses.sum, top1.sum, top5.sum, losses.count, mix_seconds, steps], dist_info)
+        [done.loss, done.top1, done.top5, done.images, done.mix_seconds, done.steps], dist_info)
     return {"loss": loss_sum / count if count else 0.0, "top1": top1_sum / count if count else 0.0,
             "top5": top5_sum / count if count else 0.0, "mix_time": seconds / all_steps if all_steps else 0.0,
-            "steps": steps, "images": int(count)}
+            "steps": done.steps, "images": int(count)}
 
 
 @torch.no_grad()
@@ -214,14 +231,20 @@ def train(run: TrainingRun) -> None:
     with ScalarLog(run.exp_dir if run.dist.is_main else None) as scalars:
         for epoch in range(run.start_epoch, args.epochs):
             started = time.time()
-            lr, lr_at_step = run.begin_epoch(epoch)
-            hours, minutes, seconds = convert_secs2time(epoch_time.avg * (args.epochs - epoch))
-            log(f"\n==>>{time_string()} [Epoch={epoch:03d}/{args.epochs:03d}] "
-                f"[Need: {hours:02d}:{minutes:02d}:{seconds:02d}] [learning_rate={lr:6.4f}] "
-                f"[Best : Accuracy={run.best_acc:.2f}, Error={100 - run.best_acc:.2f}]")
+            log.hold()  # the epoch's lines reach log.txt with the checkpoint that holds the epoch
+            lr, plan = run.begin_epoch(epoch)
+            if plan.start.steps:
+                log(f"=> continuing epoch {epoch:03d}/{args.epochs:03d} at step {plan.start.steps} of "
+                    f"{run.steps_per_epoch} (a mid-epoch checkpoint)")
+            else:
+                hours, minutes, seconds = convert_secs2time(epoch_time.avg * (args.epochs - epoch))
+                log(f"\n==>>{time_string()} [Epoch={epoch:03d}/{args.epochs:03d}] "
+                    f"[Need: {hours:02d}:{minutes:02d}:{seconds:02d}] [learning_rate={lr:6.4f}] "
+                    f"[Best : Accuracy={run.best_acc:.2f}, Error={100 - run.best_acc:.2f}]")
 
-            train_stats = train_one_epoch(run.net, run.train_loader, run.optimizer, run.method, epoch,
-                                          lr_at_step=lr_at_step, dist_info=run.dist)
+            with lifecycle.graceful_stops():
+                train_stats = train_one_epoch(run.net, run.train_loader, run.optimizer, run.method, epoch, plan=plan,
+                                              dist_info=run.dist)
             log(_train_line(train_stats))
             run.share_batchnorm_statistics()
             valid_stats = None
@@ -257,28 +280,52 @@ def _epoch_scalars(lr: float, train_stats: dict, valid_stats: dict | None, test_
 def run(args: argparse.Namespace, dist_info: distributed.DistInfo | None = None) -> int:
     """Train (or, with --evaluate, evaluate) as the validated ``args`` say; returns the exit status.
 
-    The checkpoint to resume is read and checked, and the experiment folder created and proven
-    writable, before any data is read. Raises DataError / CheckpointError for problems the user
-    must fix, and RunError (exit status and one line, also appended to log.txt) for a NaN/Inf
-    loss, an I/O failure, SIGINT or SIGTERM. Whatever ends the run, the mixing threads and the
-    loader workers are joined first. ``dist_info``: where this process stands (None: a single
-    process on the device --ngpu asks for).
+    An explicit checkpoint to resume is read and checked first; then the experiment folder is
+    created, locked for this run (a second run into it stops here, exit 2) and proven writable;
+    then ``--resume auto`` looks for the folder's checkpoint; all before any data is read.
+    Raises DataError / CheckpointError for problems the user must fix, and RunError (exit status
+    and one line, also appended to log.txt) for a NaN/Inf loss, an I/O failure or a signal.
+    Whatever ends the run, the mixing threads and the loader workers are joined and the folder
+    is released. ``dist_info``: where this process stands (None: a single process on the device
+    --ngpu asks for); under torchrun only rank 0 locks and writes.
     """
     if dist_info is None:
         dist_info = distributed.DistInfo(device=torch.device("cuda") if _use_cuda(args) else torch.device("cpu"))
-    checkpoint = None
-    if args.resume:
-        checkpoint = load_checkpoint(args.resume, map_location="cpu")
-        check_fits(checkpoint, args.resume, args.arch, dataset_info(args.dataset).num_classes, args.dataset)
     exp_dir = None if args.log_off else os.path.join(args.root_dir, experiment_name(args))
-    stale = prepare_exp_dir(exp_dir) if exp_dir is not None and dist_info.is_main else []
-    progress = RunProgress(exp_dir=exp_dir, is_main=dist_info.is_main)
+    auto = args.resume == AUTO_RESUME
+    checkpoint = _read_checkpoint(args) if args.resume and not auto else None
+    with contextlib.ExitStack() as held:
+        stale: list[str] = []
+        if exp_dir is not None and dist_info.is_main:
+            lock, stale = open_exp_dir(exp_dir)
+            held.callback(lock.release)
+        notes = [f"=> removed {len(stale)} temporary file(s) of an interrupted earlier run: "
+                 f"{', '.join(os.path.basename(p) for p in stale)}"] if stale else []
+        if auto:
+            args.resume = (auto_resume_path(exp_dir, CHECKPOINT_NAME) if exp_dir is not None else None) or ""
+            checkpoint = _read_checkpoint(args) if args.resume else None
+            notes.append(f"=> --resume auto: continuing from {args.resume}" if args.resume else
+                         f"=> --resume auto: no checkpoint in {exp_dir or 'any folder (--log_off)'}, starting fresh")
+        return _train_or_evaluate(args, dist_info, checkpoint, RunProgress(exp_dir, dist_info.is_main), notes)
+
+
+def _read_checkpoint(args: argparse.Namespace) -> dict:
+    checkpoint = load_checkpoint(args.resume, map_location="cpu")
+    check_fits(checkpoint, args.resume, args.arch, dataset_info(args.dataset).num_classes, args.dataset)
+    return checkpoint
+
+
+def _train_or_evaluate(args: argparse.Namespace, dist_info: distributed.DistInfo, checkpoint: dict | None,
+                       progress: RunProgress, notes: list[str]) -> int:
+    """The body of :func:`run` once the folder is held: log, build, train or evaluate, and turn what
+    stops the run into a RunError with its one line."""
+    exp_dir = progress.exp_dir
     if checkpoint is not None:
-        progress.saved(args.resume, checkpoint["epoch"])
+        progress.saved(args.resume, checkpoint["epoch"], checkpoint["step"])
     log_path = os.path.join(exp_dir, "log.txt") if exp_dir is not None and dist_info.is_main else None
     with LogPrinter(log_path, echo=dist_info.is_main) as log:
         try:
-            log_run_header(log, args, dist_info, stale)
+            log_run_header(log, args, dist_info, notes)
             with TrainingRun.build(args, dist_info, log, progress, checkpoint) as training:
                 if args.evaluate:
                     training.share_batchnorm_statistics()

@@ -20,7 +20,10 @@ import models
 from load_data import DATASETS, dataset_info
 from lifecycle import str2bool
 
-__all__ = ["experiment_name", "get_args_parser", "resolve_method", "validate_args"]
+__all__ = ["AUTO_RESUME", "experiment_name", "get_args_parser", "resolve_method", "validate_args"]
+
+AUTO_RESUME = "auto"
+"""``--resume auto``: continue from the experiment folder's checkpoint if it has one."""
 
 _EPILOG = (
     "Several GPUs / nodes: torchrun --nproc_per_node N main.py ... (one process per GPU, "
@@ -147,7 +150,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--print_freq", type=int, default=100,
                       help="accepted for compatibility (the published script does not use it either); "
                            "running values show in the progress bar")
-    ckpt.add_argument("--resume", default="", type=str, help="checkpoint to continue from (ours or the published)")
+    ckpt.add_argument("--resume", default="", type=str,
+                      help="checkpoint to continue from (ours or the published), or 'auto': the experiment folder's "
+                           "checkpoint.pth.tar when there is one, else a fresh start (for requeued cluster jobs)")
+    ckpt.add_argument("--checkpoint_steps", type=int, default=0, metavar="N",
+                      help="also write checkpoint.pth.tar inside an epoch, after every N training steps (0: only at "
+                           "the end of each epoch); resuming from it continues at the next step")
+    ckpt.add_argument("--checkpoint_minutes", type=float, default=0.0, metavar="M",
+                      help="also write checkpoint.pth.tar inside an epoch when M minutes passed since the last one "
+                           "(0: never)")
     ckpt.add_argument("--start_epoch", type=int, default=0,
                       help="first epoch when not resuming (a resumed run starts at the checkpoint's epoch)")
     lifecycle.flag_bool(ckpt, "--evaluate", "only evaluate the (resumed) model on the test set")
@@ -268,7 +279,12 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.arch not in models.WIDTH_ARCHS and args.initial_channels != models.DEFAULT_INITIAL_CHANNELS:
         problems.append(f"--initial_channels applies only to the preactresnet models; {args.arch} has a "
                         f"fixed width (leave it at {models.DEFAULT_INITIAL_CHANNELS})")
-    if args.resume and os.path.isdir(args.resume):
+    need(args.checkpoint_steps >= 0, f"--checkpoint_steps must be 0 (off) or more, got {args.checkpoint_steps}")
+    need(finite(args.checkpoint_minutes) and args.checkpoint_minutes >= 0,
+         f"--checkpoint_minutes must be 0 (off) or more, got {args.checkpoint_minutes}")
+    if args.resume == AUTO_RESUME:
+        pass  # resolved in the experiment folder once it is held (main.run)
+    elif args.resume and os.path.isdir(args.resume):
         problems.append(f"--resume {args.resume} is a folder; give the checkpoint file in it, e.g. "
                         f"{os.path.join(args.resume, 'checkpoint.pth.tar')}")
     elif args.resume and not os.path.isfile(args.resume):

@@ -92,13 +92,30 @@ class LogPrinter:
         self.path = path
         self.echo = echo
         self._file: IO[str] | None = open(path, "a", encoding="utf-8") if path is not None else None
+        self._held: list[str] | None = None
 
     def __call__(self, line: Any) -> None:
         text = str(line)
         if self.echo:
             print(text, flush=True)
-        if self._file is not None:
+        if self._held is not None:
+            self._held.append(text)
+        elif self._file is not None:
             self._file.write(text + "\n")
+            self._file.flush()
+
+    def hold(self) -> None:
+        """From now on lines still print at once but reach the file only at :meth:`commit`, so
+        that log.txt holds the lines of exactly the work a checkpoint holds: an epoch cut short
+        (and done again after a restart) is not logged twice. Lines not yet committed are
+        dropped by :meth:`close`."""
+        self._held = [] if self._held is None else self._held
+
+    def commit(self, keep_holding: bool = False) -> None:
+        """Write the held lines to the file; stop holding unless ``keep_holding``."""
+        held, self._held = self._held or [], ([] if keep_holding else None)
+        if held and self._file is not None:
+            self._file.write("".join(text + "\n" for text in held))
             self._file.flush()
 
     def record(self, line: Any) -> None:
@@ -108,6 +125,7 @@ class LogPrinter:
             self._file.flush()
 
     def close(self) -> None:
+        self._held = None
         if self._file is not None:
             self._file.close()
             self._file = None

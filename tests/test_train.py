@@ -3,6 +3,7 @@ argument checking."""
 from __future__ import annotations
 
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -202,6 +203,7 @@ def test_evaluate_runs_on_a_copy_with_fewer_training_images_than_labels_per_clas
     test_line = next(line for line in capsys.readouterr().out.splitlines() if TEST_RE.match(line))
     ckpt = only_experiment(root) / "checkpoint.pth.tar"
     reduced = write_cifar(tmp_path / "reduced", "cifar10", train_per_class=2, test_per_class=TEST_PER_CLASS)
+    shutil.copyfile(cifar10_dir / "cifar-10-batches-py" / "test_batch", reduced / "cifar-10-batches-py" / "test_batch")
     argv = ["--dataset", "cifar10", "--data_dir", str(reduced), "--arch", "preactresnet18", "--initial_channels",
             "16", "--ngpu", "0", "--evaluate", "--log_off", "--resume", str(ckpt)]
     assert main.main(argv) == 0
