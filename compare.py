@@ -29,7 +29,7 @@ import statistics
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from run_log import RUN_LOG, Run, RunLogError, read_run
 
@@ -55,14 +55,12 @@ class Stat:
 
     mean: float
     std: float | None
-    count: int
 
     @staticmethod
     def of(values: Sequence[float]) -> Stat | None:
         if not values:
             return None
-        std = statistics.stdev(values) if len(values) > 1 else None
-        return Stat(statistics.fmean(values), std, len(values))
+        return Stat(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
 
 
 @dataclass
@@ -253,6 +251,10 @@ def _run_rows(groups: Sequence[Group], options: TableOptions, left_out_only: boo
     return header, rows
 
 
+def _markdown_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
 def _render(header: list[str], rows: list[list[str]], fmt: str) -> str:
     if fmt == "csv":
         buffer = io.StringIO()
@@ -261,10 +263,8 @@ def _render(header: list[str], rows: list[list[str]], fmt: str) -> str:
         writer.writerows(rows)
         return buffer.getvalue()
     if fmt == "markdown":
-        escape: Callable[[str], str] = lambda cell: cell.replace("|", "\\|")
-        lines = ["| " + " | ".join(escape(c) for c in header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-        lines += ["| " + " | ".join(escape(c) for c in row) + " |" for row in rows]
-        return "\n".join(lines) + "\n"
+        lines = [_markdown_row(header), "|" + "|".join(" --- " for _ in header) + "|"]
+        return "\n".join(lines + [_markdown_row(row) for row in rows]) + "\n"
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
                      for row in [header, *rows]) + "\n"
@@ -373,6 +373,9 @@ def compare(args: argparse.Namespace) -> str:
         from compare_plot import draw_curves, figure_bytes
 
         names = (*GROUP_KEYS, *options.split_by)
+        for group in groups:
+            if not group.finished:
+                print(f"note: {group.label(names)} has no finished run: it is not in the figure", file=sys.stderr)
         figure = draw_curves([g for g in groups if g.finished], lambda g: g.label(names), tuple(args.plot_size))
         write_atomically(args.plot, figure_bytes(figure, os.path.splitext(args.plot)[1][1:].lower()))
     return table

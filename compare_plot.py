@@ -47,6 +47,7 @@ def draw_curves(groups: Sequence["Group"], label_of: Callable[["Group"], str],
     the caller's pyplot state is left alone."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=size, dpi=PIXELS_PER_INCH)
     FigureCanvasAgg(figure)
@@ -69,6 +70,7 @@ def draw_curves(groups: Sequence["Group"], label_of: Callable[["Group"], str],
     loss_axes.set_ylabel("test loss")
     for axes in (acc_axes, loss_axes):
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
     if groups:
         acc_axes.legend(loc="lower right", fontsize="small")

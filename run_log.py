@@ -45,7 +45,7 @@ __all__ = ["Run", "RunLogError", "read_run", "lock_is_held", "RUN_LOG", "LOCK_FI
 
 RUN_LOG = "log.txt"
 LOCK_FILE = ".lock"
-CHECKPOINT = "checkpoint.pth.tar"
+CHECKPOINT = "checkpoint.pth.tar"  # utils.CHECKPOINT_NAME (utils imports torch: not imported here)
 STATUSES = ("finished", "running", "unfinished", "diverged")
 
 DIVERGED_PREFIX = "error: the training loss became"

@@ -60,8 +60,8 @@ def session_lines(settings: dict, epochs: list[tuple[int, float, float]], second
     return lines
 
 
-def final_line(accs: list[float]) -> list[str]:
-    return ["", "final 10 epoch acc (median) : 0.00 (+- 0.00)"]  # compare.py recomputes the figure
+# compare.py recomputes the median from the epochs; the line only says that the run ended.
+FINAL_LINES = ["", "final 10 epoch acc (median) : 0.00 (+- 0.00)"]
 
 
 def write_log(folder: Path, lines: list[str]) -> Path:
@@ -74,7 +74,7 @@ def finished_run(folder: Path, settings: dict, accs: list[float], losses: list[f
                  seconds: float = 60.0) -> Path:
     losses = losses or [1.0 / (e + 1) for e in range(len(accs))]
     records = [(e, a, l) for e, (a, l) in enumerate(zip(accs, losses))]
-    return write_log(folder, session_lines(settings, records, seconds) + final_line(accs))
+    return write_log(folder, session_lines(settings, records, seconds) + FINAL_LINES)
 
 
 def age(folder: Path, seconds: float) -> None:
@@ -137,7 +137,7 @@ def test_published_log_resumed_after_a_kill(tmp_path):
                   "[Best : Accuracy=40.00, Error=60.00]"]
     resumed = session_lines(settings, [(3, 45.0, 0.02), (4, 47.5, 0.019)], seconds=180,
                             start=START + timedelta(hours=2))
-    folder = write_log(tmp_path / "published", first + resumed + final_line([]))
+    folder = write_log(tmp_path / "published", first + resumed + FINAL_LINES)
     run = run_log.read_run(str(folder))
     assert run.method == "comix" and run.status == "finished"
     assert run.test_acc == [20.0, 30.0, 40.0, 45.0, 47.5]
@@ -151,7 +151,7 @@ def test_resume_from_an_earlier_checkpoint_drops_the_redone_epochs(tmp_path):
     settings = our_settings(epochs=4)
     first = session_lines(settings, [(0, 10.0, 0.5), (1, 20.0, 0.4), (2, 30.0, 0.3)])
     again = session_lines(settings, [(1, 21.0, 0.4), (2, 31.0, 0.3), (3, 41.0, 0.2)])
-    run = run_log.read_run(str(write_log(tmp_path / "r", first + again + final_line([]))))
+    run = run_log.read_run(str(write_log(tmp_path / "r", first + again + FINAL_LINES)))
     assert run.test_acc == [10.0, 21.0, 31.0, 41.0] and run.status == "finished"
 
 
@@ -175,12 +175,12 @@ def test_status_markers(tmp_path):
         "epoch was saved; the last complete checkpoint is x/checkpoint.pth.tar (3 epochs done)"])
     nan_loss = write_log(tmp_path / "nan_loss", session_lines(published_settings(epochs=3),
                                                               [(0, 10.0, 0.5), (1, 1.0, math.nan), (2, 1.0, math.nan)])
-                         + final_line([]))
+                         + FINAL_LINES)
     signalled = write_log(tmp_path / "signalled", session_lines(settings, three) + [
         "error: stopped by SIGTERM in epoch 3 (0-based, as in the log); the last complete checkpoint is x"])
     resumed = write_log(tmp_path / "resumed_after_stop", session_lines(settings, three) + [
         "error: stopped by SIGTERM in epoch 3 (0-based, as in the log)"]
-        + session_lines(settings, [(3, 40.0, 0.2), (4, 50.0, 0.1)]) + final_line([]))
+        + session_lines(settings, [(3, 40.0, 0.2), (4, 50.0, 0.1)]) + FINAL_LINES)
 
     with open(locked / ".lock", "w") as holder:
         fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live run's lock
