@@ -39,6 +39,7 @@ __all__ = ["Group", "Stat", "CompareError", "find_run_folders", "group_runs", "m
 GROUP_KEYS = ("dataset", "arch", "method", "epochs")
 METHOD_ORDER = ("vanilla", "mixup", "manifold", "cutmix", "puzzle", "comix")
 FORMATS = ("text", "markdown", "csv")
+LEFT_OUT = ("running", "unfinished", "diverged")  # the statuses of runs kept out of the numbers
 PLOT_FORMATS = (".png", ".pdf", ".svg")
 # Settings that say where or how a run was started, not what it trained: never a reason to split.
 _NOT_SETTINGS = frozenset({"seed", "data_dir", "root_dir", "resume", "workers", "ngpu", "print_freq", "log_off",
@@ -192,7 +193,7 @@ def _stat_text(stat: Stat | None, digits: int = 2) -> str:
 
 
 def _left_out_text(runs: Sequence[Run]) -> str:
-    counts = {status: sum(run.status == status for run in runs) for status in ("running", "unfinished", "diverged")}
+    counts = {status: sum(run.status == status for run in runs) for status in LEFT_OUT}
     return ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "-"
 
 
@@ -205,7 +206,7 @@ def _group_rows(groups: Sequence[Group], options: TableOptions) -> tuple[list[st
         header = [*keys, "runs"]
         for name in ("last", "median", "best"):
             header += [f"{name}_{what}_mean", f"{name}_{what}_std"]
-        header += ["seconds_per_epoch", "running", "unfinished", "diverged"]
+        header += ["seconds_per_epoch", *LEFT_OUT]
     else:
         header = [*keys, "runs", f"last {what}", f"{median} {what}", f"best {what}", "s/epoch", "left out"]
     rows = []
@@ -220,7 +221,7 @@ def _group_rows(groups: Sequence[Group], options: TableOptions) -> tuple[list[st
                 row += ["" if stat is None else f"{stat.mean:.4f}",
                         "" if stat is None or stat.std is None else f"{stat.std:.4f}"]
             row.append("" if seconds is None else f"{seconds.mean:.1f}")
-            row += [str(sum(run.status == s for run in group.left_out)) for s in ("running", "unfinished", "diverged")]
+            row += [str(sum(run.status == status for run in group.left_out)) for status in LEFT_OUT]
         else:
             row += [_stat_text(stats[name]) for name in ("last", "median", "best")]
             row += ["-" if seconds is None else f"{seconds.mean:.1f}", _left_out_text(group.left_out)]

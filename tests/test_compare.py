@@ -380,7 +380,10 @@ def test_reads_a_run_of_main(tmp_path, cifar10_dir, one_thread, capsys):
 
     assert main.main(base_args(cifar10_dir, tmp_path / "exp", "--method", "vanilla", "--epochs", "2")) == 0
     folder = only_experiment(tmp_path / "exp")
+    checkpoint = folder / "checkpoint.pth.tar"
+    checkpoint.rename(tmp_path / "set_aside.pth.tar")  # the settings must come from the log's line
     run = run_log.read_run(str(folder))
+    (tmp_path / "set_aside.pth.tar").rename(checkpoint)
     with open(folder / "log.pkl", "rb") as f:
         history = pickle.load(f)
     assert run.status == "finished" and (run.method, run.epochs_total) == ("vanilla", 2)
