@@ -167,12 +167,14 @@ def pooled_differences(group: Group, split_by: Sequence[str] = ()) -> dict[str, 
 @dataclass(frozen=True)
 class TableOptions:
     """How to print: ``fmt`` in FORMATS; ``error``: top-1 error instead of accuracy; ``median_of``:
-    how many last epochs the median covers; ``split_by``: extra grouping settings."""
+    how many last epochs the median covers; ``split_by``: extra grouping settings; ``plus_minus``:
+    the sign between a mean and its standard deviation."""
 
     fmt: str = "text"
     error: bool = False
     median_of: int = 10
     split_by: tuple[str, ...] = ()
+    plus_minus: str = "±"  # "+-" for a terminal whose encoding lacks ±
 
 
 def _figures(run: Run, options: TableOptions) -> dict[str, float]:
@@ -184,12 +186,12 @@ def _figures(run: Run, options: TableOptions) -> dict[str, float]:
     return {"last": last, "median": median, "best": best}
 
 
-def _stat_text(stat: Stat | None, digits: int = 2) -> str:
+def _stat_text(stat: Stat | None, plus_minus: str) -> str:
     if stat is None:
         return "-"
     if stat.std is None:
-        return f"{stat.mean:.{digits}f}"
-    return f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f}"
+        return f"{stat.mean:.2f}"
+    return f"{stat.mean:.2f} {plus_minus} {stat.std:.2f}"
 
 
 def _left_out_text(runs: Sequence[Run]) -> str:
@@ -223,7 +225,7 @@ def _group_rows(groups: Sequence[Group], options: TableOptions) -> tuple[list[st
             row.append("" if seconds is None else f"{seconds.mean:.1f}")
             row += [str(sum(run.status == status for run in group.left_out)) for status in LEFT_OUT]
         else:
-            row += [_stat_text(stats[name]) for name in ("last", "median", "best")]
+            row += [_stat_text(stats[name], options.plus_minus) for name in ("last", "median", "best")]
             row += ["-" if seconds is None else f"{seconds.mean:.1f}", _left_out_text(group.left_out)]
         rows.append(row)
     return header, rows
@@ -365,7 +367,7 @@ def compare(args: argparse.Namespace) -> str:
     _validate(args)
     runs = [read_run(folder) for folder in find_run_folders(args.paths)]
     options = TableOptions(fmt=args.format, error=args.error, median_of=args.median_of,
-                           split_by=tuple(args.split_by))
+                           split_by=tuple(args.split_by), plus_minus="±" if args.out or _can_show("±") else "+-")
     groups = group_runs(runs, options.split_by)
     table = format_table(groups, options, per_run=args.runs)
     for note in _notes(groups, options.split_by):
@@ -382,6 +384,15 @@ def compare(args: argparse.Namespace) -> str:
     return table
 
 
+def _can_show(text: str) -> bool:
+    """Whether stdout's encoding has these characters (an ASCII terminal has no ±)."""
+    try:
+        text.encode(getattr(sys.stdout, "encoding", None) or "utf-8")
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the comparison; 0 on success, 2 with one ``error:`` line on stderr for bad input."""
     try:
@@ -393,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out:
             write_atomically(args.out, table.encode("utf-8"))
         else:
-            sys.stdout.write(table)
+            sys.stdout.write(table if _can_show(table) else table.encode("ascii", "replace").decode("ascii"))
     except (CompareError, RunLogError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -300,6 +300,14 @@ def test_per_run_csv_and_split_by(tmp_path, capsys):
         ("exp/lr1", "0", "finished", "2", "20.00"), ("exp/lr2", "1", "finished", "2", "40.00")]
 
 
+def test_ascii_terminal_gets_plus_minus(tmp_path, monkeypatch):
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr(sys, "stdout", stream)
+    assert compare.main([str(write_comparison(tmp_path / "exp"))]) == 0
+    stream.flush()
+    assert "47.00 +- 1.41" in stream.buffer.getvalue().decode("ascii")
+
+
 def test_out_file_is_written_whole(tmp_path, capsys):
     out_file = tmp_path / "table.md"
     code, out, _ = run_compare(capsys, write_comparison(tmp_path / "exp"), "--format", "markdown", "--out", out_file)
