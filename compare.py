@@ -27,7 +27,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -323,19 +322,11 @@ def _check_output(path: str, what: str, suffixes: Sequence[str] = ()) -> None:
         raise CompareError(f"cannot write {what} {path}: the name must end in {', '.join(suffixes)}")
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path``, then rename it: ``path`` is either
-    untouched or complete."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+def _write_file(path: str, data: bytes) -> None:
+    """Write ``path`` atomically (temporary file, fsync, rename), as the training script does."""
+    from utils import atomic_write_bytes  # imports torch: only when a file is written
+
+    atomic_write_bytes(path, data)
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -368,6 +359,10 @@ def compare(args: argparse.Namespace) -> str:
     runs = [read_run(folder) for folder in find_run_folders(args.paths)]
     options = TableOptions(fmt=args.format, error=args.error, median_of=args.median_of,
                            split_by=tuple(args.split_by), plus_minus="±" if args.out or _can_show("±") else "+-")
+    for name in options.split_by:
+        if not any(name in run.settings for run in runs):
+            raise CompareError(f"--split_by {name}: no run has a setting of that name (the settings are the keys "
+                               f"of a log's settings line, e.g. learning_rate)")
     groups = group_runs(runs, options.split_by)
     table = format_table(groups, options, per_run=args.runs)
     for note in _notes(groups, options.split_by):
@@ -380,7 +375,7 @@ def compare(args: argparse.Namespace) -> str:
             if not group.finished:
                 print(f"note: {group.label(names)} has no finished run: it is not in the figure", file=sys.stderr)
         figure = draw_curves([g for g in groups if g.finished], lambda g: g.label(names), tuple(args.plot_size))
-        write_atomically(args.plot, figure_bytes(figure, os.path.splitext(args.plot)[1][1:].lower()))
+        _write_file(args.plot, figure_bytes(figure, os.path.splitext(args.plot)[1][1:].lower()))
     return table
 
 
@@ -402,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         table = compare(args)
         if args.out:
-            write_atomically(args.out, table.encode("utf-8"))
+            _write_file(args.out, table.encode("utf-8"))
         else:
             sys.stdout.write(table if _can_show(table) else table.encode("ascii", "replace").decode("ascii"))
     except (CompareError, RunLogError) as err:

@@ -364,6 +364,7 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys):
     assert_one_error(*run_compare(capsys, good, "--out", tmp_path / "nowhere" / "t.csv"), "does not exist")
     assert_one_error(*run_compare(capsys, good, "--plot", tmp_path / "curves.jpg"), ".png")
     assert_one_error(*run_compare(capsys, good, "--median_of", "0"), "--median_of")
+    assert_one_error(*run_compare(capsys, good, "--split_by", "learning_rat"), "--split_by learning_rat")
     assert_one_error(*run_compare(capsys, good, "--format", "xml"), "--format")
     assert not (tmp_path / "curves.jpg").exists()
 
