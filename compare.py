@@ -30,6 +30,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import lifecycle
 from run_log import RUN_LOG, Run, RunLogError, read_run
 
 __all__ = ["Group", "Stat", "CompareError", "find_run_folders", "group_runs", "median_of_last",
@@ -288,17 +289,9 @@ def format_table(groups: Sequence[Group], options: TableOptions, per_run: bool =
 # Command line
 # ---------------------------------------------------------------------------------------------
 
-class _ArgumentParser(argparse.ArgumentParser):
-    """Usage errors as one ``error: ...`` line (exit 2), like the other scripts."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(description="Compare training runs: a table (and a figure) from experiment folders.",
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = lifecycle.ArgumentParser(description="Compare training runs: a table (and a figure) from experiment "
+                                      "folders.", formatter_class=lifecycle.HelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="experiment folders, or folders holding them (searched recursively)")
     parser.add_argument("--format", choices=FORMATS, default="text", help="table format")
@@ -389,11 +382,11 @@ def _can_show(text: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the comparison; 0 on success, 2 with one ``error:`` line on stderr for bad input."""
-    try:
-        args = get_args_parser().parse_args(argv)
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 2
+    """Run the comparison; the exit status of the module docstring, every failure with one
+    ``error:`` line on stderr."""
+    args = lifecycle.parse_args(get_args_parser(), argv)
+    if isinstance(args, int):  # --help, or a usage error already reported
+        return args
     try:
         table = compare(args)
         if args.out:
@@ -401,12 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             sys.stdout.write(table if _can_show(table) else table.encode("ascii", "replace").decode("ascii"))
     except (CompareError, RunLogError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        lifecycle.report(lifecycle.error_line(err))
+        return lifecycle.EXIT_INPUT
     except OSError as err:  # the output folder was checked first: a full disk, a permission
-        print(f"error: cannot write {err.filename or 'the output'}: {err.strerror or err}", file=sys.stderr)
-        return 1
-    return 0
+        lifecycle.report(lifecycle.error_line(f"cannot write the output: {lifecycle.os_error_text(err)}"))
+        return lifecycle.EXIT_IO
+    return lifecycle.EXIT_OK
 
 
 if __name__ == "__main__":

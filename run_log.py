@@ -45,7 +45,7 @@ __all__ = ["Run", "RunLogError", "read_run", "lock_is_held", "RUN_LOG", "LOCK_FI
 
 RUN_LOG = "log.txt"
 LOCK_FILE = ".lock"
-CHECKPOINT = "checkpoint.pth.tar"  # utils.CHECKPOINT_NAME (utils imports torch: not imported here)
+CHECKPOINT = "checkpoint.pth.tar"  # checkpoints.CHECKPOINT_NAME (checkpoints imports torch: not imported here)
 STATUSES = ("finished", "running", "unfinished", "diverged")
 
 DIVERGED_PREFIX = "error: the training loss became"
@@ -221,7 +221,7 @@ def _checkpoint_settings(folder: str, log_path: str) -> dict[str, Any]:
                           f"{{'arch': ..., 'dataset': ...}}) and the folder has no {CHECKPOINT} with them")
     if not os.path.isfile(checkpoint):
         raise missing
-    from utils import CheckpointError, load_checkpoint  # torch: only for this rare case
+    from checkpoints import CheckpointError, load_checkpoint  # torch: only for this rare case
 
     try:
         args = load_checkpoint(checkpoint)["args"]
