@@ -23,17 +23,19 @@ A run's status is one of:
     a test loss or accuracy is NaN or infinite, or the log's last word after its last epoch is
     ``error: the training loss became ...``.
 ``running``
-    a live process holds a lock on the folder's ``.lock`` file (checked with a non-blocking
-    shared flock); or, in a folder without ``.lock`` (runs older than the lock), the log has no
+    a live process holds the lock on the folder's ``.lock`` file that main.py takes for a run
+    (checked with a non-blocking shared ``lockf``); or, in a folder without ``.lock`` (runs older than the lock), the log has no
     final or error line after its last epoch (or its last start) and was written within the last
     ``max(10 minutes, 2 epochs)``.
 ``unfinished``
-    anything else: stopped by a signal or an I/O error, killed, or a ``.lock`` nobody holds.
+    anything else: stopped by a signal or an I/O error, killed (a run removes its ``.lock`` when
+    it ends, so a ``.lock`` nobody holds is a killed run's).
 """
 from __future__ import annotations
 
 import ast
 import calendar
+import errno
 import math
 import os
 import re
@@ -254,9 +256,10 @@ def _as_int(value: Any) -> int | None:
 
 
 def lock_is_held(folder: str) -> bool | None:
-    """Whether a live process holds a flock on ``folder``/.lock: True or False, or None when
-    there is no such file (or locks cannot be checked here). The probe takes a shared lock without
-    waiting and lets it go at once, so it never blocks a run, nor another reader."""
+    """Whether a live run holds ``folder``/.lock (main.py's POSIX ``lockf`` lock): True or False,
+    or None when there is no such file (or locks cannot be checked here). The probe takes a
+    shared lock without waiting and lets it go at once, so it never blocks a run; it is the
+    same check as ``experiment.is_locked``, without importing torch."""
     try:
         import fcntl
     except ImportError:  # not a POSIX system
@@ -266,16 +269,13 @@ def lock_is_held(folder: str) -> bool | None:
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return None
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as err:
+        return True if err.errno in (errno.EACCES, errno.EAGAIN) else None
     else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
         return False
     finally:
-        os.close(fd)
+        os.close(fd)  # closing drops the probe's lock
 
 
 def _status(run: Run, parsed: _Parsed, modified: float, now: float) -> tuple[str, str]:

@@ -3,7 +3,6 @@ log format and in the published one, read back into groups, tables and a figure.
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import math
 import os
@@ -182,10 +181,17 @@ def test_status_markers(tmp_path):
         "error: stopped by SIGTERM in epoch 3 (0-based, as in the log)"]
         + session_lines(settings, [(3, 40.0, 0.2), (4, 50.0, 0.1)]) + FINAL_LINES)
 
-    with open(locked / ".lock", "w") as holder:
-        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live run's lock
+    (locked / ".lock").write_text("")
+    holder = subprocess.Popen(  # a live run's lock, held by another process as main.py holds it
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
+         "fcntl.lockf(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()", str(locked / ".lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
         statuses = {p.name: run_log.read_run(str(p)) for p in
                     (stopped, fresh, lock_free, locked, diverged, nan_loss, signalled, resumed)}
+    finally:
+        holder.communicate(timeout=30)
     assert {name: run.status for name, run in statuses.items()} == {
         "unfinished": "unfinished", "fresh": "running", "lock_free": "unfinished", "locked": "running",
         "diverged": "diverged", "nan_loss": "diverged", "signalled": "unfinished", "resumed_after_stop": "finished"}
