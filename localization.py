@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,7 +35,7 @@ from options import _ArgumentParser, _HelpFormatter
 from utils import CheckpointError, atomic_write_bytes, load_checkpoint, state_dict_mismatch
 from wsol import IOU_MODES, LocalizationScores, box_iou, class_activation_maps, logits_and_features, to_gray, box_from_gray
 from wsol_corrupt import CORRUPTIONS, build_corrupted_set
-from wsol_data import CroppedSet, LocalizationSource, collate, open_source
+from wsol_data import CroppedSet, LocalizationSource, PickleSet, collate, open_source
 from wsol_report import PUBLISHED_MODELS, draw_figure, write_tables
 
 __all__ = ["main", "get_args_parser", "load_classifier", "evaluate"]
@@ -114,6 +115,8 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch_size", type=_positive, default=64)
     group.add_argument("--workers", type=_non_negative, default=4, help="data loader processes")
     group.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    group.add_argument("--box_threads", type=_non_negative, default=0,
+                       help="threads finding the boxes (0: one per core)")
     group.add_argument("--tqdm", type=int, default=None, choices=(0, 1),
                        help="progress bar with ETA (default: on a terminal)")
 
@@ -218,12 +221,16 @@ def load_classifier(path: str | os.PathLike, num_classes: int, arch: str | None 
 
 
 def _named(specs: Sequence[str]) -> list[tuple[str, str]]:
-    """'NAME=PATH' or 'PATH' (NAME: the file or folder name without extension)."""
+    """'NAME=PATH' or 'PATH' (NAME: the file or folder name without extension; for main.py's
+    checkpoint.pth.tar / model_best.pth.tar, the experiment folder's name)."""
     named = []
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep:
-            path, name = spec, Path(spec.rstrip("/")).name.split(".")[0]
+            path = spec
+            name = Path(spec.rstrip("/")).name.split(".")[0]
+            if name in ("checkpoint", "model_best") and Path(spec).parent.name:
+                name = Path(spec).parent.name
         named.append((name, path))
     return named
 
@@ -265,24 +272,26 @@ def _normalise(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def evaluate(model: nn.Module, dataset: CroppedSet, scores: LocalizationScores, device: torch.device,
-             batch_size: int = 64, workers: int = 0, progress: Any = None) -> dict:
+             batch_size: int = 64, workers: int = 0, progress: Any = None, box_threads: int = 0) -> dict:
     """Run ``model`` over ``dataset`` once per image (logits and CAM from the same pass), feed
-    ``scores``; returns its summary. CAMs are computed on ``device``; boxes on the CPU."""
+    ``scores``; returns its summary. CAMs are computed on ``device``; boxes on the CPU, on
+    ``box_threads`` threads (0: one per core; OpenCV and numpy release the GIL)."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                                          pin_memory=device.type == "cuda", persistent_workers=False)
     crop = (dataset.crop, dataset.crop)
-    with torch.inference_mode():
+    threads = box_threads or os.cpu_count() or 1
+    with torch.inference_mode(), ThreadPoolExecutor(threads) as pool:
         for images, labels, boxes, _indices in loader:
             logits, features = logits_and_features(model, _normalise(images, device))
             labels = labels.to(logits.device)
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
             top1 = (top[:, 0] == labels).cpu().numpy()
             top5 = (top == labels[:, None]).any(dim=1).cpu().numpy()
-            # the CAM of the true class: equal to the predicted class's CAM whenever top-1 is right,
-            # and top-1 localization fails otherwise, so one map serves every metric
+            # the CAM of the true class: the predicted class's CAM whenever top-1 is right, and
+            # top-1 localization fails otherwise, so one map serves every metric
             gray = to_gray(class_activation_maps(features, model.fc.weight, labels, crop)).cpu().numpy()
-            for k in range(len(gray)):
-                scores.add(bool(top1[k]), bool(top5[k]), gray[k], boxes[k])
+            for k, result in enumerate(pool.map(scores.measure, gray, boxes)):
+                scores.record(bool(top1[k]), bool(top5[k]), result)
             if progress is not None:
                 progress.update(len(gray))
     return scores.summary()
@@ -296,6 +305,14 @@ def _subset(count: int, debug: int, limit: int) -> list[int] | None:
     return None
 
 
+def _resize_for(source: LocalizationSource, resize: int | None) -> int:
+    """--resize, or its default: none for the published pickles (stored at their evaluation size),
+    the ImageNet evaluation's shorter side of 256 for an ImageFolder."""
+    if resize is not None:
+        return resize
+    return 0 if isinstance(source, PickleSet) else FOLDER_RESIZE
+
+
 def _open_data(args: argparse.Namespace) -> list[tuple[str, LocalizationSource, int]]:
     """(name, source, resize) of every data set asked for, each checked (DataError)."""
     specs = [(name, str(Path(args.data_root) / name)) for name in args.data_name] + _named(args.data)
@@ -303,7 +320,7 @@ def _open_data(args: argparse.Namespace) -> list[tuple[str, LocalizationSource, 
     opened = []
     for name, path in specs:
         source = open_source(path, args.boxes, name)
-        resize = args.resize if args.resize is not None else (0 if hasattr(source, "input_path") else FOLDER_RESIZE)
+        resize = _resize_for(source, args.resize)
         if len(source.labels) and source.labels.max() >= args.num_classes:
             raise DataError(f"data set {name} ({path}) has class index {source.labels.max()}, but the models have "
                             f"{args.num_classes} classes (--num_classes)")
@@ -346,7 +363,7 @@ def run_eval(args: argparse.Namespace) -> int:
             started = time.perf_counter()
             with _progress(len(dataset), None if args.tqdm is None else bool(args.tqdm), f"{model_name}@{data_name}") as bar:
                 summary = evaluate(model, dataset, LocalizationScores(args.th, sweep, args.iou), device,
-                                   args.batch_size, args.workers, bar)
+                                   args.batch_size, args.workers, bar, args.box_threads)
             seconds = time.perf_counter() - started
             result = {"model": model_name, "data": data_name, "arch": arch, **summary, "crop": args.crop,
                       "resize": resize, "seconds": round(seconds, 3), "device": str(device)}
@@ -402,7 +419,7 @@ def run_figure(args: argparse.Namespace) -> int:
     bad = [i for i in args.images if i >= len(source)]
     if bad:
         raise UsageError(f"--images {bad[0]} is past the {len(source)} images of {path}")
-    resize = args.resize if args.resize is not None else (0 if hasattr(source, "input_path") else FOLDER_RESIZE)
+    resize = _resize_for(source, args.resize)
     loaded = [(name, *load_classifier(p, args.num_classes, args.arch)) for name, p in model_specs]
     dataset = CroppedSet(source, args.crop, resize, indices=args.images)
     images, labels, boxes, _ = collate([dataset[k] for k in range(len(dataset))])

@@ -18,6 +18,7 @@ The published Co-Mixup localization evaluation, batched and device-agnostic:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["logits_and_features", "class_activation_maps", "to_gray", "box_from_gray", "boxes_from_gray",
-           "box_iou", "LocalizationScores", "IOU_MODES", "NO_BOX"]
+           "box_iou", "ImageResult", "LocalizationScores", "IOU_MODES", "NO_BOX"]
 
 IOU_MODES = ("correct", "published")
 NO_BOX = (0.0, 0.0, 1.0, 1.0)
@@ -132,6 +133,16 @@ def _best_iou(box: Sequence[float] | np.ndarray, gt_boxes: np.ndarray, published
     return np.nan_to_num(box_iou(np.asarray(box).reshape(-1, 4), gt_boxes, published), nan=0.0).max(axis=1)
 
 
+@dataclasses.dataclass
+class ImageResult:
+    box: tuple[float, float, float, float]
+    """The box at the threshold th."""
+    ious: dict[str, float]
+    """Its best IoU over the GT boxes, under each IoU ('correct', 'published')."""
+    sweep_hits: np.ndarray
+    """Per sweep threshold: whether that threshold's box hits (IoU >= 0.5, the scores' IoU)."""
+
+
 class LocalizationScores:
     """Accumulates the per-image results of an evaluation; :meth:`summary` gives the metrics.
 
@@ -155,24 +166,35 @@ class LocalizationScores:
         self.gt_known = 0
         self.sweep_hits = np.zeros(len(self.sweep), dtype=np.int64)
 
-    def add(self, top1_correct: bool, top5_correct: bool, gray_cam: np.ndarray, gt_boxes: np.ndarray) -> dict:
-        """Record one image: its classification, the uint8 CAM of its ground-truth class (for a
-        correct top-1 prediction this is the predicted class's CAM, the published one; otherwise
-        top-1 localization fails whatever the map) and its GT boxes (n, 4) in crop pixels.
-        Returns the image's box at ``th`` and its best IoU."""
+    def measure(self, gray_cam: np.ndarray, gt_boxes: np.ndarray) -> ImageResult:
+        """The boxes and IoUs of one image, from the uint8 CAM of its ground-truth class and its
+        GT boxes (n, 4) in crop pixels. Reads only the settings, so threads may call it at once."""
         box = box_from_gray(gray_cam, self.th)
         ious = {mode: float(_best_iou(box, gt_boxes, mode == "published")[0]) for mode in IOU_MODES}
-        hit = {mode: ious[mode] >= self.iou_threshold for mode in IOU_MODES}
+        swept = np.zeros(len(self.sweep), dtype=bool)
+        if len(self.sweep):
+            best = _best_iou(boxes_from_gray(gray_cam, self.sweep), gt_boxes, self.iou_mode == "published")
+            swept = best >= self.iou_threshold
+        return ImageResult(box, ious, swept)
+
+    def record(self, top1_correct: bool, top5_correct: bool, result: ImageResult) -> None:
+        """Count one image: its classification and :meth:`measure`'s result. The CAM measured is
+        the ground-truth class's: for a correct top-1 prediction it is the predicted class's CAM
+        (the published one); otherwise top-1 localization fails whatever the map."""
+        hit = {mode: result.ious[mode] >= self.iou_threshold for mode in IOU_MODES}
         self.count += 1
         self.top1 += bool(top1_correct)
         self.top5 += bool(top5_correct)
         for mode in IOU_MODES:
             self.top1_loc[mode] += bool(top1_correct) and hit[mode]
         self.gt_known += hit[self.iou_mode]
-        if len(self.sweep):
-            swept = _best_iou(boxes_from_gray(gray_cam, self.sweep), gt_boxes, self.iou_mode == "published")
-            self.sweep_hits += swept >= self.iou_threshold
-        return {"box": box, "iou": ious[self.iou_mode]}
+        self.sweep_hits += result.sweep_hits
+
+    def add(self, top1_correct: bool, top5_correct: bool, gray_cam: np.ndarray, gt_boxes: np.ndarray) -> ImageResult:
+        """:meth:`measure` then :meth:`record` one image; returns its result."""
+        result = self.measure(gray_cam, gt_boxes)
+        self.record(top1_correct, top5_correct, result)
+        return result
 
     def summary(self) -> dict:
         """Metrics in percent: top1, top5, top1_loc, gt_known_loc, max_box_acc (and the threshold
@@ -187,7 +209,7 @@ class LocalizationScores:
             "top5": percent(self.top5),
             "top1_loc": percent(self.top1_loc[self.iou_mode]),
             "gt_known_loc": percent(self.gt_known),
-            "max_box_acc": percent(self.sweep_hits[best]) if best is not None else math.nan,
+            "max_box_acc": percent(int(self.sweep_hits[best])) if best is not None else math.nan,
             "max_box_acc_threshold": float(self.sweep[best]) if best is not None else None,
             "top1_loc_correct_iou": percent(self.top1_loc["correct"]),
             "top1_loc_published_iou": percent(self.top1_loc["published"]),
