@@ -214,11 +214,13 @@ class PickleSet:
         self.folder = Path(folder)
         self.name = name or self.folder.name
         if not self.folder.is_dir():
-            raise DataError(f"no data folder {self.folder}: expected a folder holding {', '.join(PICKLE_FILES)}")
+            raise DataError(f"no data folder {self.folder}: expected a folder holding {', '.join(PICKLE_FILES)} "
+                            f"(or an ImageFolder of images with --boxes)")
         missing = [f for f in PICKLE_FILES if not (self.folder / f).is_file()]
         if missing:
+            hint = "" if (self.folder / "input.pkl").exists() else " (for an ImageFolder of images, give --boxes)"
             raise DataError(f"{self.folder} lacks {', '.join(missing)}: a published data folder holds "
-                            f"{', '.join(PICKLE_FILES)}")
+                            f"{', '.join(PICKLE_FILES)}{hint}")
         self.input_path = self.folder / "input.pkl"
         self.labels = self._read_labels(self.folder / "label.pkl")
         self.boxes = self._read_boxes(self.folder / "bbox.pkl")

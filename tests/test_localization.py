@@ -7,6 +7,7 @@ import pickle
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -78,6 +79,21 @@ def test_box_is_the_larger_of_two_blobs():
     gray[0:2, 0:2] = 40  # below the threshold
     assert box_from_gray(gray, 0.25) == (6.0, 30.0, 30.0, 50.0)
     assert box_from_gray(gray, 0.9) == (40.0, 5.0, 52.0, 15.0)  # only the brightest left
+
+
+def test_box_is_the_published_contour_tree_box():
+    """The published recipe: cv2.threshold at int(th x max), the whole contour tree, the largest
+    contour's bounding rectangle; random CAMs with several blobs and holes."""
+    g = torch.Generator().manual_seed(1)
+    features = torch.rand(20, 16, 7, 7, generator=g) ** 3
+    gray = to_gray(class_activation_maps(features, torch.randn(1, 16, generator=g), torch.zeros(20, dtype=torch.long),
+                                         (112, 112))).numpy()
+    for cam in gray:
+        for th in (0.25, 0.5, 0.75):
+            _, mask = cv2.threshold(cam, int(th * cam.max()), 255, cv2.THRESH_BINARY)
+            contours = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
+            x, y, w, h = cv2.boundingRect(max(contours, key=cv2.contourArea))
+            assert box_from_gray(cam, th) == (x, y, x + w, y + h)
 
 
 def test_flat_cam_is_defined():
