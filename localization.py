@@ -16,6 +16,7 @@ evaluates ``./pretrained/comix-blk4.pt`` on ``./data/rep``. Bad input: one ``err
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -34,11 +35,11 @@ from load_data import DataError
 from options import _ArgumentParser, _HelpFormatter
 from utils import CheckpointError, atomic_write_bytes, load_checkpoint, state_dict_mismatch
 from wsol import IOU_MODES, LocalizationScores, box_iou, class_activation_maps, logits_and_features, to_gray, box_from_gray
-from wsol_corrupt import CORRUPTIONS, build_corrupted_set
+from wsol_corrupt import CORRUPTIONS, Corruption, build_corrupted_set
 from wsol_data import CroppedSet, LocalizationSource, PickleSet, collate, open_source
 from wsol_report import PUBLISHED_MODELS, draw_figure, write_tables
 
-__all__ = ["main", "get_args_parser", "load_classifier", "evaluate"]
+__all__ = ["main", "get_args_parser", "load_classifier", "evaluate", "Throughput"]
 
 COMMANDS = ("eval", "build", "tables", "figure")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -271,15 +272,24 @@ def _normalise(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.sub_(mean).div_(std)
 
 
+@dataclasses.dataclass(frozen=True)
+class Throughput:
+    """How an evaluation is spread: images per forward pass, loader processes, and the threads
+    finding boxes on the CPU (0: one per core; OpenCV and numpy release the GIL)."""
+    batch_size: int = 64
+    workers: int = 0
+    box_threads: int = 0
+
+
 def evaluate(model: nn.Module, dataset: CroppedSet, scores: LocalizationScores, device: torch.device,
-             batch_size: int = 64, workers: int = 0, progress: Any = None, box_threads: int = 0) -> dict:
+             throughput: Throughput = Throughput(), progress: Any = None) -> dict:
     """Run ``model`` over ``dataset`` once per image (logits and CAM from the same pass), feed
-    ``scores``; returns its summary. CAMs are computed on ``device``; boxes on the CPU, on
-    ``box_threads`` threads (0: one per core; OpenCV and numpy release the GIL)."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
-                                         pin_memory=device.type == "cuda", persistent_workers=False)
+    ``scores``; returns its summary. CAMs are computed on ``device``, boxes on the CPU;
+    ``progress`` (a tqdm bar) is advanced by each batch."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=throughput.batch_size, num_workers=throughput.workers,
+                                         collate_fn=collate, pin_memory=device.type == "cuda")
     crop = (dataset.crop, dataset.crop)
-    threads = box_threads or os.cpu_count() or 1
+    threads = throughput.box_threads or os.cpu_count() or 1
     with torch.inference_mode(), ThreadPoolExecutor(threads) as pool:
         for images, labels, boxes, _indices in loader:
             logits, features = logits_and_features(model, _normalise(images, device))
@@ -363,7 +373,7 @@ def run_eval(args: argparse.Namespace) -> int:
             started = time.perf_counter()
             with _progress(len(dataset), None if args.tqdm is None else bool(args.tqdm), f"{model_name}@{data_name}") as bar:
                 summary = evaluate(model, dataset, LocalizationScores(args.th, sweep, args.iou), device,
-                                   args.batch_size, args.workers, bar, args.box_threads)
+                                   Throughput(args.batch_size, args.workers, args.box_threads), bar)
             seconds = time.perf_counter() - started
             result = {"model": model_name, "data": data_name, "arch": arch, **summary, "crop": args.crop,
                       "resize": resize, "seconds": round(seconds, 3), "device": str(device)}
@@ -393,7 +403,7 @@ def run_build(args: argparse.Namespace) -> int:
 
         return tqdm(items, desc=f"build {args.kind}", unit="img", disable=not enabled)
 
-    out = build_corrupted_set(source, args.kind, args.out, args.seed, args.noise_std, args.resize, progress)
+    out = build_corrupted_set(source, Corruption(args.kind, args.seed, args.noise_std, args.resize), args.out, progress)
     print(f"wrote {len(source)} images ({args.kind}) to {out}")
     return 0
 

@@ -21,6 +21,7 @@ and ``bbox.pkl`` into a temporary folder that is renamed when complete.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import pickle
@@ -35,7 +36,7 @@ from PIL import Image
 from load_data import DataError
 from wsol_data import LocalizationSource, Sample, resize_shorter
 
-__all__ = ["CORRUPTIONS", "PickledListWriter", "background_mask", "corrupt", "build_corrupted_set"]
+__all__ = ["CORRUPTIONS", "Corruption", "PickledListWriter", "background_mask", "corrupt", "build_corrupted_set"]
 
 CORRUPTIONS = ("clean", "noise", "rep")
 
@@ -85,49 +86,60 @@ def _donor_index(rng: np.random.Generator, labels: np.ndarray, index: int) -> in
     return int(others[rng.integers(len(others))])
 
 
-def corrupt(kind: str, sample: Sample, index: int, seed: int, noise_std: float,
-            donor: Callable[[int], np.ndarray], labels: np.ndarray) -> np.ndarray:
-    """Image ``index`` (already resized) with its background corrupted by ``kind``; ``donor(j)``
-    gives image j resized like the sources' images."""
+@dataclasses.dataclass(frozen=True)
+class Corruption:
+    """What :func:`build_corrupted_set` makes: ``kind`` (clean, noise, rep), the ``seed``, the
+    noise's standard deviation in 0-255 pixel units, and the shorter side images are stored at
+    (0: as they are)."""
+    kind: str
+    seed: int = 0
+    noise_std: float = 50.0
+    resize: int = 256
+
+    def __post_init__(self) -> None:
+        if self.kind not in CORRUPTIONS:
+            raise ValueError(f"unknown corruption {self.kind!r}; allowed: {', '.join(CORRUPTIONS)}")
+
+
+def corrupt(corruption: Corruption, sample: Sample, index: int, donor: Callable[[int], np.ndarray],
+            labels: np.ndarray) -> np.ndarray:
+    """Image ``index`` (already resized) with its background corrupted; ``donor(j)`` gives image j
+    resized like the source's images, ``labels`` every image's class."""
     image = sample.image
-    if kind == "clean":
+    if corruption.kind == "clean":
         return image
-    rng = np.random.default_rng([seed, index])
+    rng = np.random.default_rng([corruption.seed, index])
     background = background_mask(image.shape[0], image.shape[1], sample.boxes)
     out = image.copy()
-    if kind == "noise":
-        noisy = image[background].astype(np.float64) + rng.normal(0.0, noise_std, size=(int(background.sum()), 3))
-        out[background] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
-    elif kind == "rep":
+    if corruption.kind == "noise":
+        noise = rng.normal(0.0, corruption.noise_std, size=(int(background.sum()), 3))
+        out[background] = np.clip(np.rint(image[background].astype(np.float64) + noise), 0, 255).astype(np.uint8)
+    else:  # rep
         other = donor(_donor_index(rng, labels, index))
         if other.shape[:2] != image.shape[:2]:
             other = np.asarray(Image.fromarray(other).resize((image.shape[1], image.shape[0]), Image.BILINEAR))
         out[background] = other[background]
-    else:
-        raise ValueError(f"unknown corruption {kind!r}; allowed: {', '.join(CORRUPTIONS)}")
     return out
 
 
-def build_corrupted_set(source: LocalizationSource, kind: str, out_dir: str | os.PathLike, seed: int = 0,
-                        noise_std: float = 50.0, resize: int = 256,
+def build_corrupted_set(source: LocalizationSource, corruption: Corruption, out_dir: str | os.PathLike,
                         progress: Callable[[Iterable[int]], Iterable[int]] = iter) -> Path:
-    """Write ``kind`` of ``source`` to ``out_dir`` (input.pkl, label.pkl, bbox.pkl); returns the folder.
+    """Write ``corruption`` of ``source`` to ``out_dir`` (input.pkl, label.pkl, bbox.pkl); returns
+    the folder. ``progress`` wraps the loop over image indices (a progress bar).
 
     The folder appears complete or not at all (written beside it, then renamed); an existing
     ``out_dir`` is refused (DataError), so nothing is overwritten.
     """
-    if kind not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {kind!r}; allowed: {', '.join(CORRUPTIONS)}")
     out = Path(out_dir)
     if out.exists():
-        raise DataError(f"{out} exists; give a new folder for the {kind} set (nothing is overwritten)")
+        raise DataError(f"{out} exists; give a new folder for the {corruption.kind} set (nothing is overwritten)")
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
 
     def load(index: int) -> Sample:
         sample = source.sample(index)
-        if resize:
-            sample.image = resize_shorter(sample.image, resize)
+        if corruption.resize:
+            sample.image = resize_shorter(sample.image, corruption.resize)
         return sample
 
     try:
@@ -136,7 +148,7 @@ def build_corrupted_set(source: LocalizationSource, kind: str, out_dir: str | os
             writer = PickledListWriter(f)
             for index in progress(range(len(source))):
                 sample = load(index)
-                writer.append(corrupt(kind, sample, index, seed, noise_std, lambda j: load(j).image, source.labels))
+                writer.append(corrupt(corruption, sample, index, lambda j: load(j).image, source.labels))
                 labels.append(int(sample.label))
                 boxes.append(np.asarray(sample.boxes, dtype=np.float32).reshape(-1, 4))
             writer.close()

@@ -75,13 +75,14 @@ def main() -> None:
         write_set(Path(tmp), args.images, seed=0)
         source = PickleSet(tmp)
         warm = CroppedSet(source, CROP, indices=range(min(args.batch_size, len(source))))
-        localization.evaluate(model, warm, LocalizationScores(0.25, sweep), device, args.batch_size, 0)
+        localization.evaluate(model, warm, LocalizationScores(0.25, sweep), device,
+                              localization.Throughput(args.batch_size))
         dataset = CroppedSet(source, CROP)
         if device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        summary = localization.evaluate(model, dataset, LocalizationScores(0.25, sweep), device, args.batch_size,
-                                        args.workers)
+        summary = localization.evaluate(model, dataset, LocalizationScores(0.25, sweep), device,
+                                        localization.Throughput(args.batch_size, args.workers))
         total = time.perf_counter() - started
         forward, boxes = 0.0, 0.0
         batches = [collate([dataset[k] for k in range(i, min(i + args.batch_size, len(dataset)))])

@@ -20,7 +20,7 @@ import models
 from fakedata import write_image_folder as write_class_folder
 from runs import assert_one_error_line
 from wsol import NO_BOX, LocalizationScores, box_from_gray, box_iou, class_activation_maps, to_gray
-from wsol_corrupt import background_mask, build_corrupted_set
+from wsol_corrupt import Corruption, background_mask, build_corrupted_set
 from wsol_data import CroppedSet, FolderSet, PickleSet, _LazyArray, _Payload, read_restricted_pickle
 from wsol_fakes import (CROP, FAKE_SET, ColourCAMNet, images_and_boxes, write_box_csv, write_box_xml,
                         write_image_folder, write_pickles)
@@ -38,7 +38,7 @@ EXPECTED = {"images": 6, "top1": 500 / 6, "top5": 100.0, "top1_loc": 400 / 6, "g
 def evaluate_known(source, iou: str = "correct", published_boxes: bool = False) -> dict:
     dataset = CroppedSet(source, CROP, 0, published_boxes)
     return localization.evaluate(ColourCAMNet().eval(), dataset, LocalizationScores(0.25, SWEEP, iou),
-                                 torch.device("cpu"), batch_size=4)
+                                 torch.device("cpu"), localization.Throughput(batch_size=4))
 
 
 def assert_metrics(summary: dict, expected: dict) -> None:
@@ -209,9 +209,9 @@ def test_pickle_with_other_objects_is_refused(tmp_path, capsys):
 def test_corrupted_sets_keep_the_boxes(tmp_path, kind):
     folder = write_image_folder(tmp_path / "val")
     source = FolderSet(folder, write_box_csv(tmp_path / "boxes.csv"))
-    out = build_corrupted_set(source, kind, tmp_path / kind, seed=3, resize=0)
-    again = build_corrupted_set(source, kind, tmp_path / f"{kind}-again", seed=3, resize=0)
-    other_seed = build_corrupted_set(source, kind, tmp_path / f"{kind}-seed4", seed=4, resize=0)
+    out = build_corrupted_set(source, Corruption(kind, seed=3, resize=0), tmp_path / kind)
+    again = build_corrupted_set(source, Corruption(kind, seed=3, resize=0), tmp_path / f"{kind}-again")
+    other_seed = build_corrupted_set(source, Corruption(kind, seed=4, resize=0), tmp_path / f"{kind}-seed4")
     assert (out / "input.pkl").read_bytes() == (again / "input.pkl").read_bytes()
     assert (out / "input.pkl").read_bytes() != (other_seed / "input.pkl").read_bytes()
     corrupted = PickleSet(out)
@@ -235,9 +235,9 @@ def test_corrupted_sets_keep_the_boxes(tmp_path, kind):
 
 def test_robustness_evaluation_on_a_built_set(tmp_path):
     source = PickleSet(write_pickles(tmp_path / "clean"))
-    faint = PickleSet(build_corrupted_set(source, "noise", tmp_path / "faint", noise_std=5.0, resize=0))
+    faint = PickleSet(build_corrupted_set(source, Corruption("noise", noise_std=5.0, resize=0), tmp_path / "faint"))
     assert_metrics(evaluate_known(faint), EXPECTED)  # below the model's colour threshold: nothing changes
-    strong = PickleSet(build_corrupted_set(source, "noise", tmp_path / "strong", noise_std=60.0, resize=0))
+    strong = PickleSet(build_corrupted_set(source, Corruption("noise", noise_std=60.0, resize=0), tmp_path / "strong"))
     summary = evaluate_known(strong)  # coloured noise on the background misleads the colour classifier
     assert summary["images"] == 6 and summary["top1"] < EXPECTED["top1"]
 
