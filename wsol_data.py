@@ -24,6 +24,7 @@ import dataclasses
 import io
 import os
 import pickle
+import re
 import struct
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = ["Sample", "LocalizationSource", "PickleSet", "FolderSet", "CroppedSet
            "resize_shorter", "read_restricted_pickle", "PICKLE_FILES", "IMAGE_EXTENSIONS"]
 
 PICKLE_FILES = ("input.pkl", "label.pkl", "bbox.pkl")
+_WNID = re.compile(r"n\d{8}")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -304,9 +306,17 @@ def _scan_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     return classes, items
 
 
-def _read_box_csv(path: Path) -> dict[str, np.ndarray]:
+@dataclasses.dataclass
+class _Boxed:
+    boxes: np.ndarray
+    """n x 4 pixel boxes (x0, y0, x1, y1)."""
+    wnid: str | None
+    """The class the box file names (its first box's)."""
+
+
+def _read_box_csv(path: Path) -> dict[str, _Boxed]:
     """LOC_val_solution.csv: ``ImageId,PredictionString`` rows, the string 'wnid x0 y0 x1 y1 ...' in pixels."""
-    boxes: dict[str, np.ndarray] = {}
+    boxes: dict[str, _Boxed] = {}
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = csv.reader(f)
@@ -323,30 +333,33 @@ def _read_box_csv(path: Path) -> dict[str, np.ndarray]:
                     coords = [[float(v) for v in fields[k + 1:k + 5]] for k in range(0, len(fields), 5)]
                 except ValueError:
                     raise DataError(f"{path}, line {line}: box coordinates must be numbers") from None
-                boxes[row[0].strip()] = np.asarray(coords, dtype=np.float64)
+                boxes[row[0].strip()] = _Boxed(np.asarray(coords, dtype=np.float64), fields[0])
     except OSError as err:
         raise DataError(f"cannot read {path}: {err.strerror or err}") from err
     return boxes
 
 
-def _read_box_xml_folder(folder: Path) -> dict[str, np.ndarray]:
-    """ILSVRC2012 validation XML files (PASCAL VOC style): <object><bndbox><xmin>... in pixels."""
-    boxes: dict[str, np.ndarray] = {}
+def _read_box_xml_folder(folder: Path) -> dict[str, _Boxed]:
+    """ILSVRC2012 validation XML files (PASCAL VOC style): <object><name>, <bndbox><xmin>... in pixels."""
+    boxes: dict[str, _Boxed] = {}
     for path in sorted(folder.rglob("*.xml")):
         try:
             root = ElementTree.parse(path).getroot()
+            objects = list(root.iter("object"))
             coords = [[float(obj.findtext(f"bndbox/{tag}")) for tag in ("xmin", "ymin", "xmax", "ymax")]
-                      for obj in root.iter("object")]
+                      for obj in objects]
         except (ElementTree.ParseError, TypeError, ValueError, OSError) as err:
             raise DataError(f"cannot read the boxes of {path}: {' '.join(str(err).split())}") from err
-        boxes[path.stem] = np.asarray(coords, dtype=np.float64).reshape(-1, 4)
+        wnid = objects[0].findtext("name") if objects else None
+        boxes[path.stem] = _Boxed(np.asarray(coords, dtype=np.float64).reshape(-1, 4), wnid)
     if not boxes:
         raise DataError(f"{folder} holds no .xml box files (ILSVRC2012 validation annotations)")
     return boxes
 
 
-def read_box_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Pixel boxes (n, 4) per image id (file name without extension) from a CSV file or an XML folder."""
+def read_box_file(path: str | os.PathLike) -> dict[str, _Boxed]:
+    """Pixel boxes (n, 4) and class per image id (file name without extension) from a CSV file or an
+    XML folder."""
     path = Path(path)
     if path.is_dir():
         return _read_box_xml_folder(path)
@@ -377,7 +390,13 @@ class FolderSet:
         missing = [i for i in ids if i not in pixel_boxes]
         if missing:
             raise DataError(f"{len(missing)} images of {self.root} have no boxes in {boxes} (e.g. {missing[0]})")
-        self.pixel_boxes = [pixel_boxes[i] for i in ids]
+        if all(_WNID.fullmatch(name) for name in self.classes):  # ImageNet class folders: the box file agrees
+            wrong = next(((path, pixel_boxes[path.stem].wnid) for path, label in self.items
+                          if pixel_boxes[path.stem].wnid not in (None, self.classes[label])), None)
+            if wrong is not None:
+                raise DataError(f"{wrong[0]} lies in class folder {wrong[0].parent.name} but {boxes} gives it class "
+                                f"{wrong[1]}; use the box file of this folder's images")
+        self.pixel_boxes = [pixel_boxes[i].boxes for i in ids]
 
     def __len__(self) -> int:
         return len(self.items)

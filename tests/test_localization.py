@@ -2,6 +2,7 @@
 three data formats, the corrupted sets, published checkpoints and pickles, tables, figure, bad input."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import shutil
@@ -372,6 +373,16 @@ def test_box_file_names_images_not_in_the_folder(published_tree, capsys):
     boxes = write_box_csv(published_tree / "boxes.csv", extra_ids=("ILSVRC2012_val_00049999",))
     run_bad(published_tree, capsys, "--num_classes", "2", "--data", str(folder), "--boxes", str(boxes))
     assert_one_error_line(capsys, "names 1 images that are not in", "ILSVRC2012_val_00049999")
+
+
+@pytest.mark.parametrize("boxes", ["csv", "xml"])
+def test_box_file_of_other_classes(published_tree, capsys, boxes):
+    folder = write_image_folder(published_tree / "val")
+    swapped = [dataclasses.replace(fake, label=1 - fake.label) for fake in FAKE_SET]
+    path = (write_box_csv(published_tree / "boxes.csv", swapped) if boxes == "csv"
+            else write_box_xml(published_tree / "xml", swapped))
+    run_bad(published_tree, capsys, "--num_classes", "2", "--data", str(folder), "--boxes", str(path))
+    assert_one_error_line(capsys, "lies in class folder n0000000", "use the box file of this folder's images")
 
 
 @pytest.mark.parametrize("th", ["0", "1", "1.5", "-0.2"])
