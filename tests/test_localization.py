@@ -294,6 +294,8 @@ def test_published_layout_and_checkpoint(tmp_path, monkeypatch, capsys):
     assert "| comix-blk4 |" in (tmp_path / "result" / "tables.md").read_text()
     assert localization.main(["tables", "--root_dir", "result"]) == 0
     assert "** result localization **" in capsys.readouterr().out
+    assert localization.main([*argv, "--limit", "2", "--root_dir", "first2"]) == 0
+    assert json.loads((tmp_path / "first2" / "resnet18@comix-blk4@rep" / "result.json").read_text())["images"] == 2
 
 
 def test_main_py_imagenet_checkpoint_evaluates(tmp_path, capsys):
