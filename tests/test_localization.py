@@ -3,9 +3,11 @@ three data formats, the corrupted sets, published checkpoints and pickles, table
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import pickle
 import shutil
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -257,15 +259,25 @@ def test_build_command_refuses_an_existing_folder(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------
 
 def write_published_pt(path: Path, arch: str = "resnet18", num_classes: int = 2, seed: int = 0) -> torch.nn.Module:
-    """As the published ImageNet training saves: DDP keys, tensor best_prec1, SGD optimizer state."""
+    """As the published ImageNet training saves, on a GPU: DDP keys, tensor best_prec1, SGD
+    optimizer state, every tensor's storage tagged cuda:0 (so a plain torch.load needs a GPU)."""
     torch.manual_seed(seed)
     model = models.build_model(arch, num_classes).eval()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.randn(2, 3, 56, 56)).sum().backward()
     optimizer.step()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
     torch.save({"epoch": 100, "arch": arch, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()},
-                "best_prec1": torch.tensor(76.5), "optimizer": optimizer.state_dict()}, path)
+                "best_prec1": torch.tensor(76.5), "optimizer": optimizer.state_dict()}, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cpu, cuda = b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"  # the storages' location, BINUNICODE
+    with zipfile.ZipFile(buffer) as saved, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as copy:
+        for name in saved.namelist():
+            data = saved.read(name)
+            if name.endswith("/data.pkl"):
+                assert cpu in data
+                data = data.replace(cpu, cuda)
+            copy.writestr(name, data)
     return model
 
 
@@ -279,6 +291,9 @@ def direct_top1(model: torch.nn.Module, source) -> float:
 def test_published_layout_and_checkpoint(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     model = write_published_pt(tmp_path / "pretrained" / "comix-blk4.pt")
+    if not torch.cuda.is_available():  # what the published eval.py's torch.load does without a GPU
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(tmp_path / "pretrained" / "comix-blk4.pt", weights_only=True)
     write_pickles(tmp_path / "data" / "clean")
     write_pickles(tmp_path / "data" / "rep")
     argv = ["--model_name", "comix-blk4", "--data_name", "clean", "rep", "--th", "0.25", "--num_classes", "2",
