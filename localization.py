@@ -331,6 +331,10 @@ def _open_data(args: argparse.Namespace) -> list[tuple[str, LocalizationSource, 
     for name, path in specs:
         source = open_source(path, args.boxes, name)
         resize = _resize_for(source, args.resize)
+        if getattr(source, "flat", False) and len(source.classes) != args.num_classes:
+            raise DataError(f"{path} has no class folders, so its classes are the sorted wnids of --boxes, which "
+                            f"names {len(source.classes)} classes, not {args.num_classes} (--num_classes); for a "
+                            f"subset of the validation images, lay them out in class folders")
         if len(source.labels) and source.labels.max() >= args.num_classes:
             raise DataError(f"data set {name} ({path}) has class index {source.labels.max()}, but the models have "
                             f"{args.num_classes} classes (--num_classes)")

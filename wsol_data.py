@@ -291,12 +291,17 @@ class PickleSet:
 # ---------------------------------------------------------------------------------------------
 
 def _scan_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """(class folder names, (image, class index)) of an ImageFolder; for a flat folder of images
+    (ImageNet's val/ as distributed), no classes and every index -1."""
     if not root.is_dir():
         raise DataError(f"no image folder {root}: expected <folder>/<class>/<image> (e.g. ImageNet's val/)")
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
     if not classes:
-        raise DataError(f"{root} has no class folders: expected <folder>/<class>/<image> (run ImageNet's "
-                        f"valprep or use the published pickles)")
+        flat = sorted(entry.name for entry in os.scandir(root)
+                      if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS))
+        if flat:
+            return [], [(root / name, -1) for name in flat]
+        raise DataError(f"{root} holds neither class folders nor images ({', '.join(IMAGE_EXTENSIONS)})")
     items = []
     for index, name in enumerate(classes):
         for dirpath, _dirs, files in sorted(os.walk(root / name, followlinks=True)):
@@ -373,15 +378,27 @@ class FolderSet:
     """An ImageFolder of validation images with pixel boxes from :func:`read_box_file`.
 
     Every image needs boxes and every boxed id must be an image of the folder (a mismatch means
-    the wrong folder or box file); boxes are normalised by the image's real size when read.
+    the wrong folder or box file); boxes are normalised by the image's real size when read. A
+    flat folder of images (``flat``) takes its classes from the box file: the sorted wnids it
+    names, which are ImageNet's class indices only when it covers every class (the caller checks
+    the count).
     """
 
     def __init__(self, root: str | os.PathLike, boxes: str | os.PathLike, name: str | None = None) -> None:
         self.root = Path(root)
         self.name = name or self.root.name
         self.classes, self.items = _scan_image_folder(self.root)
-        self.labels = np.asarray([label for _path, label in self.items], dtype=np.int64)
+        self.flat = not self.classes
         pixel_boxes = read_box_file(boxes)
+        if self.flat:
+            unnamed = next((i for i, b in pixel_boxes.items() if not b.wnid), None)
+            if unnamed is not None:
+                raise DataError(f"{self.root} has no class folders and {boxes} gives no class for {unnamed}")
+            self.classes = sorted({b.wnid for b in pixel_boxes.values()})
+            index = {wnid: k for k, wnid in enumerate(self.classes)}
+            self.items = [(path, index[pixel_boxes[path.stem].wnid] if path.stem in pixel_boxes else -1)
+                          for path, _ in self.items]
+        self.labels = np.asarray([label for _path, label in self.items], dtype=np.int64)
         ids = [path.stem for path, _label in self.items]
         unknown = sorted(set(pixel_boxes) - set(ids))
         if unknown:
@@ -390,7 +407,7 @@ class FolderSet:
         missing = [i for i in ids if i not in pixel_boxes]
         if missing:
             raise DataError(f"{len(missing)} images of {self.root} have no boxes in {boxes} (e.g. {missing[0]})")
-        if all(_WNID.fullmatch(name) for name in self.classes):  # ImageNet class folders: the box file agrees
+        if not self.flat and all(_WNID.fullmatch(name) for name in self.classes):  # the box file agrees
             wrong = next(((path, pixel_boxes[path.stem].wnid) for path, label in self.items
                           if pixel_boxes[path.stem].wnid not in (None, self.classes[label])), None)
             if wrong is not None:

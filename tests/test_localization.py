@@ -159,6 +159,20 @@ def test_formats_agree(tmp_path):
     assert_metrics(from_xml, EXPECTED)
 
 
+def test_flat_validation_folder_takes_classes_from_the_boxes(tmp_path, capsys):
+    folder = write_image_folder(tmp_path / "val", flat=True)
+    source = FolderSet(folder, write_box_csv(tmp_path / "LOC_val_solution.csv"))
+    assert source.flat and source.classes == ["n00000001", "n00000002"]
+    assert_metrics(evaluate_known(source), EXPECTED)
+    only_red = [fake for fake in FAKE_SET if fake.label == 0]
+    subset = write_image_folder(tmp_path / "subset", only_red, flat=True)
+    write_published_pt(tmp_path / "pretrained" / "vanilla.pt")
+    argv = ["--data", str(subset), "--boxes", str(write_box_csv(tmp_path / "red.csv", only_red)),
+            "--pretrained_dir", str(tmp_path / "pretrained"), "--num_classes", "2", "--root_dir", str(tmp_path / "r")]
+    assert localization.main(argv) == 2
+    assert_one_error_line(capsys, "names 1 classes, not 2", "class folders")
+
+
 def test_folder_boxes_are_normalised_by_the_image_size(tmp_path):
     folder = write_image_folder(tmp_path / "val")
     source = FolderSet(folder, write_box_csv(tmp_path / "boxes.csv"))

@@ -79,12 +79,13 @@ def image_id(index: int) -> str:
     return f"ILSVRC2012_val_{index + 1:08d}"
 
 
-def write_image_folder(folder: Path, fakes: list[FakeImage] = FAKE_SET) -> Path:
-    """val/<wnid>/<id>.png (lossless, so the pixels match the pickles)."""
+def write_image_folder(folder: Path, fakes: list[FakeImage] = FAKE_SET, flat: bool = False) -> Path:
+    """val/<wnid>/<id>.png, or val/<id>.png when ``flat`` (lossless, so the pixels match the pickles)."""
     images, labels, _ = images_and_boxes(fakes)
     for index, (image, label) in enumerate(zip(images, labels)):
-        (folder / WNIDS[label]).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / WNIDS[label] / f"{image_id(index)}.png")
+        target = folder if flat else folder / WNIDS[label]
+        target.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(target / f"{image_id(index)}.png")
     return folder
 
 
