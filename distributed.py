@@ -112,11 +112,23 @@ def init(use_cuda: bool) -> DistInfo:
     else:
         device = torch.device("cpu")
         backend = "gloo"
-    dist.init_process_group(backend=backend, init_method="env://", world_size=world_size, rank=rank,
-                            device_id=device if use_cuda else None)
+    dist.init_process_group(backend=backend, store=_attempt_store(rank, world_size), world_size=world_size,
+                            rank=rank, device_id=device if use_cuda else None)
     local_world_size = min(max(1, _env_int("LOCAL_WORLD_SIZE", 1)), world_size)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device, backend=backend,
                     local_world_size=local_world_size)
+
+
+def _attempt_store(rank: int, world_size: int) -> dist.Store:
+    """torchrun's rendezvous store (MASTER_ADDR:MASTER_PORT, as ``env://`` reads it), its keys
+    prefixed by torchrun's restart count: after an elastic restart (``--max-restarts``) the
+    processes of the new attempt must not read the addresses that the failed attempt's
+    processes left in the store (a rank would connect to a dead peer and the group would hang)."""
+    from torch.distributed.rendezvous import _create_c10d_store
+
+    host, port = os.environ.get("MASTER_ADDR", "127.0.0.1"), _env_int("MASTER_PORT", 29500)
+    store = _create_c10d_store(host, port, rank, world_size, timeout=dist.default_pg_timeout)
+    return dist.PrefixStore(f"comix/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def shutdown() -> None:
