@@ -1,16 +1,23 @@
 """``python tests/main_fake_cifar.py ARGS``: main.main(ARGS) on CIFAR files written by fakedata.write_cifar,
-for tests that start main.py in other processes (torchrun), where the cifar_no_md5 fixture cannot reach.
+for tests that start main.py in other processes (alone or under torchrun), where the cifar_no_md5
+fixture cannot reach.
 
-It lifts torchvision's md5 check as that fixture does. When the environment variable
-COMIX_TEST_REDUCTIONS names a folder, it also records every distributed.sum_across_ranks call
-of this process in ``<folder>/rank<RANK>.jsonl`` (one line per call: this rank's values and the
-sums it got back), so a test can check what each rank contributed.
+It lifts torchvision's md5 check as that fixture does. Test hooks, chosen by environment variables:
+
+- COMIX_TEST_REDUCTIONS=FOLDER records every distributed.sum_across_ranks call of this process
+  in ``<folder>/rank<RANK>.jsonl`` (one line per call: this rank's values and the sums it got
+  back), so a test can check what each rank contributed;
+- COMIX_TEST_STALL_SAVE=N and COMIX_TEST_MARKER=PATH: the N-th checkpoint write (1-based) writes
+  half of its bytes, creates PATH and then waits to be killed;
+- COMIX_TEST_POISON=CALL:RANK: the training loss of step CALL (0-based, counted over the run) of
+  rank RANK becomes NaN.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,8 +45,44 @@ def _record_reductions(folder: str) -> None:
     distributed.sum_across_ranks = recording
 
 
+def _stall_checkpoint_write(save: int, marker: str) -> None:
+    import utils
+
+    write_fully = utils._write_fully
+    seen: list[str] = []
+
+    def stalling(fd, data):
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        if name.startswith(".checkpoint.pth.tar.") and name.endswith(".tmp"):
+            if name not in seen:
+                seen.append(name)
+            if len(seen) == save:
+                write_fully(fd, memoryview(data)[: len(data) // 2])
+                os.fsync(fd)
+                # written whole before it appears: the test reads it as soon as it exists
+                Path(marker + ".part").write_text(name)
+                os.replace(marker + ".part", marker)
+                time.sleep(600)  # until killed
+        return write_fully(fd, data)
+
+    utils._write_fully = stalling
+
+
+def _poison(call: int, rank: int) -> None:
+    import methods
+    from runs import poisoned_builder
+
+    if int(os.environ.get("RANK", "0")) == rank:
+        methods.build_method = poisoned_builder(methods.build_method, call, float("nan"))
+
+
 def run(argv: list[str]) -> int:
-    """main.main(argv) with the md5 check lifted (and reductions recorded, see the module docstring)."""
+    """main.main(argv) with the md5 check lifted and the test hooks of the module docstring applied."""
+    if os.environ.get("COMIX_TEST_STALL_SAVE"):
+        _stall_checkpoint_write(int(os.environ["COMIX_TEST_STALL_SAVE"]), os.environ["COMIX_TEST_MARKER"])
+    if os.environ.get("COMIX_TEST_POISON"):
+        call, rank = os.environ["COMIX_TEST_POISON"].split(":")
+        _poison(int(call), int(rank))
     _lift_md5_check()
     folder = os.environ.get("COMIX_TEST_REDUCTIONS")
     if folder:

@@ -18,6 +18,9 @@ TEST_RE = re.compile(r"^\*\*Test \*\* Prec@1 (\d+\.\d\d) Prec@5 (\d+\.\d\d) Erro
 VALID_RE = re.compile(r"^\*\*Valid\*\* Prec@1 (\d+\.\d\d) Prec@5 (\d+\.\d\d) Error@1 (\d+\.\d\d) Loss: (\d+\.\d{3}) $")
 FINAL_RE = re.compile(r"^final 10 epoch acc \(median\) : (\d+\.\d\d) \(\+- (\d+\.\d\d)\)$")
 
+# what a run saves after each epoch
+SAVED_FILES = ("checkpoint.pth.tar", "model_best.pth.tar", "log.pkl", "loss.png", "acc.png")
+
 
 def base_args(data_dir: Path, root: Path, *extra: str) -> list[str]:
     """A 1-epoch CPU run of a narrow preactresnet18 on the generated set, partitions of 10."""
@@ -36,15 +39,20 @@ def read_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def one_error_line(capsys) -> str:
+    """stderr holds exactly one line, 'error: ...', and no traceback: that line."""
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: ") and "Traceback" not in captured.err
+    return lines[0]
+
+
 def assert_one_error_line(capsys, *fragments: str) -> None:
     """stderr holds exactly one line, 'error: ...', containing every fragment, and no traceback."""
-    captured = capsys.readouterr()
-    err_lines = captured.err.strip().splitlines()
-    assert len(err_lines) == 1, captured.err
-    assert err_lines[0].startswith("error: ")
+    line = one_error_line(capsys)
     for fragment in fragments:
-        assert fragment in err_lines[0]
-    assert "Traceback" not in captured.err
+        assert fragment in line
 
 
 def poisoned_builder(build: Callable, at_call: int, value: float, on_poison: Callable[[], None] | None = None):

@@ -250,3 +250,16 @@ def test_mixup_process_and_the_parallel_class_take_a_namespace():
     assert out.shape == x.shape
     with pytest.raises(ValueError, match="saliency"):
         comix.mixup_process(x, target, args=args)
+
+
+# --------------------------------------------------------------------------- all-zero saliency
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("block_num", [2, 4, -1])
+def test_all_zero_saliency_co_mixup(block_num):
+    np.random.seed(block_num + 5)
+    x, labels = torch.randn(20, 3, 32, 32), torch.randint(0, 4, (20,))
+    mixed_x, mixed_y = comix.CoMixup(num_classes=4, m_block_num=block_num, m_part=10)(x, labels,
+                                                                                      torch.zeros(20, 32, 32))
+    assert torch.isfinite(mixed_x).all() and torch.isfinite(mixed_y).all()
+    torch.testing.assert_close(mixed_y.sum(1), torch.ones(20))

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 import pytest
-import yaml
 
 from config_file import ConfigError, load_config, parse_args_with_config
 from options import get_args_parser

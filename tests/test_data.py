@@ -1,6 +1,8 @@
 """Tests of load_data.py on small data written in the real on-disk formats (tests/fakedata.py)."""
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 import urllib.error
@@ -10,11 +12,14 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+import torchvision.datasets as tv_datasets
 from torch.utils.data import TensorDataset
 
 import load_data
+import main
 from fakedata import write_cifar, write_image_folder, write_tiny_imagenet_raw
 from load_data import DataError, EpochSampler, dataset_info, get_datasets, get_loaders, relayout_tiny_imagenet_val
+from runs import assert_one_error_line, base_args, one_error_line
 
 ROOT = Path(load_data.__file__).resolve().parent
 
@@ -285,3 +290,78 @@ def test_distributed_loader_uses_seeded_sampler(tmp_path):
         assert _first_epoch(train) != order
     finally:
         dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------- data main.main cannot use
+
+@pytest.mark.usefixtures("one_thread")
+def test_cifar_that_cannot_be_downloaded(tmp_path, capsys, monkeypatch):
+    def offline(self):
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    monkeypatch.setattr(tv_datasets.CIFAR10, "download", offline)
+    root = tmp_path / "exp"
+    assert main.main(base_args(tmp_path / "data", root, "--log_off")) == 2
+    line = one_error_line(capsys)
+    assert "could not be downloaded" in line and "cifar-10-python.tar.gz" in line
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_damaged_cifar_batch_file(cifar10_dir, tmp_path, capsys):
+    batch = cifar10_dir / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(os.urandom(4000))
+    assert main.main(base_args(cifar10_dir, tmp_path / "exp", "--log_off")) == 2
+    line = one_error_line(capsys)
+    assert "cannot be read" in line and "cifar-10-batches-py" in line and "delete" in line
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_unreadable_image_in_an_image_folder(tmp_path, capsys, workers):
+    data = write_image_folder(tmp_path / "imagenet", num_classes=2, per_class=2, size=32)
+    broken = data / "val" / "class1" / "0.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    args = ["--dataset", "imagenet", "--data_dir", str(data), "--root_dir", str(tmp_path / "exp"),
+            "--labels_per_class", "0", "--arch", "preactresnet18", "--initial_channels", "16", "--batch_size", "2",
+            "--ngpu", "0", "--workers", str(workers), "--method", "vanilla", "--evaluate", "--log_off"]
+    assert main.main(args) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: cannot read image {broken}") and "replace or remove" in line
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_too_few_images_per_class_in_an_image_folder(tmp_path, capsys):
+    """ImageNet's classes differ in size: --labels_per_class is checked once its folders are read."""
+    data = write_image_folder(tmp_path / "imagenet", num_classes=2, per_class=2, size=32)
+    args = ["--dataset", "imagenet", "--data_dir", str(data), "--root_dir", str(tmp_path / "exp"),
+            "--labels_per_class", "3", "--arch", "preactresnet18", "--initial_channels", "16", "--batch_size", "2",
+            "--ngpu", "0", "--method", "vanilla", "--log_off"]
+    assert main.main(args) == 2
+    line = one_error_line(capsys)
+    assert "class 0 (class0) has 2 training images" in line and "--labels_per_class=3" in line
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_read_image_names_the_file(tmp_path):
+    path = tmp_path / "x.jpg"
+    path.write_bytes(b"not an image")
+    with pytest.raises(load_data.DataError, match=f"cannot read image {path}"):
+        load_data.read_image(str(path))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_data_error_from_a_loader_worker_keeps_its_own_message():
+    text = ("Caught DataError in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"
+            '  File "x.py", line 3, in f\n    raise DataError(...)\n'
+            "load_data.DataError: cannot read image a.png (bad)\n")
+    assert str(load_data.DataError(text)) == "cannot read image a.png (bad)"
+    assert str(load_data.DataError("plain message")) == "plain message"
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_data_error_exits_2_with_one_line(cifar10_dir, tmp_path, capsys):
+    # the published default of 500 images per class is more than this data set holds
+    args = base_args(cifar10_dir, tmp_path / "exp", "--log_off")
+    args[args.index("--labels_per_class") + 1] = "500"
+    assert main.main(args) == 2
+    assert_one_error_line(capsys, "labels_per_class=500")

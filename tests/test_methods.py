@@ -467,3 +467,32 @@ def test_puzzle_geometry_check():
     assert methods.puzzle_geometry_problem(64, 4, -1) is None
     assert "t_size 4" in methods.puzzle_geometry_problem(224, 2, 4)  # 14-pixel blocks of a 16x16 grid
     assert "neigh_size 5" in methods.puzzle_geometry_problem(32, 5, 4)
+
+
+# --------------------------------------------------------------------------- all-zero saliency
+
+def _constant_model(classes: int) -> nn.Module:
+    """Logits that do not depend on the input: every input gradient, hence every saliency map, is 0."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, classes))
+    with torch.no_grad():
+        model[1].weight.zero_()
+    return model
+
+
+@pytest.mark.parametrize("name", ["comix", "puzzle"])
+@pytest.mark.parametrize("clean_lam", [0.0, 1.0])
+def test_all_zero_saliency_still_mixes_validly_through_the_method(name, clean_lam):
+    np.random.seed(0)
+    torch.manual_seed(0)
+    images, labels = torch.randn(20, 3, 32, 32), torch.randint(0, 4, (20,))
+    model = _constant_model(4)
+    saliency, _, _ = comix.saliency_and_clean_loss(model, images, labels, clean_lam, 4)
+    assert torch.count_nonzero(saliency) == 0
+    if name == "comix":
+        method = methods.CoMixupMethod(4, comix.CoMixup(num_classes=4, m_part=10), clean_lam=clean_lam)
+    else:
+        method = methods.PuzzleMixMethod(4, puzzlemix.PuzzleMix(), clean_lam=clean_lam)
+    step = method(model, images, labels)
+    assert torch.isfinite(step.loss) and torch.isfinite(step.logits).all()
+    torch.testing.assert_close(step.targets.sum(1), torch.ones(20))
+    assert (step.targets >= 0).all()

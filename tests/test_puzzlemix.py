@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import comix
 import puzzlemix as pm
 from fakedata import blob_saliency
 
@@ -342,3 +343,20 @@ def test_bad_input_is_refused_with_a_clear_message():
     with pytest.raises(ValueError, match="weights >= 0"):
         pm.solve_levels(np.zeros((1, 2, 4)), -np.ones((1, 1, 2)), np.zeros((1, 2, 1)))
     assert np.isfinite(pm.level_prior(0.0, 3)).all()  # lam at the end of [0, 1] still gives a finite prior
+
+
+# --------------------------------------------------------------------------- all-zero saliency
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("block_num", [2, 4, 8, 16])
+@pytest.mark.parametrize("transport", [True, False])
+def test_all_zero_saliency_puzzle_mix(block_num, transport):
+    rng = np.random.default_rng(block_num)
+    x = torch.randn(8, 3, 32, 32)
+    y = comix.to_one_hot(torch.arange(8) % 3, 3)
+    mixer = pm.PuzzleMix(block_num=block_num, transport=transport, rng=rng)
+    mixed_x, mixed_y = mixer(x, y, torch.zeros(8, 32, 32))
+    assert mixed_x.shape == x.shape and torch.isfinite(mixed_x).all()
+    assert torch.isfinite(mixed_y).all() and (mixed_y >= 0).all()
+    torch.testing.assert_close(mixed_y.sum(1), torch.ones(8))
+    assert mixed_x.abs().max() <= x.abs().max() + 1e-5  # convex combinations of (moved) input pixels

@@ -1,32 +1,25 @@
-"""main.py end to end on a tiny CIFAR-10 written in the real format: files, log lines, resume,
-argument checking."""
+"""main.py end to end, on a tiny CIFAR-10 written in the real format: whole runs of main.main (the
+files and log lines they write, resume, evaluation, --log_off, TensorBoard) and, in child
+processes, a run killed with SIGKILL at any moment and resumed."""
 from __future__ import annotations
 
+import os
 import pickle
+import random
 import shutil
+import signal
+import time
 
 import numpy as np
 import pytest
 import torch
 
-import comix
-import engine
 import main
-import methods
-import models
-from load_data import get_datasets, get_loaders
-from runs import (assert_one_error_line, FINAL_RE, HEADER_RE, TEST_PER_CLASS, TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, VALID_RE, base_args,
-                  only_experiment, read_checkpoint)
-
-
-
+from processes import assert_files_intact, finish, group_members, run_args, start, wait_for
+from runs import (FINAL_RE, HEADER_RE, TEST_PER_CLASS, TEST_RE, TRAIN_RE, VALID_RE, base_args, only_experiment,
+                  read_checkpoint)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-
-
-
 
 
 @pytest.mark.parametrize("comix_on", [False, True], ids=["vanilla", "comix"])
@@ -109,28 +102,6 @@ def test_valid_set_is_evaluated_and_logged(cifar10_dir, tmp_path):
         log = pickle.load(f)
     assert f"{log['valid_acc'][0]:.2f}" == valid[0].group(1)
     assert f"{log['valid_loss'][0]:.3f}" == valid[0].group(4)
-
-
-def test_train_one_epoch_partial_batches_and_small_partitions(cifar10_dir):
-    """60 images in batches of 25 (25, 25, 10) with m_part 20: partitions of 20, 5 and 10."""
-    train_set, _, test_set, num_classes = get_datasets("cifar10", str(cifar10_dir), labels_per_class=TRAIN_PER_CLASS)
-    train_loader, _, _ = get_loaders(train_set, None, test_set, batch_size=25, workers=0, seed=0)
-    torch.manual_seed(0)
-    np.random.seed(0)
-    model = models.build_model("preactresnet18", num_classes, initial_channels=16)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
-    mixer = comix.CoMixup(num_classes=num_classes, m_part=20)
-    co_mixup = methods.CoMixupMethod(num_classes, mixer)
-    stats = main.train_one_epoch(model, train_loader, optimizer, co_mixup, 0)
-    assert stats["steps"] == 3
-    assert stats["mix_time"] > 0
-    assert np.isfinite(stats["loss"]) and stats["loss"] > 0
-    assert 0 <= stats["top1"] <= stats["top5"] <= 100
-    assert not torch.equal(before["linear.weight"], model.state_dict()["linear.weight"])
-
-    vanilla = main.train_one_epoch(model, train_loader, optimizer, methods.VanillaMethod(num_classes), 1)
-    assert vanilla["steps"] == 3 and vanilla["mix_time"] == 0
 
 
 @pytest.mark.parametrize("batch,m_part", [(25, 20), (8, 20)], ids=["partial-last-batch", "batch-below-m_part"])
@@ -221,93 +192,6 @@ def test_log_off_writes_nothing(cifar10_dir, tmp_path, capsys):
     assert not any(line.startswith("save path") for line in out)
 
 
-def test_missing_resume_file_exits_2(cifar10_dir, tmp_path, capsys):
-    root = tmp_path / "exp"
-    missing = tmp_path / "nowhere" / "checkpoint.pth.tar"
-    assert main.main(base_args(cifar10_dir, root, "--resume", str(missing))) == 2
-    assert_one_error_line(capsys, str(missing))
-    assert not root.exists()
-
-
-@pytest.mark.parametrize("extra, fragments", [
-    (["--schedule", "100", "200", "--gammas", "0.1"], ["--schedule and --gammas must have the same length"]),
-    (["--m_block_num", "3"], ["--m_block_num 3 does not divide", "32x32"]),
-    (["--arch", "resnet7"], ["--arch", "resnet7", "preactresnet18"]),
-    (["--batch_size", "0"], ["--batch_size"]),
-    (["--m_part", "0"], ["m_part"]),
-    (["--learning_rate", "-1"], ["--learning_rate"]),
-    (["--comix", "maybe"], ["--comix", "maybe"]),
-    (["--m_thres_type", "medium"], ["--m_thres_type"]),
-], ids=["schedule-gammas", "block-num", "arch", "batch", "m-part", "lr", "bool", "thres-type"])
-def test_bad_arguments_exit_2_with_one_line(cifar10_dir, tmp_path, capsys, extra, fragments):
-    root = tmp_path / "exp"
-    assert main.main(base_args(cifar10_dir, root, *extra)) == 2
-    assert_one_error_line(capsys, *fragments)
-    assert not root.exists()
-
-
-def test_data_error_exits_2_with_one_line(cifar10_dir, tmp_path, capsys):
-    # the published default of 500 images per class is more than this data set holds
-    args = base_args(cifar10_dir, tmp_path / "exp", "--log_off")
-    args[args.index("--labels_per_class") + 1] = "500"
-    assert main.main(args) == 2
-    assert_one_error_line(capsys, "labels_per_class=500")
-
-
-@pytest.mark.parametrize("flag", ["--comix", "--parallel", "--set_resolve", "--dropout", "--log_off", "--evaluate"])
-def test_booleans_parse_in_every_published_spelling(flag):
-    parser = main.get_args_parser()
-    for spelling in ["True", "true", "TRUE", "yes", "Yes", "y", "t", "1"]:
-        assert getattr(parser.parse_args([flag, spelling]), flag[2:]) is True, spelling
-    for spelling in ["False", "false", "FALSE", "no", "No", "n", "f", "0"]:
-        assert getattr(parser.parse_args([flag, spelling]), flag[2:]) is False, spelling
-
-
-def test_bare_switches_and_defaults():
-    parser = main.get_args_parser()
-    defaults = parser.parse_args([])
-    assert defaults.log_off is False and defaults.evaluate is False
-    assert defaults.parallel is True and defaults.dropout is False
-    # --method/--comix/--mixup_alpha/--clean_lam default to None; resolve_method makes them the published ones
-    assert defaults.comix is None and defaults.method is None
-    main.resolve_method(defaults)
-    assert defaults.method == "comix" and defaults.comix is True
-    assert (defaults.mixup_alpha, defaults.clean_lam, defaults.loss) == (2.0, 1.0, "bce")
-    assert (defaults.dataset, defaults.labels_per_class, defaults.arch, defaults.epochs) == \
-        ("cifar100", 500, "preactresnet18", 300)
-    assert (defaults.m_block_num, defaults.m_part, defaults.m_beta, defaults.m_thres, defaults.m_solver) == \
-        (4, 20, 0.32, 0.83, "fast")
-    assert defaults.schedule == [100, 200] and defaults.gammas == [0.1, 0.1]
-    bare = parser.parse_args(["--log_off", "--evaluate", "--epochs", "3"])
-    assert bare.log_off is True and bare.evaluate is True and bare.epochs == 3
-    valued = parser.parse_args(["--log_off", "True", "--evaluate", "no"])
-    assert valued.log_off is True and valued.evaluate is False
-
-
-def test_learning_rate_schedule():
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    lrs = [engine.adjust_learning_rate(optimizer, epoch, 0.2, [100, 200], [0.1, 0.1]) for epoch in (0, 99, 100, 199, 200)]
-    assert lrs == pytest.approx([0.2, 0.2, 0.02, 0.02, 0.002])
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.002)
-
-
-def test_epoch_order_depends_on_seed_and_epoch_only(cifar10_dir):
-    train_set, _, test_set, _ = get_datasets("cifar10", str(cifar10_dir), labels_per_class=TRAIN_PER_CLASS)
-
-    def labels(loader, epoch):
-        engine.set_train_epoch(loader, 0, epoch)
-        return torch.cat([target for _, target in loader])
-
-    def fresh():
-        return get_loaders(train_set, None, test_set, batch_size=20, workers=0, seed=0)[0]
-
-    used = fresh()
-    for epoch in range(3):
-        labels(used, epoch)
-    assert torch.equal(labels(used, 5), labels(fresh(), 5))
-    assert not torch.equal(labels(fresh(), 5), labels(fresh(), 6))
-
-
 def test_tensorboard_scalars_next_to_the_log(cifar10_dir, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -326,3 +210,69 @@ def test_tensorboard_scalars_next_to_the_log(cifar10_dir, tmp_path):
     assert [event.step for event in accumulator.Scalars("test/top1")] == [0, 1]
     assert test_acc == pytest.approx(history["test_acc"])
     assert all(event.value > 0 for event in accumulator.Scalars("mix_seconds_per_step"))
+
+
+# --------------------------------------------------------------------------- SIGKILL and --resume
+
+def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(cifar10_dir, tmp_path):
+    """One kill in the middle of epoch 1's checkpoint write (half its bytes on disk), one at a
+    random moment of the resumed run, then a resume to the end: the final weights, momenta and
+    history are bit-identical to an uninterrupted run's (Co-Mixup on, 2 loader workers)."""
+    import torch
+
+    import checkpoints
+
+    epochs = 5
+    reference_root, root = tmp_path / "reference", tmp_path / "exp"
+    reference = start(run_args(cifar10_dir, reference_root, epochs), tmp_path)
+    killed_groups = []
+
+    # 1. killed while the second checkpoint (after epoch 1) is half written
+    marker = tmp_path / "stalled"
+    first = start(run_args(cifar10_dir, root, epochs), tmp_path, COMIX_TEST_STALL_SAVE="2", COMIX_TEST_MARKER=str(marker))
+    wait_for(marker.exists, 90, "the stalled checkpoint write", first)
+    os.kill(first.pid, signal.SIGKILL)
+    assert finish(first)[0] == -signal.SIGKILL
+    killed_groups.append(first.pid)
+    exp = next(root.iterdir())
+    checkpoint = exp / "checkpoint.pth.tar"
+    assert (exp / marker.read_text()).exists()  # the half-written temporary file is there...
+    assert checkpoints.load_checkpoint(checkpoint)["epoch"] == 1  # ...and the checkpoint is still epoch 0's, whole
+
+    # 2. resumed, and killed again at a random moment (seeded)
+    resumed_argv = run_args(cifar10_dir, root, epochs, "--resume", str(checkpoint))
+    second = start(resumed_argv, tmp_path)
+    def resumed_training() -> bool:
+        text = (exp / "log.txt").read_text()
+        return "=> loaded checkpoint" in text and "[Epoch=001/005]" in text.split("=> loaded checkpoint")[-1]
+
+    wait_for(resumed_training, 90, "the resumed epoch", second)
+    time.sleep(random.Random(5).uniform(0.0, 1.0))
+    os.kill(second.pid, signal.SIGKILL)
+    _, second_out, _ = finish(second)
+    killed_groups.append(second.pid)
+    assert f"=> removed 1 temporary file(s) of an interrupted earlier run: {marker.read_text()}" in second_out
+    assert not (exp / marker.read_text()).exists()
+    for path in exp.glob("*.pth.tar"):
+        checkpoints.load_checkpoint(path)  # whatever moment the kill hit, every checkpoint on disk loads
+
+    # 3. resumed to the end
+    third = start(resumed_argv, tmp_path)
+    rc, out, err = finish(third)
+    assert rc == 0, err[-3000:]
+    rc, _, err = finish(reference)
+    assert rc == 0, err[-3000:]
+
+    assert_files_intact(exp)
+    a = torch.load(next(reference_root.iterdir()) / "checkpoint.pth.tar", weights_only=True)
+    b = torch.load(checkpoint, weights_only=True)
+    assert a["epoch"] == b["epoch"] == epochs
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    for index, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][index]["momentum_buffer"])
+    assert a["history"] == b["history"]
+
+    # the killed runs' loader workers noticed and left (torch's workers check their parent every few seconds)
+    wait_for(lambda: all(group_members(pgid) == [] for pgid in killed_groups), 15, "the killed runs' workers to exit")

@@ -1,6 +1,7 @@
-"""Bad command lines are refused before any heavy work: exit 2, one ``error:`` line on stderr that
-names the flag, no traceback, nothing created under --root_dir, no download, no data read, no
-model built."""
+"""The command line (options.py): the published flags, their defaults and boolean spellings; bad
+command lines are refused before any heavy work: exit 2, one ``error:`` line on stderr that names
+the flag, no traceback, nothing created under --root_dir, no download, no data read, no model
+built."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +13,7 @@ import torchvision.datasets.utils as tv_utils
 import engine
 import load_data
 import main
-from runs import base_args
+from runs import assert_one_error_line, base_args
 
 
 class Attempted(AssertionError):
@@ -154,3 +155,58 @@ def test_options_module_holds_the_command_line():
     assert main.validate_args is options.validate_args
     assert main.experiment_name is options.experiment_name
     assert main.resolve_method is options.resolve_method
+
+
+def test_missing_resume_file_exits_2(cifar10_dir, tmp_path, capsys):
+    root = tmp_path / "exp"
+    missing = tmp_path / "nowhere" / "checkpoint.pth.tar"
+    assert main.main(base_args(cifar10_dir, root, "--resume", str(missing))) == 2
+    assert_one_error_line(capsys, str(missing))
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    (["--schedule", "100", "200", "--gammas", "0.1"], ["--schedule and --gammas must have the same length"]),
+    (["--m_block_num", "3"], ["--m_block_num 3 does not divide", "32x32"]),
+    (["--arch", "resnet7"], ["--arch", "resnet7", "preactresnet18"]),
+    (["--batch_size", "0"], ["--batch_size"]),
+    (["--m_part", "0"], ["m_part"]),
+    (["--learning_rate", "-1"], ["--learning_rate"]),
+    (["--comix", "maybe"], ["--comix", "maybe"]),
+    (["--m_thres_type", "medium"], ["--m_thres_type"]),
+], ids=["schedule-gammas", "block-num", "arch", "batch", "m-part", "lr", "bool", "thres-type"])
+def test_bad_arguments_exit_2_with_one_line(cifar10_dir, tmp_path, capsys, extra, fragments):
+    root = tmp_path / "exp"
+    assert main.main(base_args(cifar10_dir, root, *extra)) == 2
+    assert_one_error_line(capsys, *fragments)
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("flag", ["--comix", "--parallel", "--set_resolve", "--dropout", "--log_off", "--evaluate"])
+def test_booleans_parse_in_every_published_spelling(flag):
+    parser = main.get_args_parser()
+    for spelling in ["True", "true", "TRUE", "yes", "Yes", "y", "t", "1"]:
+        assert getattr(parser.parse_args([flag, spelling]), flag[2:]) is True, spelling
+    for spelling in ["False", "false", "FALSE", "no", "No", "n", "f", "0"]:
+        assert getattr(parser.parse_args([flag, spelling]), flag[2:]) is False, spelling
+
+
+def test_bare_switches_and_defaults():
+    parser = main.get_args_parser()
+    defaults = parser.parse_args([])
+    assert defaults.log_off is False and defaults.evaluate is False
+    assert defaults.parallel is True and defaults.dropout is False
+    # --method/--comix/--mixup_alpha/--clean_lam default to None; resolve_method makes them the published ones
+    assert defaults.comix is None and defaults.method is None
+    main.resolve_method(defaults)
+    assert defaults.method == "comix" and defaults.comix is True
+    assert (defaults.mixup_alpha, defaults.clean_lam, defaults.loss) == (2.0, 1.0, "bce")
+    assert (defaults.dataset, defaults.labels_per_class, defaults.arch, defaults.epochs) == \
+        ("cifar100", 500, "preactresnet18", 300)
+    assert (defaults.m_block_num, defaults.m_part, defaults.m_beta, defaults.m_thres, defaults.m_solver) == \
+        (4, 20, 0.32, 0.83, "fast")
+    assert defaults.schedule == [100, 200] and defaults.gammas == [0.1, 0.1]
+    bare = parser.parse_args(["--log_off", "--evaluate", "--epochs", "3"])
+    assert bare.log_off is True and bare.evaluate is True and bare.epochs == 3
+    valued = parser.parse_args(["--log_off", "True", "--evaluate", "no"])
+    assert valued.log_off is True and valued.evaluate is False

@@ -1,7 +1,11 @@
-"""Checkpoints: the published format (pickled logger.RecorderMeter, DataParallel keys), refusal of
-other pickled objects, mismatches, atomic files and RNG states."""
+"""Checkpoints (checkpoints.py): the published format (pickled logger.RecorderMeter, DataParallel
+keys), refusal of other pickled objects, damaged files, checkpoints of another architecture or class
+count, RNG states; saving them: model_best.pth.tar is a hard link, and a disk that fills up during
+a save keeps the last complete checkpoint. Each refusal is one ``error:`` line and a non-zero exit
+status, and leaves what is on disk as it was."""
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
@@ -21,8 +25,8 @@ from torchvision.datasets import CIFAR10
 import checkpoints
 import main
 import models
-import utils
 from fakedata import write_cifar
+from runs import SAVED_FILES, base_args, one_error_line, only_experiment, read_checkpoint
 
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
@@ -39,7 +43,8 @@ def data_dir(tmp_path, cifar_no_md5):
     return write_cifar(tmp_path / "data", "cifar10", train_per_class=6, test_per_class=2)
 
 
-def base_args(data_dir: Path, root: Path, *extra: str) -> list[str]:
+def cifar_args(data_dir: Path, root: Path, *extra: str) -> list[str]:
+    """runs.base_args without its --epochs 1: the checkpoint or the test sets the epochs."""
     return ["--dataset", "cifar10", "--data_dir", str(data_dir), "--root_dir", str(root),
             "--labels_per_class", "6", "--arch", "preactresnet18", "--initial_channels", "16",
             "--batch_size", "20", "--m_part", "10", "--ngpu", "0", "--workers", "0", *extra]
@@ -135,7 +140,7 @@ def test_published_checkpoint_needs_the_allowlist(published):
 def test_published_checkpoint_evaluates(published, data_dir, tmp_path, capsys):
     path, model = published
     root = tmp_path / "exp"
-    rc = main.main(base_args(data_dir, root, "--evaluate", "--log_off", "--parallel", "False", "--resume", str(path)))
+    rc = main.main(cifar_args(data_dir, root, "--evaluate", "--log_off", "--parallel", "False", "--resume", str(path)))
     out = capsys.readouterr().out.splitlines()
     assert rc == 0
     assert f"=> loaded checkpoint '{path}' (epoch {PUBLISHED_EPOCHS})" in out
@@ -181,7 +186,7 @@ def test_published_checkpoint_with_numpy1_names_loads(published, tmp_path):
 def test_published_checkpoint_resumes_training(published, data_dir, tmp_path, capsys):
     path, model = published
     root = tmp_path / "exp"
-    rc = main.main(base_args(data_dir, root, "--epochs", str(PUBLISHED_EPOCHS + 1), "--comix", "False",
+    rc = main.main(cifar_args(data_dir, root, "--epochs", str(PUBLISHED_EPOCHS + 1), "--comix", "False",
                              "--resume", str(path)))
     out = capsys.readouterr().out
     assert rc == 0
@@ -212,7 +217,7 @@ def test_other_pickled_objects_are_refused(tmp_path, data_dir, capsys):
     torch.save({"epoch": 1, "arch": "preactresnet18", "state_dict": model.state_dict(), "extra": Payload()}, path)
     with pytest.raises(checkpoints.CheckpointError, match="refusing"):
         checkpoints.load_checkpoint(path)
-    rc = main.main(base_args(data_dir, tmp_path / "exp", "--evaluate", "--log_off", "--resume", str(path)))
+    rc = main.main(cifar_args(data_dir, tmp_path / "exp", "--evaluate", "--log_off", "--resume", str(path)))
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "system" in err[0]
@@ -223,7 +228,7 @@ def test_state_dict_of_another_model_exits_2(tmp_path, data_dir, capsys):
     other = models.build_model("preactresnet18", 100, initial_channels=16)  # CIFAR-100 head
     path = tmp_path / "c100.pth.tar"
     torch.save({"epoch": 2, "arch": "preactresnet18", "state_dict": other.state_dict(), "dataset": "cifar100"}, path)
-    rc = main.main(base_args(data_dir, tmp_path / "exp", "--evaluate", "--log_off", "--resume", str(path)))
+    rc = main.main(cifar_args(data_dir, tmp_path / "exp", "--evaluate", "--log_off", "--resume", str(path)))
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
@@ -236,7 +241,7 @@ def test_corrupt_checkpoint_exits_2(tmp_path, data_dir, capsys):
     path = tmp_path / "broken.pth.tar"
     torch.save({"epoch": 1, "state_dict": model.state_dict()}, path)
     path.write_bytes(path.read_bytes()[:5000])
-    rc = main.main(base_args(data_dir, tmp_path / "exp", "--evaluate", "--log_off", "--resume", str(path)))
+    rc = main.main(cifar_args(data_dir, tmp_path / "exp", "--evaluate", "--log_off", "--resume", str(path)))
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: cannot read checkpoint {path}")
@@ -247,21 +252,6 @@ def test_not_a_checkpoint_is_refused(tmp_path):
     torch.save([1, 2, 3], path)
     with pytest.raises(checkpoints.CheckpointError, match="not a training checkpoint"):
         checkpoints.load_checkpoint(path)
-
-
-def test_atomic_write_keeps_the_old_file_on_error(tmp_path):
-    target = tmp_path / "log.pkl"
-    utils.atomic_pickle_dump({"a": [1]}, target)
-
-    def fail_midway(f):
-        f.write(b"partial")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        utils.atomic_write(target, fail_midway)
-    with open(target, "rb") as f:
-        assert pickle.load(f) == {"a": [1]}
-    assert [p.name for p in tmp_path.iterdir()] == ["log.pkl"]  # no temporary file left
 
 
 def test_save_checkpoint_writes_best_only_when_asked(tmp_path):
@@ -289,17 +279,162 @@ def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
     assert torch.equal(draws[3], again[3])
 
 
-def test_accuracy_counts_topk_with_few_classes():
-    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.05, 0.15], [0.2, 0.3, 0.5]])
-    target = torch.tensor([1, 2, 0])
-    top1, top2, top5 = utils.accuracy(logits, target, topk=(1, 2, 5))
-    assert top1 == pytest.approx(100 / 3)
-    assert top2 == pytest.approx(200 / 3)
-    assert top5 == pytest.approx(100.0)
+# --------------------------------------------------------------------------- damaged and foreign checkpoints
+
+def _our_checkpoint(path: Path, arch: str = "preactresnet18", classes: int = 10, dataset: str = "cifar10") -> Path:
+    model = models.build_model(arch, classes, initial_channels=16) if arch.startswith("preact") else \
+        models.build_model(arch, classes)
+    torch.save({"format": checkpoints.CHECKPOINT_FORMAT, "epoch": 1, "arch": arch, "state_dict": model.state_dict(),
+                "optimizer": None, "best_acc": 10.0, "history": {}, "rng": None, "num_classes": classes,
+                "dataset": dataset}, path)
+    return path
 
 
-def test_utils_reexports_the_published_helpers():
-    from utils import distance, to_one_hot
+def _damage_a_tensor(source: Path, target: Path) -> None:
+    """Flip bytes inside the largest tensor of a torch.save zip (its CRC-32 no longer matches)."""
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:
+        member = max(archive.infolist(), key=lambda info: info.file_size)
+    start = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra) + member.file_size // 2
+    data[start:start + 16] = bytes(255 - b for b in data[start:start + 16])
+    target.write_bytes(bytes(data))
 
-    assert torch.equal(to_one_hot(torch.tensor([2, 0]), 3), torch.tensor([[0.0, 0, 1], [1, 0, 0]]))
-    assert torch.equal(distance(torch.tensor([[0.0, 0], [3, 4]]), "l1"), torch.tensor([[0.0, 7], [7, 0]]))
+
+@pytest.fixture
+def good_checkpoint(tmp_path) -> Path:
+    return _our_checkpoint(tmp_path / "good.pth.tar")
+
+
+@pytest.mark.parametrize("damage", ["random-bytes", "empty", "cut-3", "cut-100", "cut-half", "cut-last-byte",
+                                    "damaged-tensor"])
+def test_damaged_checkpoints_exit_2_and_create_nothing(cifar10_dir, tmp_path, capsys, good_checkpoint, damage):
+    path = tmp_path / "damaged.pth.tar"
+    data = good_checkpoint.read_bytes()
+    if damage == "random-bytes":
+        path.write_bytes(os.urandom(5000))
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "damaged-tensor":
+        _damage_a_tensor(good_checkpoint, path)
+    else:
+        cut = {"cut-3": 3, "cut-100": 100, "cut-half": len(data) // 2, "cut-last-byte": len(data) - 1}[damage]
+        path.write_bytes(data[:cut])
+    root = tmp_path / "exp"
+    assert main.main(base_args(cifar10_dir, root, "--resume", str(path))) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: cannot read checkpoint {path}")
+    if damage == "damaged-tensor":
+        assert "CRC-32" in line
+    assert not root.exists()
+
+
+def test_the_undamaged_checkpoint_is_accepted(good_checkpoint):
+    assert checkpoints.load_checkpoint(good_checkpoint)["epoch"] == 1
+
+
+def test_a_checkpoint_of_another_architecture(cifar10_dir, tmp_path, capsys):
+    path = _our_checkpoint(tmp_path / "wrn.pth.tar", arch="wrn16_8")
+    root = tmp_path / "exp"
+    assert main.main(base_args(cifar10_dir, root, "--resume", str(path))) == 2
+    line = one_error_line(capsys)
+    assert "holds a wrn16_8 model" in line and "--arch preactresnet18" in line
+    assert not root.exists()
+
+
+def test_a_state_dict_of_another_architecture(cifar10_dir, tmp_path, capsys):
+    """A bare state dict records no architecture: its keys give it away once the model is built."""
+    path = tmp_path / "bare.pth"
+    torch.save(models.build_model("preactresnet34", 10, initial_channels=16).state_dict(), path)
+    assert main.main(base_args(cifar10_dir, tmp_path / "exp", "--evaluate", "--log_off", "--resume", str(path))) == 2
+    line = one_error_line(capsys)
+    assert f"checkpoint {path}" in line and "does not fit preactresnet18" in line and "unexpected keys" in line
+
+
+def test_a_checkpoint_of_another_class_count(cifar10_dir, tmp_path, capsys):
+    path = _our_checkpoint(tmp_path / "c100.pth.tar", classes=100, dataset="cifar100")
+    root = tmp_path / "exp"
+    assert main.main(base_args(cifar10_dir, root, "--resume", str(path))) == 2
+    line = one_error_line(capsys)
+    assert "trained for 100 classes (cifar100)" in line and "--dataset cifar10 has 10" in line
+    assert not root.exists()
+
+
+# --------------------------------------------------------------------------- saving, and a disk that fills up
+
+def test_the_best_checkpoint_is_the_same_file_not_a_second_write(tmp_path):
+    """model_best.pth.tar is a hard link to the checkpoint it was made from: byte-identical, no
+    second copy on disk; the next checkpoint (a new file renamed into place) leaves it alone."""
+    checkpoints.save_checkpoint({"epoch": 1, "x": torch.ones(2)}, True, tmp_path)
+    best, latest = tmp_path / "model_best.pth.tar", tmp_path / "checkpoint.pth.tar"
+    assert os.stat(best).st_ino == os.stat(latest).st_ino and os.stat(best).st_nlink == 2
+    checkpoints.save_checkpoint({"epoch": 2, "x": torch.zeros(2)}, False, tmp_path)
+    assert os.stat(best).st_nlink == 1 and torch.load(best, weights_only=True)["epoch"] == 1
+    assert torch.load(latest, weights_only=True)["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pth.tar", "model_best.pth.tar"]
+
+
+def test_a_full_disk_during_the_second_checkpoint_keeps_the_first(cifar10_dir, tmp_path, capsys, monkeypatch):
+    """os.write, which utils.atomic_write_bytes uses, fails with ENOSPC half-way through epoch 1's
+    checkpoint: the run stops with exit 1 and every file is still epoch 0's, with no temporary file."""
+    root = tmp_path / "exp"
+    real_write = os.write
+    checkpoint_temps: list[str] = []
+    snapshot: dict[str, bytes] = {}
+
+    def filling_write(fd, data):
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        if name.startswith(".checkpoint.pth.tar.") and name.endswith(".tmp"):
+            if name not in checkpoint_temps:
+                checkpoint_temps.append(name)
+            if len(checkpoint_temps) == 2:
+                exp = only_experiment(root)
+                snapshot.update({saved: (exp / saved).read_bytes() for saved in SAVED_FILES})
+                real_write(fd, bytes(memoryview(data)[: len(data) // 2]))
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", filling_write)
+    rc = main.main(base_args(cifar10_dir, root, "--epochs", "3", "--comix", "False"))
+    monkeypatch.undo()
+    assert rc == main.EXIT_IO == 1
+    exp = only_experiment(root)
+    checkpoint = exp / "checkpoint.pth.tar"
+    line = one_error_line(capsys)
+    assert line == (f"error: I/O failure in epoch 1 (0-based, as in the log): No space left on device (ENOSPC): "
+                    f"{checkpoint}; the last complete checkpoint is {checkpoint} (1 epoch done): continue with "
+                    f"--resume {checkpoint}")
+    assert snapshot and {name: (exp / name).read_bytes() for name in SAVED_FILES} == snapshot
+    assert read_checkpoint(checkpoint)["epoch"] == read_checkpoint(exp / "model_best.pth.tar")["epoch"] == 1
+    with open(exp / "log.pkl", "rb") as f:
+        assert len(pickle.load(f)["test_acc"]) == 1
+    assert not list(exp.glob(".*"))
+    assert (exp / "log.txt").read_text().splitlines()[-1] == line
+
+
+def test_a_full_disk_during_the_best_copy_names_the_checkpoint_just_saved(cifar10_dir, tmp_path, capsys, monkeypatch):
+    """The checkpoint of epoch 0 is complete when writing model_best.pth.tar fails (no hard links
+    here, and the copy hits a full disk): the line names that checkpoint as the one to resume."""
+    root = tmp_path / "exp"
+    real_write = os.write
+
+    def no_link(source, target):
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    def filling_write(fd, data):
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".model_best.pth.tar."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(os, "write", filling_write)
+    rc = main.main(base_args(cifar10_dir, root, "--epochs", "2", "--comix", "False"))
+    monkeypatch.undo()
+    assert rc == main.EXIT_IO
+    exp = only_experiment(root)
+    checkpoint = exp / "checkpoint.pth.tar"
+    line = one_error_line(capsys)
+    assert line == (f"error: I/O failure in epoch 0 (0-based, as in the log): No space left on device (ENOSPC): "
+                    f"{exp / 'model_best.pth.tar'}; the last complete checkpoint is {checkpoint} (1 epoch done): "
+                    f"continue with --resume {checkpoint}")
+    assert read_checkpoint(checkpoint)["epoch"] == 1
+    assert not (exp / "model_best.pth.tar").exists() and not list(exp.glob(".*"))
