@@ -52,12 +52,11 @@ from lifecycle import (
     RunError,
     error_line,
     os_error_text,
-    parse_args,
     report,
     stop_on_signals,
 )
 from load_data import DataError, DeviceLoader, check_data_dir, dataset_info
-from options import experiment_name, get_args_parser, resolve_method, validate_args
+from options import data_folders, experiment_name, get_args_parser, parse_command_line, resolve_method, validate_args
 from utils import AverageMeter, LogPrinter, ScalarLog, accuracy, convert_secs2time, time_string, to_one_hot
 
 __all__ = ["get_args_parser", "train_one_epoch", "evaluate", "train", "run", "main", "TrainingDiverged",
@@ -321,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The other ranks would repeat rank 0's usage message or --help word for word.
     with contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext(), \
             contextlib.redirect_stderr(io.StringIO()) if rank else contextlib.nullcontext():
-        args = parse_args(get_args_parser(), argv)
+        args = parse_command_line(argv)
     if isinstance(args, int):
         return args
     if args.data_dir is None:
@@ -329,7 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         resolve_method(args)
         validate_args(args)
-        check_data_dir(args.dataset, args.data_dir)
+        for folder in data_folders(args):
+            check_data_dir(args.dataset, folder)
     except (ValueError, DataError) as err:
         if rank == 0:
             report(f"error: {err}")
