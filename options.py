@@ -188,7 +188,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                "(no effect in a single process)")
 
     misc = parser.add_argument_group("misc")
-    misc.add_argument("--config", default=None, metavar="FILE",
+    # read first by config_file.parse_args_with_config, which also sets phases and lr_points (no
+    # attribute at all when this parser alone reads a command line)
+    misc.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
                       help="YAML file of flag values (every top-level key a flag; flags given here override "
                            "it) and of a multi-phase recipe: phases (epochs, data_dir, crop, global batch_size, "
                            "min_scale) and lr_points ([epoch, lr] pairs, linear in between, set every step); "
@@ -196,8 +198,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     misc.add_argument("--seed", type=int, default=0, help="random seed")
     misc.add_argument("--tag", type=str, default="", help="suffix of the experiment folder name")
     lifecycle.flag_bool(misc, "--log_off", "write no files (output is still printed)")
-    # set by --config only (config_file.RECIPE_KEYS): the recipe's phases and learning-rate points
-    parser.set_defaults(phases=None, lr_points=None)
     return parser
 
 
@@ -332,10 +332,11 @@ def _recipe_problems(args: argparse.Namespace, problems: list[str]) -> None:
     phases, lr_points = getattr(args, "phases", None), getattr(args, "lr_points", None)
     if phases is None and lr_points is None:
         return
+    source = f"--config {getattr(args, 'config', None) or '(none)'}"
     try:
         recipe = Recipe.from_args(args)
     except RecipeError as err:
-        problems.append(f"--config {args.config}: {err}")
+        problems.append(f"{source}: {err}")
         return
     if recipe.lr_points and args.warmup_epochs > 0:
         problems.append(f"--warmup_epochs {args.warmup_epochs} does not combine with lr_points (they set the rate "
@@ -343,7 +344,7 @@ def _recipe_problems(args: argparse.Namespace, problems: list[str]) -> None:
     if not recipe.phases:
         return
     if args.dataset != "imagenet":
-        problems.append(f"phases (--config {args.config}) train on ImageNet-style folders with random resized "
+        problems.append(f"phases ({source}) train on ImageNet-style folders with random resized "
                         f"crops: use --dataset imagenet, not {args.dataset}")
     if args.valid_labels_per_class > 0:
         problems.append(f"--valid_labels_per_class {args.valid_labels_per_class} does not combine with phases "
@@ -352,7 +353,7 @@ def _recipe_problems(args: argparse.Namespace, problems: list[str]) -> None:
         recipe.check_world_size(distributed.env_world()[0])
     except (RecipeError, distributed.LaunchError) as err:
         if isinstance(err, RecipeError):  # a LaunchError is already reported by _distributed_problems
-            problems.append(f"--config {args.config}: {err}")
+            problems.append(f"{source}: {err}")
 
 
 def _train_image_sizes(args: argparse.Namespace) -> list[int]:
