@@ -10,6 +10,8 @@ loop. Each epoch writes ``log.txt``, ``log.pkl``, ``loss.png``, ``acc.png``,
 ``--root_dir/<experiment name>`` (nothing with ``--log_off``). ``--resume`` continues a run from
 our checkpoints bit-identically on the CPU, and also reads the published checkpoint;
 ``python main.py --evaluate --resume FILE`` only evaluates on the test set.
+``--config FILE.yml`` takes flag values from a YAML file, and its ``phases:`` and ``lr_points:``
+a multi-phase run (the published ImageNet recipe: configs/imagenet_fast.yml).
 
 Several GPUs or nodes: ``torchrun --nproc_per_node N main.py ...`` trains with
 DistributedDataParallel, one process per GPU: --batch_size is per process, each process mixes its

@@ -37,7 +37,10 @@ _EPILOG = (
     "resizing, piecewise-linear learning rate, plain momentum, no weight decay on BatchNorm, fp16): "
     "python prepare_imagenet.py --src IMAGENET --dst DIR --sizes 160 352, then "
     "torchrun --nproc_per_node 8 main.py --config configs/imagenet_fast.yml --data_dir DIR "
-    "(the file's phases give global batch sizes, split over the processes; see the README)."
+    "(the file's phases give global batch sizes, split over the processes; see the README). Its Co-Mixup "
+    "settings as flags: --dataset imagenet --arch resnet50 --labels_per_class 0 --m_part 16 --m_niter 3 "
+    "--m_block_num 4 --m_peak_stride 8 --mixup_alpha 1.0 (flat Dirichlet prior) --loss ce --clean_lam 500 (their "
+    "clean loss is 1 x CE; ours is 2 clean_lam CE / 1000) --amp fp16."
 )
 
 
@@ -241,9 +244,11 @@ def validate_args(args: argparse.Namespace) -> None:
     fixed: CIFAR-10 5000, CIFAR-100 and Tiny-ImageNet 500, ImageNet checked once its folders
     are read; --m_part at most --batch_size and --m_block_num dividing the image size for
     comix; the Puzzle Mix grid for puzzle; the torchrun, --amp, --sync_bn and --data_on_device
-    combinations) and an existing --resume file. Unknown names (dataset, arch, method, solver,
-    ...) are refused by the parser itself. The data folder is checked by
-    load_data.check_data_dir, the experiment folder by main when it creates it.
+    combinations; the --config recipe's phases and lr_points, their global batches against the
+    number of processes, and --m_block_num against every phase's crop) and an existing --resume
+    file. Unknown names (dataset, arch, method, solver, ...) are refused by the parser itself. The
+    data folders (:func:`data_folders`) are checked by load_data.check_data_dir, the experiment
+    folder by main when it creates it.
     """
     if getattr(args, "method", None) not in methods.METHODS:
         raise ValueError(f"--method must be one of {', '.join(methods.METHODS)} (call resolve_method first), "
