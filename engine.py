@@ -297,9 +297,16 @@ class TrainingRun:
 
     def _enter_phase(self, phase: Phase) -> None:
         """Train on ``phase``'s data, crop and batch from now on: a new training loader, the old
-        one's workers ended first (nothing when the loader is already the phase's). Building it
-        draws no random numbers, so a run resumed inside a phase trains as an uninterrupted one."""
+        one's workers ended first (none when the loader is already the phase's, or when the phase
+        continues the previous one's data, crop and batch). Building it draws no random numbers, so
+        a run resumed inside a phase trains as an uninterrupted one."""
         if phase == self._phase:
+            return
+        number = self.recipe.phases.index(phase) + 1
+        if self._phase is not None and _loader_settings(phase) == _loader_settings(self._phase):
+            self._phase = phase  # e.g. the published phases 2 and 3: the loader (and its workers) stay
+            self.log(f"=> phase {number}/{len(self.recipe.phases)}: epochs [{phase.start}, {phase.end}), "
+                     f"the same data, crop and batch")
             return
         args, world_size = self.args, self.dist.world_size
         shutdown_workers(self.train_loader)
@@ -311,7 +318,6 @@ class TrainingRun:
                                              distributed=self.dist.distributed,
                                              pin_memory=self.device.type == "cuda")
         self._phase = phase
-        number = self.recipe.phases.index(phase) + 1
         self.log(f"=> phase {number}/{len(self.recipe.phases)}: epochs [{phase.start}, {phase.end}), "
                  f"{phase.crop}-pixel crops (min scale {phase.min_scale:g}), {phase.batch_size} images per step "
                  f"({batch} per process x {world_size}), {len(train_set)} images from {phase.data_dir}")
@@ -381,6 +387,11 @@ class TrainingRun:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _loader_settings(phase: Phase) -> tuple:
+    """What a phase's training loader depends on (not its epochs)."""
+    return phase.data_dir, phase.crop, phase.min_scale, phase.batch_size
 
 
 def log_run_header(log: LogPrinter, args: argparse.Namespace, dist_info: distributed.DistInfo,

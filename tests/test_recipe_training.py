@@ -143,8 +143,8 @@ def test_phases_change_crop_and_batch_and_the_lr_follows_the_points(recipe_dir, 
     assert ckpt["optimizer"]["param_groups"][0]["lr"] == expected[-1]
 
 
-def _built_run(base: Path, *extra: str) -> engine.TrainingRun:
-    args = options.parse_command_line(recipe_args(base, base / "unused", "--log_off", *extra))
+def _built_run(base: Path, *extra: str, config: str | Path = "run.yml") -> engine.TrainingRun:
+    args = options.parse_command_line(recipe_args(base, base / "unused", "--log_off", *extra, config=config))
     options.resolve_method(args)
     options.validate_args(args)
     progress = RunProgress(exp_dir=None)
@@ -242,6 +242,20 @@ def test_resume_inside_a_phase_across_its_boundary_is_bit_identical(recipe_dir, 
     assert sum(bool(TEST_RE.match(line)) for line in capsys.readouterr().out.splitlines()) == 1
 
 
+def test_a_phase_that_continues_the_previous_ones_settings_keeps_its_loader(recipe_dir, tmp_path):
+    """The published phases 2 and 3 differ only in their epochs (and learning rate)."""
+    phases = [dict(PHASES[0], epochs=[0, 1]), dict(PHASES[1], epochs=[1, 2]), dict(PHASES[1], epochs=[2, 3])]
+    config = tmp_path / "three.yml"
+    config.write_text(_config_text(phases))
+    with _built_run(recipe_dir, config=config) as run:
+        run.begin_epoch(0)
+        first = run.train_loader
+        run.begin_epoch(1)
+        second = run.train_loader
+        run.begin_epoch(2)
+        assert second is not first and run.train_loader is second and second.batch_size == 4
+
+
 @pytest.mark.parametrize("extra, env, fragments", [
     (["--epochs", "5"], {}, ["the last phase must end at --epochs 5, got 3"]),
     ([], {"WORLD_SIZE": "4", "RANK": "0", "LOCAL_RANK": "0"},
@@ -250,6 +264,7 @@ def test_resume_inside_a_phase_across_its_boundary_is_bit_identical(recipe_dir, 
     (["--arch", "preactresnet18"], {}, ["--init published_imagenet is for torchvision's ResNets"]),
     (["--warmup_epochs", "1"], {}, ["--warmup_epochs 1 does not combine with lr_points"]),
     (["--m_block_num", "3"], {}, ["--m_block_num 3 does not divide the 32x32"]),
+    (["--data_dir", "/nonexistent/recipe"], {}, ["/nonexistent/recipe/small lacks"]),
 ])
 def test_bad_recipes_exit_2_with_one_line(recipe_dir, tmp_path, monkeypatch, capsys, extra, env, fragments):
     for name, value in env.items():
