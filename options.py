@@ -355,10 +355,13 @@ def _recipe_problems(args: argparse.Namespace, problems: list[str]) -> None:
         problems.append(f"--valid_labels_per_class {args.valid_labels_per_class} does not combine with phases "
                         f"(each phase reads its own training folder); leave it at 0")
     try:
-        recipe.check_world_size(distributed.env_world()[0])
-    except (RecipeError, distributed.LaunchError) as err:
-        if isinstance(err, RecipeError):  # a LaunchError is already reported by _distributed_problems
-            problems.append(f"{source}: {err}")
+        world_size = distributed.env_world()[0]
+    except distributed.LaunchError:  # reported by _distributed_problems
+        return
+    try:
+        recipe.check_world_size(world_size)
+    except RecipeError as err:
+        problems.append(f"{source}: {err}")
 
 
 def _train_image_sizes(args: argparse.Namespace) -> list[int]:
