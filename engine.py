@@ -3,7 +3,9 @@ optimizer, the method, the loaders, the history, the best accuracy, the log and 
 ``main.py`` trains it epoch by epoch, evaluates it and saves it.
 
 Also here: the learning rate of an epoch and of each warm-up step, and the per-epoch seeding of
-the training loader that makes a resumed run see the batches an uninterrupted one would.
+the training loader that makes a resumed run see the batches an uninterrupted one would. A run
+of several phases (``--config`` with ``phases:``) rebuilds its training loader when it enters a
+phase; ``lr_points`` set the rate of every step (recipe.py).
 """
 from __future__ import annotations
 
@@ -30,10 +32,16 @@ from load_data import (
     dataset_info,
     get_datasets,
     get_device_loaders,
+    get_folder_test_set,
     get_loaders,
+    get_resized_crop_train_set,
+    get_test_loader,
+    get_train_loader,
     shutdown_workers,
 )
 from mixup_parallel import PartitionPool
+from models.init import apply_init
+from recipe import Phase, Recipe, param_groups
 from utils import LogPrinter, atomic_pickle_dump, plot_curves
 
 __all__ = ["TrainingRun", "EpochProgress", "EpochPlan", "adjust_learning_rate", "warmup_factor", "epoch_seed",
@@ -174,6 +182,8 @@ class TrainingRun:
         self.start_epoch = args.start_epoch
         self.resume_progress: EpochProgress | None = None  # the position of a mid-epoch checkpoint
         self._last_checkpoint_time = time.monotonic()
+        self.recipe = Recipe.from_args(args)  # no phases and no lr_points: the flags alone
+        self._phase: Phase | None = None  # the phase the training loader was built for
 
     @classmethod
     def build(cls, args: argparse.Namespace, dist_info: distributed.DistInfo, log: LogPrinter,
@@ -194,7 +204,7 @@ class TrainingRun:
                 log(f"=> do not use any checkpoint for {args.arch} model")
             run._wrap()
             if not args.evaluate:
-                workers = methods.pool_workers(args, processes_per_node=dist_info.local_world_size)
+                workers = methods.pool_workers(run._largest_batch_args(), processes_per_node=dist_info.local_world_size)
                 run.pool = PartitionPool(workers) if workers else None
                 run.method = methods.build_method(args, run.num_classes, run.info, executor=run.pool,
                                                   precision=run.precision)
@@ -209,6 +219,9 @@ class TrainingRun:
         return run
 
     def _build_data(self) -> None:
+        if self.recipe.phases:
+            self._build_phase_test_data()
+            return
         args, dist_info = self.args, self.dist
         # Evaluation reads the test split only: no class-balanced subset of the training set to draw.
         labels_per_class = None if args.evaluate else args.labels_per_class or None
@@ -233,14 +246,15 @@ class TrainingRun:
         self.log(f"=> creating model '{args.arch}'")
         model = models.build_model(args.arch, self.num_classes, args.dropout, stride=self.info.stride,
                                    initial_channels=args.initial_channels)
+        apply_init(model, args.init)
         if args.sync_bn:
             if self.dist.distributed:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             else:
                 self.log("=> --sync_bn has no effect in a single process")
         self.model = model.to(self.device)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=args.learning_rate, momentum=args.momentum,
-                                         weight_decay=args.decay, nesterov=True)
+        self.optimizer = torch.optim.SGD(self._param_groups(), lr=args.learning_rate, momentum=args.momentum,
+                                         nesterov=args.nesterov)
         self.precision = methods.Precision.from_flag(args.mixed_precision, self.device)
 
     def _resume(self, checkpoint: dict) -> None:
@@ -250,8 +264,8 @@ class TrainingRun:
                                  f"{args.arch} with {self.num_classes} classes for {args.dataset}")
         if not args.evaluate and checkpoints.load_optimizer(self.optimizer, checkpoint, path, args.arch):
             # The command line, not the checkpoint, decides the SGD settings (lr is set every epoch).
-            for group in self.optimizer.param_groups:
-                group.update(momentum=args.momentum, weight_decay=args.decay, nesterov=True)
+            for group, wanted in zip(self.optimizer.param_groups, self._param_groups(), strict=True):
+                group.update(momentum=args.momentum, weight_decay=wanted["weight_decay"], nesterov=args.nesterov)
         for key, values in checkpoint["history"].items():
             self.history[key] = list(values)
         self.best_acc = checkpoint["best_acc"]
@@ -284,6 +298,8 @@ class TrainingRun:
         the plan of the epoch: per-step rates during a warm-up, the steps a mid-epoch checkpoint
         already did, when to checkpoint inside the epoch)."""
         self.progress.epoch = epoch
+        if self.recipe.phases:
+            self._enter_phase(self.recipe.phase_at(epoch))
         start = EpochProgress()
         if self.resume_progress is not None and epoch == self.start_epoch:
             start, self.resume_progress = self.resume_progress, None
@@ -291,6 +307,11 @@ class TrainingRun:
         args = self.args
         plan = EpochPlan(start=start, checkpoint_due=lambda steps: self._checkpoint_due(epoch, steps),
                          write_checkpoint=lambda progress: self.save_mid_epoch(epoch, progress))
+        if self.recipe.lr_points:
+            plan.lr_at_step = self._recipe_lr_at_step(epoch)
+            first = plan.lr_at_step(start.steps)
+            set_learning_rate(self.optimizer, first)
+            return first, plan
         lr = adjust_learning_rate(self.optimizer, epoch, args.learning_rate, args.schedule, args.gammas)
         if epoch >= args.warmup_epochs:
             return lr, plan
@@ -316,6 +337,69 @@ class TrainingRun:
             return True
         minutes = args.checkpoint_minutes
         return bool(minutes) and time.monotonic() - self._last_checkpoint_time >= 60 * minutes
+
+    # ----------------------------------------------------------------------- the recipe (--config)
+
+    def _param_groups(self) -> list[dict]:
+        """The SGD parameter groups: --bn_weight_decay for BatchNorm (one group when it is --decay)."""
+        args = self.args
+        bn_decay = args.decay if args.bn_weight_decay is None else args.bn_weight_decay
+        return param_groups(self.model, args.decay, bn_decay)
+
+    def _largest_batch_args(self) -> argparse.Namespace:
+        """The arguments with --batch_size the largest per-process batch of any phase (what the
+        mixing thread pool is sized for); the arguments themselves without phases."""
+        if not self.recipe.phases:
+            return self.args
+        largest = max(phase.per_process_batch(self.dist.world_size) for phase in self.recipe.phases)
+        return argparse.Namespace(**{**vars(self.args), "batch_size": largest})
+
+    def _build_phase_test_data(self) -> None:
+        """Evaluation of a run of phases: the last phase's test split (ImageNet: Resize 256,
+        CenterCrop 224, whatever the phase trained on). The training loader comes with the phase."""
+        args = self.args
+        test_set = get_folder_test_set(args.dataset, self.recipe.eval_data_dir)
+        self.classes = test_set.classes
+        self.num_classes = len(self.classes)
+        batch = self.recipe.phases[-1].per_process_batch(self.dist.world_size)
+        self.test_loader = get_test_loader(test_set, batch, args.workers, distributed=self.dist.distributed,
+                                           pin_memory=self.device.type == "cuda")
+
+    def _enter_phase(self, phase: Phase) -> None:
+        """Train on ``phase``'s data, crop and batch from now on: a new training loader, the old
+        one's workers ended first (none when the loader is already the phase's, or when the phase
+        continues the previous one's data, crop and batch). Building it draws no random numbers, so
+        a run resumed inside a phase trains as an uninterrupted one."""
+        if phase == self._phase:
+            return
+        number = self.recipe.phases.index(phase) + 1
+        if self._phase is not None and _loader_settings(phase) == _loader_settings(self._phase):
+            self._phase = phase  # e.g. the published phases 2 and 3: the loader (and its workers) stay
+            self.log(f"=> phase {number}/{len(self.recipe.phases)}: epochs [{phase.start}, {phase.end}), "
+                     f"the same data, crop and batch")
+            return
+        args, world_size = self.args, self.dist.world_size
+        shutdown_workers(self.train_loader)
+        self.train_loader = None
+        train_set = get_resized_crop_train_set(args.dataset, phase.data_dir, phase.crop, phase.min_scale,
+                                               self.classes, args.labels_per_class or None, seed=args.seed)
+        batch = phase.per_process_batch(world_size)
+        self.train_loader = get_train_loader(train_set, batch, args.workers, seed=args.seed,
+                                             distributed=self.dist.distributed,
+                                             pin_memory=self.device.type == "cuda")
+        self._phase = phase
+        self.log(f"=> phase {number}/{len(self.recipe.phases)}: epochs [{phase.start}, {phase.end}), "
+                 f"{phase.crop}-pixel crops (min scale {phase.min_scale:g}), {phase.batch_size} images per step "
+                 f"({batch} per process x {world_size}), {len(train_set)} images from {phase.data_dir}")
+
+    def _recipe_lr_at_step(self, epoch: int) -> Callable[[int], float]:
+        """lr_points: the rate of every step of ``epoch`` (recipe.Recipe.step_lr)."""
+        steps = self.steps_per_epoch
+
+        def lr_at_step(step: int) -> float:
+            return self.recipe.step_lr(epoch, step, steps)
+
+        return lr_at_step
 
     def share_batchnorm_statistics(self) -> None:
         """Rank 0's BatchNorm statistics, which it saves, for every rank's shard of the evaluation."""
@@ -393,6 +477,11 @@ class TrainingRun:
         self.close()
 
 
+def _loader_settings(phase: Phase) -> tuple:
+    """What a phase's training loader depends on (not its epochs)."""
+    return phase.data_dir, phase.crop, phase.min_scale, phase.batch_size
+
+
 def log_run_header(log: LogPrinter, args: argparse.Namespace, dist_info: distributed.DistInfo,
                    notes: Sequence[str]) -> None:
     """The published opening lines of log.txt (save path, arguments, versions), ``notes`` (what
@@ -413,6 +502,9 @@ def log_run_header(log: LogPrinter, args: argparse.Namespace, dist_info: distrib
         log(note)
     if args.ngpu > 0 and dist_info.device.type == "cpu":
         log("=> CUDA is not available: running on the CPU")
-    if dist_info.distributed:
+    if dist_info.distributed and getattr(args, "phases", None):
+        log(f"=> distributed: {dist_info.world_size} processes ({dist_info.backend}), each phase's images per "
+            f"step shared by them")
+    elif dist_info.distributed:
         log(f"=> distributed: {dist_info.world_size} processes ({dist_info.backend}), {args.batch_size} images "
             f"per process and step, {dist_info.world_size * args.batch_size} in all")

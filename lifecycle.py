@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 __all__ = ["EXIT_OK", "EXIT_IO", "EXIT_INPUT", "EXIT_DIVERGED", "RunError", "Interrupted", "ArgumentParser",
            "HelpFormatter", "str2bool", "flag_bool", "parse_args", "report", "error_line", "os_error_text", "SignalStops",
@@ -93,11 +93,14 @@ def flag_bool(group: argparse._ActionsContainer, name: str, help_text: str) -> N
     group.add_argument(name, nargs="?", const=True, default=False, type=str2bool, metavar="BOOL", help=help_text)
 
 
-def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
-    """``parser.parse_args(argv)``, or the exit status when parsing ended the command: 0 after
-    --help, 2 after a usage error (its line already printed)."""
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+               parse: Callable[[argparse.ArgumentParser, Sequence[str] | None], argparse.Namespace] | None = None,
+               ) -> argparse.Namespace | int:
+    """``parser.parse_args(argv)`` (or ``parse(parser, argv)``, e.g. reading a config file
+    first), or the exit status when parsing ended the command: 0 after --help, 2 after a usage
+    error (its line already printed)."""
     try:
-        return parser.parse_args(argv)
+        return parse(parser, argv) if parse is not None else parser.parse_args(argv)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else EXIT_INPUT
 

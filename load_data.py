@@ -168,6 +168,35 @@ def get_datasets(dataset: str, data_dir: str, labels_per_class: int | None = Non
     return train_set, valid_set, test_set, num_classes
 
 
+def get_folder_test_set(dataset: str, data_dir: str) -> tv_datasets.ImageFolder:
+    """The test split of a folder data set (ImageNet: ``data_dir/val``) with its test transform
+    (ImageNet: Resize 256, CenterCrop 224), without reading the training folder. DataError when
+    it is missing."""
+    _, test_dir = _folder_split_dirs(dataset, os.path.abspath(os.path.expanduser(data_dir)))
+    return _load_image_folder(test_dir, dataset_transforms(dataset_info(dataset))[1])
+
+
+def get_resized_crop_train_set(dataset: str, data_dir: str, crop: int, min_scale: float, classes: Sequence[str],
+                               labels_per_class: int | None = None, seed: int = 0) -> Dataset:
+    """The training split of a folder data set (``data_dir/train``) with ``crop``-pixel
+    RandomResizedCrops of at least ``min_scale`` of the area (aspect ratios 3/4 to 4/3) and
+    flips: one phase of a multi-phase recipe. Its class folders must be ``classes`` (the test
+    set's); ``labels_per_class`` keeps a class-balanced subset chosen from ``seed``, as
+    :func:`get_datasets` does. DataError for anything the user must fix."""
+    info = dataset_info(dataset)
+    train_dir, _ = _folder_split_dirs(dataset, os.path.abspath(os.path.expanduser(data_dir)))
+    transform = T.Compose([T.RandomResizedCrop(crop, scale=(min_scale, 1.0)), T.RandomHorizontalFlip(),
+                           T.ToTensor(), T.Normalize(info.mean, info.std)])
+    train_set = _load_image_folder(train_dir, transform)
+    if train_set.classes != list(classes):
+        raise DataError(f"the class folders of {train_dir} differ from the test set's ({len(train_set.classes)} "
+                        f"and {len(classes)} classes); every phase needs the same classes")
+    if labels_per_class is None:
+        return train_set
+    indices, _ = class_balanced_split(train_set.targets, len(classes), labels_per_class, 0, seed, train_set.classes)
+    return Subset(train_set, indices)
+
+
 def _check_split_options(labels_per_class: int | None, valid_labels_per_class: int) -> None:
     if labels_per_class is not None and labels_per_class < 1:
         raise DataError(f"labels_per_class must be a positive number of images per class (or all); "
@@ -355,24 +384,43 @@ def get_loaders(train_set: Dataset, valid_set: Dataset | None, test_set: Dataset
     (``workers > 0``) are started once and kept alive across epochs; :func:`shutdown_workers`
     ends them.
     """
+    train_loader = get_train_loader(train_set, batch_size, workers, seed, distributed, pin_memory)
+    valid_loader = (get_test_loader(valid_set, batch_size, workers, distributed, pin_memory)
+                    if valid_set is not None else None)
+    test_loader = get_test_loader(test_set, batch_size, workers, distributed, pin_memory)
+    return train_loader, valid_loader, test_loader
+
+
+def get_train_loader(train_set: Dataset, batch_size: int, workers: int, seed: int = 0, distributed: bool = False,
+                     pin_memory: bool = False) -> DataLoader:
+    """The training loader of :func:`get_loaders` alone (a phase of a multi-phase run builds one
+    per phase): an :class:`EpochSampler` over ``train_set``, ``batch_size`` images per process."""
+    common = _loader_options(batch_size, workers, pin_memory)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    rank, world_size = 0, 1
+    if distributed:
+        rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    sampler = EpochSampler(len(train_set), seed=seed, rank=rank, world_size=world_size)
+    return DataLoader(_SeededItems(train_set), sampler=sampler, generator=generator, **common)
+
+
+def get_test_loader(test_set: Dataset, batch_size: int, workers: int, distributed: bool = False,
+                    pin_memory: bool = False) -> DataLoader:
+    """An evaluation loader as :func:`get_loaders` builds them: ``test_set`` in order (under
+    ``distributed``, this rank's shard of it)."""
+    if distributed:
+        test_set = _eval_shard(test_set, torch.distributed.get_rank(), torch.distributed.get_world_size())
+    return DataLoader(test_set, shuffle=False, **_loader_options(batch_size, workers, pin_memory))
+
+
+def _loader_options(batch_size: int, workers: int, pin_memory: bool) -> dict:
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1; got {batch_size}")
     if workers < 0:
         raise DataError(f"workers must be 0 or more; got {workers}")
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    common = dict(batch_size=batch_size, num_workers=workers, pin_memory=pin_memory,
-                  persistent_workers=workers > 0, worker_init_fn=_seed_worker, drop_last=False)
-    rank, world_size = 0, 1
-    if distributed:
-        rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        valid_set = _eval_shard(valid_set, rank, world_size) if valid_set is not None else None
-        test_set = _eval_shard(test_set, rank, world_size)
-    sampler = EpochSampler(len(train_set), seed=seed, rank=rank, world_size=world_size)
-    train_loader = DataLoader(_SeededItems(train_set), sampler=sampler, generator=generator, **common)
-    valid_loader = DataLoader(valid_set, shuffle=False, **common) if valid_set is not None else None
-    test_loader = DataLoader(test_set, shuffle=False, **common)
-    return train_loader, valid_loader, test_loader
+    return dict(batch_size=batch_size, num_workers=workers, pin_memory=pin_memory,
+                persistent_workers=workers > 0, worker_init_fn=_seed_worker, drop_last=False)
 
 
 def shutdown_workers(*loaders: DataLoader | DeviceLoader | None) -> None:

@@ -10,6 +10,8 @@ loop. Each epoch writes ``log.txt``, ``log.pkl``, ``loss.png``, ``acc.png``,
 ``--root_dir/<experiment name>`` (nothing with ``--log_off``). ``--resume`` continues a run from
 our checkpoints bit-identically on the CPU, and also reads the published checkpoint;
 ``python main.py --evaluate --resume FILE`` only evaluates on the test set.
+``--config FILE.yml`` takes flag values from a YAML file, and its ``phases:`` and ``lr_points:``
+a multi-phase run (the published ImageNet recipe: configs/imagenet_fast.yml).
 
 Several GPUs or nodes: ``torchrun --nproc_per_node N main.py ...`` trains with
 DistributedDataParallel, one process per GPU: --batch_size is per process, each process mixes its
@@ -54,12 +56,12 @@ from lifecycle import (
     RunError,
     error_line,
     os_error_text,
-    parse_args,
     report,
     stop_on_signals,
 )
 from load_data import DataError, DeviceLoader, check_data_dir, dataset_info
-from options import AUTO_RESUME, experiment_name, get_args_parser, resolve_method, validate_args
+from options import (AUTO_RESUME, data_folders, experiment_name, get_args_parser, parse_command_line, resolve_method,
+                     validate_args)
 from utils import AverageMeter, LogPrinter, ScalarLog, accuracy, convert_secs2time, time_string, to_one_hot
 
 __all__ = ["get_args_parser", "train_one_epoch", "evaluate", "train", "run", "main", "TrainingDiverged",
@@ -368,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The other ranks would repeat rank 0's usage message or --help word for word.
     with contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext(), \
             contextlib.redirect_stderr(io.StringIO()) if rank else contextlib.nullcontext():
-        args = parse_args(get_args_parser(), argv)
+        args = parse_command_line(argv)
     if isinstance(args, int):
         return args
     if args.data_dir is None:
@@ -376,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         resolve_method(args)
         validate_args(args)
-        check_data_dir(args.dataset, args.data_dir)
+        for folder in data_folders(args):
+            check_data_dir(args.dataset, folder)
     except (ValueError, DataError) as err:
         if rank == 0:
             report(f"error: {err}")

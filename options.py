@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -17,10 +19,14 @@ import distributed
 import lifecycle
 import methods
 import models
+from config_file import parse_args_with_config
 from load_data import DATASETS, dataset_info
 from lifecycle import str2bool
+from models.init import INITS
+from recipe import Recipe, RecipeError
 
-__all__ = ["AUTO_RESUME", "experiment_name", "get_args_parser", "resolve_method", "validate_args"]
+__all__ = ["AUTO_RESUME", "experiment_name", "get_args_parser", "parse_command_line", "resolve_method",
+           "validate_args", "data_folders"]
 
 AUTO_RESUME = "auto"
 """``--resume auto``: continue from the experiment folder's checkpoint if it has one."""
@@ -30,12 +36,14 @@ _EPILOG = (
     "DistributedDataParallel; several nodes: add --nnodes, --node_rank and --rdzv_endpoint HOST:PORT as "
     "torchrun documents). --batch_size is per process, so a step uses N x batch_size images in all; the "
     "learning rate is not rescaled for you. "
-    "ImageNet as the published comix-imagenet run (ResNet-50, 100 epochs, DDP, fp16): --dataset imagenet "
-    "--arch resnet50 --labels_per_class 0 --m_part 16 --m_niter 3 --m_block_num 4 --m_beta 0.32 --m_gamma 1.0 "
-    "--m_eta 0.05 --m_thres 0.83 --m_omega 0.001 --mixup_alpha 1.0 (their Dirichlet prior is flat) --loss ce "
-    "--clean_lam 500 (their clean loss is 1 x CE; ours is 2 clean_lam CE / 1000) --amp fp16; their batch "
-    "was 1024 then 448 images in all, with a piecewise-linear learning rate (warm-up 0.5 to 1.0 over 8 "
-    "epochs at 128 pixels, then linear decays), which --warmup_epochs only approximates."
+    "ImageNet as the published comix-imagenet run (ResNet-50, 100 epochs, three phases of progressive "
+    "resizing, piecewise-linear learning rate, plain momentum, no weight decay on BatchNorm, fp16): "
+    "python prepare_imagenet.py --src IMAGENET --dst DIR --sizes 160 352, then "
+    "torchrun --nproc_per_node 8 main.py --config configs/imagenet_fast.yml --data_dir DIR "
+    "(the file's phases give global batch sizes, split over the processes; see the README). Its Co-Mixup "
+    "settings as flags: --dataset imagenet --arch resnet50 --labels_per_class 0 --m_part 16 --m_niter 3 "
+    "--m_block_num 4 --m_peak_stride 8 --mixup_alpha 1.0 (flat Dirichlet prior) --loss ce --clean_lam 500 (their "
+    "clean loss is 1 x CE; ours is 2 clean_lam CE / 1000) --amp fp16."
 )
 
 
@@ -80,8 +88,18 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="images per step and process: under torchrun with N processes a step uses "
                             "N x batch_size images in all, and each process mixes its own batch")
     optim.add_argument("--learning_rate", type=float, default=0.2)
-    optim.add_argument("--momentum", type=float, default=0.9, help="Nesterov momentum of SGD")
+    optim.add_argument("--momentum", type=float, default=0.9, help="momentum of SGD (Nesterov: see --nesterov)")
     optim.add_argument("--decay", type=float, default=0.0001, help="weight decay (L2 penalty)")
+    optim.add_argument("--nesterov", type=str2bool, default=True, metavar="BOOL",
+                       help="Nesterov momentum (the published CIFAR code) or plain momentum (False: the "
+                            "published ImageNet recipe)")
+    optim.add_argument("--bn_weight_decay", type=float, default=None, metavar="WD",
+                       help="weight decay of the BatchNorm weights and biases (the ImageNet recipe: 0); "
+                            "default: --decay, one parameter group as the published CIFAR code")
+    optim.add_argument("--init", default="default", choices=INITS,
+                       help="weight initialisation: the model's own, or published_imagenet (He-normal fan-out "
+                            "convolutions, BatchNorm 1/0 with the last gamma of every residual block 0, fc "
+                            "weights N(0, 0.01); torchvision ResNets only)")
     optim.add_argument("--schedule", type=int, nargs="+", default=[100, 200],
                        help="epochs at which the learning rate is multiplied by the matching gamma")
     optim.add_argument("--gammas", type=float, nargs="+", default=[0.1, 0.1],
@@ -131,6 +149,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     mix.add_argument("--m_niter", type=int, default=4, help="outer iterations of the solver")
     mix.add_argument("--m_solver", default="fast", choices=comix_solver.SOLVERS,
                      help="labelling solver: fast (compiled swap moves), bkgco or gco (published GCO backend)")
+    mix.add_argument("--m_peak_stride", type=int, default=1, metavar="S",
+                     help="stride of the 8x8 average pool that finds each input's saliency peak for the "
+                          "compatibility term (published CIFAR code 1, ImageNet code 8)")
 
     puzzle = parser.add_argument_group("Puzzle Mix (--method puzzle; the Puzzle Mix repository's names and "
                                        "CIFAR command)")
@@ -181,10 +202,24 @@ def get_args_parser() -> argparse.ArgumentParser:
                "(no effect in a single process)")
 
     misc = parser.add_argument_group("misc")
+    # read first by config_file.parse_args_with_config, which also sets phases and lr_points (no
+    # attribute at all when this parser alone reads a command line)
+    misc.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                      help="YAML file of flag values (every top-level key a flag; flags given here override "
+                           "it) and of a multi-phase recipe: phases (epochs, data_dir, crop, global batch_size, "
+                           "min_scale) and lr_points ([epoch, lr] pairs, linear in between, set every step); "
+                           "e.g. configs/imagenet_fast.yml")
     misc.add_argument("--seed", type=int, default=0, help="random seed")
     misc.add_argument("--tag", type=str, default="", help="suffix of the experiment folder name")
     lifecycle.flag_bool(misc, "--log_off", "write no files (output is still printed)")
     return parser
+
+
+def parse_command_line(argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """main.py's command line, ``--config FILE`` read first (its values become the defaults, the
+    other flags override them); the exit status when parsing ended the command (0 after --help,
+    2 after a usage error or a bad config file, its line already printed)."""
+    return lifecycle.parse_args(get_args_parser(), argv, parse=parse_args_with_config)
 
 
 def resolve_method(args: argparse.Namespace) -> None:
@@ -220,9 +255,11 @@ def validate_args(args: argparse.Namespace) -> None:
     fixed: CIFAR-10 5000, CIFAR-100 and Tiny-ImageNet 500, ImageNet checked once its folders
     are read; --m_part at most --batch_size and --m_block_num dividing the image size for
     comix; the Puzzle Mix grid for puzzle; the torchrun, --amp, --sync_bn and --data_on_device
-    combinations) and an existing --resume file. Unknown names (dataset, arch, method, solver,
-    ...) are refused by the parser itself. The data folder is checked by
-    load_data.check_data_dir, the experiment folder by main when it creates it.
+    combinations; the --config recipe's phases and lr_points, their global batches against the
+    number of processes, and --m_block_num against every phase's crop) and an existing --resume
+    file. Unknown names (dataset, arch, method, solver, ...) are refused by the parser itself. The
+    data folders (:func:`data_folders`) are checked by load_data.check_data_dir, the experiment
+    folder by main when it creates it.
     """
     if getattr(args, "method", None) not in methods.METHODS:
         raise ValueError(f"--method must be one of {', '.join(methods.METHODS)} (call resolve_method first), "
@@ -247,6 +284,7 @@ def validate_args(args: argparse.Namespace) -> None:
          f"--learning_rate must be a positive number, got {args.learning_rate}")
     need(finite(args.momentum) and args.momentum >= 0, f"--momentum must be 0 or more, got {args.momentum}")
     need(finite(args.decay) and args.decay >= 0, f"--decay must be 0 or more, got {args.decay}")
+    _optimiser_problems(args, problems)
     if len(args.schedule) != len(args.gammas):
         problems.append(f"--schedule and --gammas must have the same length, got {len(args.schedule)} "
                         f"epochs ({' '.join(map(str, args.schedule))}) and {len(args.gammas)} factors "
@@ -265,13 +303,16 @@ def validate_args(args: argparse.Namespace) -> None:
     if not args.evaluate:  # evaluation reads only the test split
         _labels_problems(args, problems)
     need(finite(args.clean_lam) and args.clean_lam >= 0, f"--clean_lam must be 0 or more, got {args.clean_lam}")
-    problems += methods.method_class(args.method).arg_problems(args, dataset_info(args.dataset).image_size, problems)
+    for image_size in _train_image_sizes(args):
+        problems += [problem for problem in methods.method_class(args.method).arg_problems(args, image_size, problems)
+                     if problem not in problems]
     need(args.print_freq >= 1, f"--print_freq must be at least 1, got {args.print_freq}")
     need(args.workers >= 0, f"--workers must be 0 or more, got {args.workers}")
     need(0 <= args.seed < 2**32, f"--seed must lie in [0, 2**32 - 1], got {args.seed}")
     need(os.sep not in args.tag and (os.altsep is None or os.altsep not in args.tag),
          f"--tag becomes part of a folder name and must not contain a path separator, got {args.tag!r}")
     _distributed_problems(args, problems)
+    _recipe_problems(args, problems)
     if args.ngpu < 0:
         problems.append(f"--ngpu must be 0 (CPU) or more, got {args.ngpu}")
     elif args.ngpu > 1 and torch.cuda.is_available() and args.ngpu > torch.cuda.device_count():
@@ -291,6 +332,73 @@ def validate_args(args: argparse.Namespace) -> None:
         problems.append(f"--resume {args.resume}: no such checkpoint file")
     if problems:
         raise ValueError("; ".join(problems))
+
+
+def _optimiser_problems(args: argparse.Namespace, problems: list[str]) -> None:
+    """--nesterov, --bn_weight_decay and --init."""
+    if args.nesterov and math.isfinite(args.momentum) and args.momentum <= 0:
+        problems.append(f"--nesterov True needs a --momentum above 0, got {args.momentum}; use --nesterov False "
+                        f"for plain SGD")
+    wd = args.bn_weight_decay
+    if wd is not None and not (math.isfinite(wd) and wd >= 0):
+        problems.append(f"--bn_weight_decay must be 0 or more, got {wd}")
+    if args.init == "published_imagenet" and args.arch not in models.TORCHVISION_RESNETS:
+        problems.append(f"--init published_imagenet is for torchvision's ResNets "
+                        f"({', '.join(models.TORCHVISION_RESNETS)}), not {args.arch}; use --init default")
+
+
+def _recipe_problems(args: argparse.Namespace, problems: list[str]) -> None:
+    """The phases and lr_points of --config: their own checks (recipe.Recipe), the data set they
+    apply to, the flags they replace, and the number of processes sharing each global batch."""
+    phases, lr_points = getattr(args, "phases", None), getattr(args, "lr_points", None)
+    if phases is None and lr_points is None:
+        return
+    source = f"--config {getattr(args, 'config', None) or '(none)'}"
+    try:
+        recipe = Recipe.from_args(args)
+    except RecipeError as err:
+        problems.append(f"{source}: {err}")
+        return
+    if recipe.lr_points and args.warmup_epochs > 0:
+        problems.append(f"--warmup_epochs {args.warmup_epochs} does not combine with lr_points (they set the rate "
+                        f"of every step, warm-up included); drop --warmup_epochs")
+    if not recipe.phases:
+        return
+    if args.dataset != "imagenet":
+        problems.append(f"phases ({source}) train on ImageNet-style folders with random resized "
+                        f"crops: use --dataset imagenet, not {args.dataset}")
+    if args.valid_labels_per_class > 0:
+        problems.append(f"--valid_labels_per_class {args.valid_labels_per_class} does not combine with phases "
+                        f"(each phase reads its own training folder); leave it at 0")
+    try:
+        world_size = distributed.env_world()[0]
+    except distributed.LaunchError:  # reported by _distributed_problems
+        return
+    try:
+        recipe.check_world_size(world_size)
+    except RecipeError as err:
+        problems.append(f"{source}: {err}")
+
+
+def _train_image_sizes(args: argparse.Namespace) -> list[int]:
+    """The sides of the training images: every phase's crop, or the data set's image size."""
+    try:
+        phases = Recipe.from_args(args).phases
+    except RecipeError:  # reported by _recipe_problems
+        phases = ()
+    return sorted({phase.crop for phase in phases}) or [dataset_info(args.dataset).image_size]
+
+
+def data_folders(args: argparse.Namespace) -> list[str]:
+    """The data folders a validated run reads, for load_data.check_data_dir before any heavy
+    work: --data_dir, or with phases every phase's folder (--evaluate: only the last phase's,
+    the one evaluation reads)."""
+    recipe = Recipe.from_args(args)
+    if not recipe.phases:
+        return [args.data_dir]
+    if args.evaluate:
+        return [recipe.eval_data_dir]
+    return list(dict.fromkeys(phase.data_dir for phase in recipe.phases))
 
 
 def _labels_problems(args: argparse.Namespace, problems: list[str]) -> None:
@@ -349,8 +457,10 @@ def experiment_name(args: argparse.Namespace) -> str:
     learning rate, puzzle then ``_n_labels_<L>_beta_<b>_gamma_<g>_neigh_<s>_eta_<e>`` and, with
     transport, ``_transport_eps_<t_eps>_size_<t_size>`` (the Puzzle Mix repository's order). Any
     method: ``--loss ce`` adds ``_loss_ce`` before ``_clean_<clean_lam>`` (present when it is > 0);
-    after it, a warm-up adds ``_warmup_<W>`` and ``--amp bf16/fp16`` adds ``_amp_<mode>``. The
-    number of processes is not part of the name.
+    after it, a warm-up adds ``_warmup_<W>``, ``--amp bf16/fp16`` adds ``_amp_<mode>`` and
+    ``--config FILE`` adds ``_cfg_<FILE's stem>`` (what the file sets besides the named flags,
+    its phases and learning-rate points, is known by the file's name). The number of processes
+    is not part of the name.
     """
     name = (f"{args.dataset}_per_{args.labels_per_class}_arch_{args.arch}_eph_{args.epochs}"
             f"_lr_{args.learning_rate}")
@@ -365,6 +475,8 @@ def experiment_name(args: argparse.Namespace) -> str:
             name += f"_from_{args.warmup_start_factor}"
     if getattr(args, "mixed_precision", "off") != "off":
         name += f"_amp_{args.mixed_precision}"
+    if getattr(args, "config", None):
+        name += f"_cfg_{Path(args.config).stem}"
     name += f"_seed_{args.seed}"
     if args.tag:
         name += f"_{args.tag}"

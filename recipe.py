@@ -101,6 +101,13 @@ class Recipe:
             raise RecipeError("; ".join(problems))
         return cls(built, points)
 
+    @classmethod
+    def from_args(cls, args: Any) -> "Recipe":
+        """The recipe of main.py's arguments: their ``phases`` and ``lr_points`` (absent or None:
+        none), ``epochs`` and ``data_dir`` (see :meth:`from_config`)."""
+        return cls.from_config(getattr(args, "phases", None), getattr(args, "lr_points", None), args.epochs,
+                               args.data_dir)
+
     def phase_index(self, epoch: int) -> int:
         """Position of the phase that trains ``epoch``."""
         for index, phase in enumerate(self.phases):

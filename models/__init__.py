@@ -51,11 +51,15 @@ MODELS: dict[str, Callable[..., MixableClassifier]] = {
 WIDTH_ARCHS = frozenset(name for name in MODELS if name.startswith("preactresnet"))
 """Architectures whose constructor takes ``initial_channels``."""
 
+TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+"""torchvision's ImageNet ResNets (what --init published_imagenet initialises)."""
+
 DEFAULT_INITIAL_CHANNELS = 64
 
 __all__ = [
     "MODELS",
     "WIDTH_ARCHS",
+    "TORCHVISION_RESNETS",
     "MixableClassifier",
     "build_model",
     "model_names",
