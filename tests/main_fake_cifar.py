@@ -10,7 +10,10 @@ It lifts torchvision's md5 check as that fixture does. Test hooks, chosen by env
 - COMIX_TEST_STALL_SAVE=N and COMIX_TEST_MARKER=PATH: the N-th checkpoint write (1-based) writes
   half of its bytes, creates PATH and then waits to be killed;
 - COMIX_TEST_POISON=CALL:RANK: the training loss of step CALL (0-based, counted over the run) of
-  rank RANK becomes NaN.
+  rank RANK becomes NaN;
+- COMIX_TEST_SIGNAL_AT=SIGNAL:CALL[:RANK]: the process sends itself SIGNAL (a name: SIGTERM,
+  SIGKILL, SIGSTOP, ...) during step CALL of rank RANK (default 0), on torchrun's first attempt
+  only, as a scheduler's pre-emption or a crash would hit it.
 """
 from __future__ import annotations
 
@@ -76,6 +79,17 @@ def _poison(call: int, rank: int) -> None:
         methods.build_method = poisoned_builder(methods.build_method, call, float("nan"))
 
 
+def _signal_at(name: str, call: int, rank: int) -> None:
+    import signal
+
+    import methods
+    from runs import poisoned_builder
+
+    if int(os.environ.get("RANK", "0")) == rank and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
+        send = lambda: os.kill(os.getpid(), getattr(signal, name))  # noqa: E731
+        methods.build_method = poisoned_builder(methods.build_method, call, 1.0, on_poison=send)
+
+
 def run(argv: list[str]) -> int:
     """main.main(argv) with the md5 check lifted and the test hooks of the module docstring applied."""
     if os.environ.get("COMIX_TEST_STALL_SAVE"):
@@ -83,6 +97,9 @@ def run(argv: list[str]) -> int:
     if os.environ.get("COMIX_TEST_POISON"):
         call, rank = os.environ["COMIX_TEST_POISON"].split(":")
         _poison(int(call), int(rank))
+    if os.environ.get("COMIX_TEST_SIGNAL_AT"):
+        name, call, *rank = os.environ["COMIX_TEST_SIGNAL_AT"].split(":")
+        _signal_at(name, int(call), int(rank[0]) if rank else 0)
     _lift_md5_check()
     folder = os.environ.get("COMIX_TEST_REDUCTIONS")
     if folder:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 
@@ -26,10 +27,14 @@ def start(argv: list[str], cwd: Path, **env: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def start_torchrun(argv: list[str], cwd: Path, **env: str) -> subprocess.Popen:
-    """``torchrun --standalone --nproc_per_node 2`` of the child, in a session of its own as in start()."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(CHILD),
-               *argv]
+STANDALONE_PAIR = ("--standalone", "--nproc_per_node", "2")
+
+
+def start_torchrun(argv: list[str], cwd: Path, launcher: Sequence[str] = STANDALONE_PAIR,
+                   **env: str) -> subprocess.Popen:
+    """``torchrun LAUNCHER`` (default: 2 processes, standalone) of the child, in a session of its own
+    as in start()."""
+    command = [sys.executable, "-m", "torch.distributed.run", *launcher, str(CHILD), *argv]
     return subprocess.Popen(command, cwd=cwd, env=child_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
 

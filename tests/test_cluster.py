@@ -1,7 +1,7 @@
 """Long runs on shared clusters: one run per experiment folder, --resume auto, checkpoints inside an
 epoch, pre-emption by SIGTERM, torchrun's elastic restarts and a two-node rendezvous.
 
-Every run here is a child process (tests/cluster_child.py: main.main on generated CIFAR files),
+Every run here is a child process (tests/main_fake_cifar.py: main.main on generated CIFAR files),
 3 steps per epoch; the runs that are stopped and resumed must end with the weights, momenta and
 history of an uninterrupted run, bit for bit.
 """
@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,38 +22,16 @@ import torch
 import experiment
 import run_log
 from fakedata import write_cifar
+from processes import CHILD, STANDALONE_PAIR, child_env, finish, start, start_torchrun, wait_for
 from runs import TEST_PER_CLASS, TRAIN_PER_CLASS, base_args
 
-CHILD = Path(__file__).resolve().parent / "cluster_child.py"
 EPOCHS = 3
 STEPS_PER_EPOCH = 3  # 60 images, batches of 20
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore", **extra)
-    return env
-
-
-def start(argv: list[str], cwd: Path, **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(CHILD), *argv], cwd=cwd, env=child_env(**env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
-    out, err = process.communicate(timeout=timeout)
-    return process.returncode, out, err
-
-
-def wait_for(predicate, timeout: float, what: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if process.poll() is not None:
-            out, err = process.communicate()
-            pytest.fail(f"the run ended (rc {process.returncode}) before {what}:\n{out[-2000:]}\n{err[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
+def stopped(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] == "T"
 
 
 def run_argv(data: Path, root: Path, workers: int, *extra: str) -> list[str]:
@@ -111,7 +88,7 @@ def reference(data, tmp_path_factory):
 def test_a_second_run_into_a_held_folder_stops_and_the_first_is_unharmed(data, reference, tmp_path):
     root = tmp_path / "exp"
     first = start(run_argv(data, root, 0), tmp_path, COMIX_TEST_SIGNAL_AT="SIGSTOP:4")  # paused in epoch 1
-    wait_for(lambda: _stopped(first.pid), 60, "the first run to pause", first)
+    wait_for(lambda: stopped(first.pid), 60, "the first run to pause", first)
     assert run_log.lock_is_held(str(only_folder(root))) is True
     second = subprocess.run([sys.executable, str(CHILD), *run_argv(data, root, 0)], cwd=tmp_path, env=child_env(),
                             capture_output=True, text=True, timeout=120)
@@ -138,7 +115,7 @@ def test_a_killed_run_leaves_no_lock_and_resumes_from_its_mid_epoch_checkpoint(d
     root = tmp_path / "exp"
     argv = run_argv(data, root, 0, "--checkpoint_steps", "2", "--resume", "auto")
     first = start(argv, tmp_path, COMIX_TEST_SIGNAL_AT="SIGSTOP:5")  # frozen in step 5, after step 4's checkpoint
-    wait_for(lambda: first.poll() is None and _stopped(first.pid), 60, "the run to reach step 5", first)
+    wait_for(lambda: first.poll() is None and stopped(first.pid), 60, "the run to reach step 5", first)
     folder = only_folder(root)
     assert run_log.lock_is_held(str(folder)) is True
     saved = torch.load(folder / "checkpoint.pth.tar", weights_only=True)
@@ -153,11 +130,6 @@ def test_a_killed_run_leaves_no_lock_and_resumes_from_its_mid_epoch_checkpoint(d
     assert f"=> continuing epoch 001/{EPOCHS:03d} at step 1 of {STEPS_PER_EPOCH} (a mid-epoch checkpoint)" in out
     assert_same_training(reference(0), folder)
     assert epoch_counts((folder / "log.txt").read_text()) == ([1] * EPOCHS, EPOCHS)
-
-
-def _stopped(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2] == "T"
 
 
 # --------------------------------------------------------------------------- pre-emption
@@ -192,12 +164,6 @@ def test_sigterm_mid_epoch_then_resume_auto_equals_an_uninterrupted_run(data, re
 
 # --------------------------------------------------------------------------- torchrun
 
-def torchrun(launcher_args: list[str], argv: list[str], cwd: Path, **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *launcher_args, str(CHILD), *argv],
-                            cwd=cwd, env=child_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-
-
 def ddp_argv(data: Path, root: Path) -> list[str]:
     """10 images per process and step: 3 steps per epoch, as in a single process."""
     return base_args(data, root, "--epochs", str(EPOCHS), "--batch_size", "10", "--m_part", "5", "--method", "comix",
@@ -206,8 +172,8 @@ def ddp_argv(data: Path, root: Path) -> list[str]:
 
 def test_torchrun_restarts_the_group_after_a_worker_dies_and_logs_each_epoch_once(data, tmp_path):
     root = tmp_path / "exp"
-    process = torchrun(["--standalone", "--nproc_per_node", "2", "--max-restarts", "1"], ddp_argv(data, root),
-                       tmp_path, COMIX_TEST_SIGNAL_AT="SIGKILL:4:1")  # rank 1 dies in its step 4 (epoch 1)
+    process = start_torchrun(ddp_argv(data, root), tmp_path, (*STANDALONE_PAIR, "--max-restarts", "1"),
+                             COMIX_TEST_SIGNAL_AT="SIGKILL:4:1")  # rank 1 dies in its step 4 (epoch 1)
     rc, out, err = finish(process, timeout=240)
     assert rc == 0, err[-4000:]
     folder = only_folder(root)
@@ -226,7 +192,7 @@ def test_two_launchers_rendezvous_on_loopback_and_train(data, tmp_path):
     argv = base_args(data, root, "--epochs", "1", "--batch_size", "10", "--m_part", "5", "--method", "vanilla")
     launcher = ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint",
                 f"127.0.0.1:{port}", "--rdzv_id", "two-nodes"]
-    nodes = [torchrun(launcher, argv, tmp_path) for _ in range(2)]
+    nodes = [start_torchrun(argv, tmp_path, launcher) for _ in range(2)]
     results = [finish(node, timeout=180) for node in nodes]
     assert [rc for rc, _, _ in results] == [0, 0], [err[-3000:] for _, _, err in results]
     folder = only_folder(root)
