@@ -7,14 +7,24 @@ architectures, data sets, epochs) differ by line style.
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from compare import Group
+    from run_log import Run
+
+
+class CurveGroup(Protocol):
+    """What a curve needs of a group of runs (compare.Group has it): its method, its finished runs."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def finished(self) -> Sequence["Run"]: ...
 
 __all__ = ["draw_curves", "figure_bytes", "METHOD_COLOURS"]
 
@@ -39,7 +49,7 @@ def _curves(runs: Sequence, attribute: str) -> np.ndarray:
     return np.asarray([v[:length] for v in values], dtype=np.float64)
 
 
-def draw_curves(groups: Sequence["Group"], label_of: Callable[["Group"], str],
+def draw_curves(groups: Sequence[CurveGroup], label_of: Callable[[CurveGroup], str],
                 size: tuple[float, float] = (11.0, 4.0)) -> "Figure":
     """A figure of two axes, test accuracy and test loss against the epoch (1-based), with one
     line per group (of its finished runs) labelled ``label_of(group)`` and the number of runs; a
