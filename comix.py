@@ -41,7 +41,7 @@ import comix_solver
 __all__ = [
     "CoMixup", "CoMixupConfig", "saliency_and_clean_loss", "saliency_peak_distance", "block_cost",
     "compatibility", "get_onehot_matrix", "mix_input", "obj_fn", "obj_fn_thres", "mixup_process",
-    "to_one_hot", "distance",
+    "to_one_hot", "distance", "MaskSolve", "masks_to_device",
 ]
 
 BLOCK_CHOICES = (2, 4, 8, 16)  # grid sizes drawn per batch when m_block_num == -1
@@ -398,24 +398,29 @@ class CoMixup:
 
     @torch.no_grad()
     def start(self, saliency: Tensor, a_dist: Tensor | None = None) -> "MaskSolve":
-        """Begin solving the masks of a batch and return at once with the solve in flight.
+        """Begin solving the masks of a batch and return at once with the solve in flight:
+        :meth:`submit` of :meth:`pool`. The caller's thread is then free to queue device work
+        that does not need the masks; :meth:`finish` waits and mixes. Same draws, same masks
+        as solving in one go."""
+        return self.submit(self.pool(saliency, a_dist))
 
-        The pooled saliency (:meth:`pool`) goes to pinned host memory in one non-blocking copy;
-        the partitions' random draws are made meanwhile, in partition order, and with an
-        executor the partitions are handed to its threads before the copy lands (each waits
-        for it, without the GIL). The caller's thread is free to queue device work that does
-        not need the masks; :meth:`finish` mixes. Same draws, same masks as solving in one go.
-        """
-        packed = self.pool(saliency, a_dist)
-        batch = saliency.shape[0]
-        n_block = math.isqrt(packed.shape[1] - batch)
-        if packed.device.type == "cuda":
-            host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
-            host.copy_(packed, non_blocking=True)
+    @torch.no_grad()
+    def submit(self, pooled: Tensor) -> "MaskSolve":
+        """Solve the partitions of a pooled batch (:meth:`pool`, on any device).
+
+        From a GPU the pooled saliency goes to pinned host memory in one non-blocking copy; the
+        partitions' random draws are made meanwhile, in partition order, and with an executor
+        the partitions are handed to its threads before the copy lands (each waits for it,
+        without the GIL). Without one they are solved when :meth:`MaskSolve.masks` asks."""
+        batch = pooled.shape[0]
+        n_block = math.isqrt(pooled.shape[1] - batch)
+        if pooled.device.type == "cuda":
+            host = torch.empty(pooled.shape, dtype=pooled.dtype, pin_memory=True)
+            host.copy_(pooled, non_blocking=True)
             landed = torch.cuda.Event()
             landed.record()
         else:
-            host, landed = packed.cpu(), None
+            host, landed = pooled.cpu(), None
         cfg = self.config
         bounds = [(start, min(start + cfg.m_part, batch)) for start in range(0, batch, cfg.m_part)]
         draws = [_draw_partition(stop - start, stop - start, n_block * n_block, cfg.mixup_alpha, None, self.rng)
@@ -434,24 +439,26 @@ class CoMixup:
 
     @torch.no_grad()
     def finish(self, solve: "MaskSolve", x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Wait for the masks of :meth:`start`, bring them to x's device in one copy (from pinned
-        memory, non-blocking) and mix: (mixed_x, mixed_y) as :meth:`__call__` returns them."""
+        """Wait for the masks of :meth:`start`, bring them to x's device in one copy and mix:
+        (mixed_x, mixed_y) as :meth:`__call__` returns them."""
+        return self.mix(masks_to_device(solve.masks(), x.device), x, y)
+
+    @torch.no_grad()
+    def mix(self, masks: list[Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Mix a batch with its partitions' masks (m, n, n, m), in order: :func:`mix_input` per
+        partition, concatenated."""
         targets = _soft_targets(y, self.num_classes)
-        if targets.shape[0] != x.shape[0] or x.shape[0] != solve.bounds[-1][1]:
-            raise ValueError(f"got {targets.shape[0]} targets and {x.shape[0]} images for masks of "
-                             f"{solve.bounds[-1][1]} inputs")
-        masks = solve.masks()
-        flat = torch.cat([mask.flatten() for mask in masks])
-        if x.device.type == "cuda":
-            flat = flat.pin_memory().to(x.device, non_blocking=True)
+        covered = sum(mask.shape[-1] for mask in masks)
+        if targets.shape[0] != x.shape[0] or x.shape[0] != covered:
+            raise ValueError(f"got {targets.shape[0]} targets and {x.shape[0]} images for masks of {covered} inputs")
         mixed_x, mixed_y = [], []
-        offset = 0
-        for mask, (start, stop) in zip(masks, solve.bounds):
-            on_device = flat[offset:offset + mask.numel()].view(mask.shape)
-            offset += mask.numel()
-            part_x, part_y = mix_input(on_device, x[start:stop], targets[start:stop])
+        start = 0
+        for mask in masks:
+            stop = start + mask.shape[-1]
+            part_x, part_y = mix_input(mask, x[start:stop], targets[start:stop])
             mixed_x.append(part_x)
             mixed_y.append(part_y)
+            start = stop
         return torch.cat(mixed_x), torch.cat(mixed_y)
 
     @torch.no_grad()
@@ -465,6 +472,21 @@ class CoMixup:
         if targets.shape[0] != x.shape[0]:
             raise ValueError(f"got {targets.shape[0]} targets for {x.shape[0]} images")
         return self.finish(self.start(saliency, a_dist), x, targets)
+
+
+def masks_to_device(masks: list[Tensor], device: torch.device) -> list[Tensor]:
+    """The partitions' masks on device: to a GPU in one copy from pinned memory (non-blocking,
+    ordered on the current stream before the mixing that reads them)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return [mask.to(device) for mask in masks]
+    flat = torch.cat([mask.flatten() for mask in masks]).pin_memory().to(device, non_blocking=True)
+    on_device = []
+    offset = 0
+    for mask in masks:
+        on_device.append(flat[offset:offset + mask.numel()].view(mask.shape))
+        offset += mask.numel()
+    return on_device
 
 
 class _PartitionSolve:
