@@ -53,7 +53,7 @@ def _grid_neighbours(n: int) -> np.ndarray:
 @njit(cache=True, nogil=True)
 def _min_cut(arcs, src, snk, cap, sink_side, parent, pdir, queue):
     """Minimum s-t cut of a graph whose node i has up to 4 arcs (arcs[i, d]: the node arc d
-    leads to, or -1; arc (d + 2) % 4 of that node leads back) by shortest augmenting paths.
+    leads to, or -1; arc d ^ 2 (the opposite direction) of that node leads back) by shortest augmenting paths.
 
     src[i] / snk[i]: capacities s->i and i->t; cap[d, i]: capacity of arc d of i. All are
     residual capacities, changed in place. Writes sink_side[i]: True for the nodes that can
@@ -78,7 +78,7 @@ def _min_cut(arcs, src, snk, cap, sink_side, parent, pdir, queue):
                 src[p] -= flow
                 snk[q] -= flow
                 cap[d, p] -= flow
-                cap[(d + 2) % 4, q] += flow
+                cap[d ^ 2, q] += flow
                 if src[p] <= _EPS:
                     break
     while True:
@@ -120,7 +120,7 @@ def _min_cut(arcs, src, snk, cap, sink_side, parent, pdir, queue):
             p = parent[q]
             d = pdir[q]
             cap[d, p] -= flow
-            cap[(d + 2) % 4, q] += flow
+            cap[d ^ 2, q] += flow
             q = p
         src[q] -= flow
     # Nodes that reach t through unsaturated arcs: search backwards from t.
@@ -137,7 +137,7 @@ def _min_cut(arcs, src, snk, cap, sink_side, parent, pdir, queue):
         for d in range(4):
             p = arcs[q, d]
             # the arc p -> q runs in the direction opposite to d as seen from p
-            if p >= 0 and not sink_side[p] and cap[(d + 2) % 4, p] > _EPS:
+            if p >= 0 and not sink_side[p] and cap[d ^ 2, p] > _EPS:
                 sink_side[p] = True
                 queue[tail] = p
                 tail += 1
@@ -398,15 +398,8 @@ def _label_grid(unary, potts, beta, labels, ws):
     _present_below(present, below, n_labels)
     start = ws[_WS_CLOCK][0] + 1
     clock = start
-    # Each block's Potts terms change by at most 4 beta when it switches label (weights <= 1):
-    # a label whose cheapest block costs that much more than the other label's dearest block
-    # cannot take any block from it, which rules out most pairs without looking at the grid.
-    lowest = np.empty(n_labels)
-    highest = np.empty(n_labels)
-    for label in range(n_labels):
-        lowest[label] = unary[label].min()
-        highest[label] = unary[label].max()
-    reach = 4.0 * beta
+    lowest, highest = _cost_ranges(unary)
+    reach = 4.0 * beta  # see _cost_ranges
     energy = _labelling_energy(labels, unary, potts, beta, nbr)
     previous = energy + 1.0
     while previous > energy:
@@ -434,6 +427,21 @@ def _label_grid(unary, potts, beta, labels, ws):
                 b = b - 1 if present[a] > 0 else below[b]
         energy = _labelling_energy(labels, unary, potts, beta, nbr)
     ws[_WS_CLOCK][0] = clock
+
+
+@njit(cache=True, nogil=True)
+def _cost_ranges(unary):
+    """Each label's cheapest and dearest block cost. Each block's Potts terms change by at most
+    4 beta when it switches label (weights <= 1): a label whose cheapest block costs that much
+    more than the other label's dearest block cannot take any block from it, which rules out
+    most pairs without looking at the grid."""
+    n_labels = unary.shape[0]
+    lowest = np.empty(n_labels)
+    highest = np.empty(n_labels)
+    for label in range(n_labels):
+        lowest[label] = unary[label].min()
+        highest[label] = unary[label].max()
+    return lowest, highest
 
 
 @njit(cache=True, nogil=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from comix_solver import _grid_neighbours, _labelling_energy, _min_cut
+from comix_solver import _cost_ranges, _grid_neighbours, _labelling_energy, _min_cut
 
 @njit(cache=True, nogil=True)
 def _previous_swap_move(alpha, beta_label, labels, unary, potts, beta, nbr, work_f, work_i, sink_side):
@@ -97,14 +97,7 @@ def previous_grid_labelling(unary, potts, beta, n):
     sink_side = np.zeros(size, dtype=np.bool_)
     present = np.zeros(n_labels, dtype=np.int64)
     present[0] = size
-    # Each block's Potts terms change by at most 4 beta when it switches label (weights <= 1):
-    # a label whose cheapest block costs that much more than the other label's dearest block
-    # cannot take any block from it, which rules out most pairs without looking at the grid.
-    lowest = np.empty(n_labels)
-    highest = np.empty(n_labels)
-    for label in range(n_labels):
-        lowest[label] = unary[label].min()
-        highest[label] = unary[label].max()
+    lowest, highest = _cost_ranges(unary)
     reach = 4.0 * beta
     energy = _labelling_energy(labels, unary, potts, beta, nbr)
     previous = energy + 1.0
