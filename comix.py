@@ -426,10 +426,10 @@ class CoMixup:
         draws = [_draw_partition(stop - start, stop - start, n_block * n_block, cfg.mixup_alpha, None, self.rng)
                  for start, stop in bounds]
         solve = _PartitionSolve(host, landed, n_block, cfg.m_omega, self._solver_settings())
+        tasks = [(start, stop, drawn) for (start, stop), drawn in zip(bounds, draws)]
         if self.executor is not None and len(bounds) > 1:
-            pending = [self.executor.submit(solve, start, stop, drawn) for (start, stop), drawn in zip(bounds, draws)]
-            return MaskSolve(n_block, bounds, pending=pending)
-        return MaskSolve(n_block, bounds, later=[(solve, start, stop, drawn) for (start, stop), drawn in zip(bounds, draws)])
+            return MaskSolve(n_block, bounds, pending=[self.executor.submit(solve, *task) for task in tasks])
+        return MaskSolve(n_block, bounds, later=[(solve, *task) for task in tasks])
 
     @torch.no_grad()
     def masks(self, saliency: Tensor, a_dist: Tensor | None = None) -> list[Tensor]:

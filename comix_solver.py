@@ -52,8 +52,8 @@ def _grid_neighbours(n: int) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def _min_cut(arcs, src, snk, cap, sink_side, parent, pdir, queue):
-    """Minimum s-t cut of a graph whose node i has up to 4 arcs (arcs[i, d]: the node arc d
-    leads to, or -1; arc d ^ 2 (the opposite direction) of that node leads back) by shortest augmenting paths.
+    """Minimum s-t cut by shortest augmenting paths, on a graph whose node i has up to 4 arcs
+    (arcs[i, d]: the node that arc d leads to, or -1; that node's arc d ^ 2 leads back).
 
     src[i] / snk[i]: capacities s->i and i->t; cap[d, i]: capacity of arc d of i. All are
     residual capacities, changed in place. Writes sink_side[i]: True for the nodes that can

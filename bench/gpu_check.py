@@ -153,7 +153,8 @@ class Trainer:
         self.model = models.build_model("preactresnet18", 10, initial_channels=width).to(device)
         if bf16:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
+                                         weight_decay=5e-4)
         self.pool = PartitionPool(workers)
         self.mixer = comix.CoMixup(num_classes=10, executor=self.pool, m_solver=solver)
 
