@@ -169,6 +169,7 @@ _WS_LABEL_STAMP = 8
 _WS_PAIR_STAMP = 9
 _WS_BELOW = 10
 _WS_CLOCK = 11
+_WS_RANGES = 12
 
 
 @njit(cache=True, nogil=True)
@@ -187,7 +188,8 @@ def _workspace(n, max_labels):
             np.zeros(max_labels, dtype=np.int64),  # ... when each label last gained or lost a block
             np.zeros((max_labels, max_labels), dtype=np.int64),  # ... when each pair was last seen idle
             np.zeros(max_labels + 1, dtype=np.int64),  # largest label with a block under each label
-            np.zeros(1, dtype=np.int64))  # moves made so far (the clock of the stamps)
+            np.zeros(1, dtype=np.int64),  # moves made so far (the clock of the stamps)
+            np.zeros((2, max_labels)))  # each label's cheapest and dearest block cost
 
 
 _UNDECIDED = -1
@@ -324,7 +326,7 @@ def _swap_move(alpha, beta_label, labels, unary, potts, beta, ws, clock):
 
 
 @njit(cache=True, nogil=True)
-def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, nbr):
+def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, nbr, all_links=False):
     """True when the alpha-beta swap provably changes nothing, so the cut can be skipped.
 
     Flipping a set F of the swapping blocks changes the energy by the sum over p in F of
@@ -333,7 +335,9 @@ def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, nbr):
     which is at least the sum over p in F of d_p - w * (p's neighbours of the other label).
     When that is >= 0 for every alpha block and > 0 for every beta block, no flip lowers the
     energy and every flip that keeps it moves alpha blocks only, so the smallest-sink minimum
-    cut is the current labelling. With 20 labels most pairs are skipped this way.
+    cut is the current labelling. With 20 labels most pairs are skipped this way. all_links:
+    subtract w for every swapping neighbour, the weaker bound of the previous solver (which
+    bench/solver_speed.py times against this one).
     """
     w = beta * potts[alpha, beta_label]
     for p in range(nbr.shape[0]):
@@ -347,7 +351,7 @@ def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, nbr):
             if q < 0:
                 continue
             label_q = labels[q]
-            if label_q == other:
+            if label_q == other or (all_links and label_q == own):
                 margin -= w
             elif label_q != own:
                 margin += beta * (potts[other, label_q] - potts[own, label_q])
@@ -398,7 +402,10 @@ def _label_grid(unary, potts, beta, labels, ws):
     _present_below(present, below, n_labels)
     start = ws[_WS_CLOCK][0] + 1
     clock = start
-    lowest, highest = _cost_ranges(unary)
+    ranges = ws[_WS_RANGES]
+    lowest = ranges[0]
+    highest = ranges[1]
+    _cost_ranges(unary, lowest, highest)
     reach = 4.0 * beta  # see _cost_ranges
     energy = _labelling_energy(labels, unary, potts, beta, nbr)
     previous = energy + 1.0
@@ -430,18 +437,22 @@ def _label_grid(unary, potts, beta, labels, ws):
 
 
 @njit(cache=True, nogil=True)
-def _cost_ranges(unary):
-    """Each label's cheapest and dearest block cost. Each block's Potts terms change by at most
-    4 beta when it switches label (weights <= 1): a label whose cheapest block costs that much
-    more than the other label's dearest block cannot take any block from it, which rules out
-    most pairs without looking at the grid."""
-    n_labels = unary.shape[0]
-    lowest = np.empty(n_labels)
-    highest = np.empty(n_labels)
-    for label in range(n_labels):
-        lowest[label] = unary[label].min()
-        highest[label] = unary[label].max()
-    return lowest, highest
+def _cost_ranges(unary, lowest, highest):
+    """Each label's cheapest and dearest block cost, into lowest and highest. Each block's Potts
+    terms change by at most 4 beta when it switches label (weights <= 1): a label whose
+    cheapest block costs that much more than the other label's dearest block cannot take any
+    block from it, which rules out most pairs without looking at the grid."""
+    for label in range(unary.shape[0]):
+        low = unary[label, 0]
+        high = low
+        for p in range(1, unary.shape[1]):
+            value = unary[label, p]
+            if value < low:
+                low = value
+            elif value > high:
+                high = value
+        lowest[label] = low
+        highest[label] = high
 
 
 @njit(cache=True, nogil=True)

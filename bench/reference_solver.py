@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from comix_solver import _cost_ranges, _grid_neighbours, _labelling_energy, _min_cut
+from comix_solver import _grid_neighbours, _labelling_energy, _min_cut, _swap_is_idle
+
 
 @njit(cache=True, nogil=True)
 def _previous_swap_move(alpha, beta_label, labels, unary, potts, beta, nbr, work_f, work_i, sink_side):
@@ -51,37 +52,6 @@ def _previous_swap_move(alpha, beta_label, labels, unary, potts, beta, nbr, work
 
 
 @njit(cache=True, nogil=True)
-def _previous_swap_is_idle(alpha, beta_label, labels, unary, potts, beta, nbr):
-    """True when the alpha-beta swap provably changes nothing, so the cut can be skipped.
-
-    It does when every alpha block prefers alpha (ties allowed) and every beta block strictly
-    prefers beta_label, whatever the other swapping blocks pick: then any relabelling is a
-    sequence of single flips none of which lowers the energy, and the smallest-sink minimum
-    cut is the current labelling. The worst case of a swapping neighbour costs
-    -beta * potts[alpha, beta_label]. With 20 labels most pairs are skipped this way.
-    """
-    for p in range(nbr.shape[0]):
-        own = labels[p]
-        if own != alpha and own != beta_label:
-            continue
-        other = beta_label if own == alpha else alpha
-        margin = unary[other, p] - unary[own, p]
-        for d in range(4):
-            q = nbr[p, d]
-            if q < 0:
-                continue
-            if labels[q] == alpha or labels[q] == beta_label:
-                margin -= beta * potts[alpha, beta_label]
-            else:
-                margin += beta * (potts[other, labels[q]] - potts[own, labels[q]])
-        if own == alpha and margin < 0.0:
-            return False
-        if own == beta_label and margin <= 0.0:
-            return False
-    return True
-
-
-@njit(cache=True, nogil=True)
 def previous_grid_labelling(unary, potts, beta, n):
     """Alpha-beta swap minimisation of sum_p unary[l_p, p] + beta * sum_{p~q} potts[l_p, l_q]
     on an n x n grid, the move sequence of the published solver (GCO's swap): start from label
@@ -97,7 +67,11 @@ def previous_grid_labelling(unary, potts, beta, n):
     sink_side = np.zeros(size, dtype=np.bool_)
     present = np.zeros(n_labels, dtype=np.int64)
     present[0] = size
-    lowest, highest = _cost_ranges(unary)
+    lowest = np.empty(n_labels)
+    highest = np.empty(n_labels)
+    for label in range(n_labels):
+        lowest[label] = unary[label].min()
+        highest[label] = unary[label].max()
     reach = 4.0 * beta
     energy = _labelling_energy(labels, unary, potts, beta, nbr)
     previous = energy + 1.0
@@ -111,7 +85,7 @@ def previous_grid_labelling(unary, potts, beta, n):
                     continue  # a keeps all its blocks (ties keep a)
                 if present[a] == 0 and lowest[a] - highest[b] > reach:
                     continue  # b keeps all its blocks (ties would move them to a)
-                if _previous_swap_is_idle(a, b, labels, unary, potts, beta, nbr):
+                if _swap_is_idle(a, b, labels, unary, potts, beta, nbr, True):
                     continue
                 _previous_swap_move(a, b, labels, unary, potts, beta, nbr, work_f, work_i, sink_side)
                 present[a] = 0
