@@ -8,7 +8,8 @@ resolution, early stop) as one compiled function that releases the GIL, so parti
 in threads. Each output's grid labelling is minimised by alpha-beta swap moves in the order
 GCO's swap makes them (from label 0 everywhere, ties to the source label), each move a small
 max-flow on the block grid, so the solver retraces the published one instead of approximating
-it; a cheap bound skips the moves that provably change nothing.
+it. Bounds, and a memory of the pairs found idle, skip the moves that provably change nothing;
+a move settles the blocks whose own costs decide them and cuts only the rest.
 
 Arrays are numpy, float64, blocks flattened row-major (p = row * n + col).
 """
