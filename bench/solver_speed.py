@@ -61,18 +61,23 @@ def saliency_batches(args: argparse.Namespace) -> tuple[list[torch.Tensor], str]
 
 
 def partition_jobs(saliencies: list[torch.Tensor], args: argparse.Namespace) -> list[tuple]:
-    """The arguments of solve_partition for every partition, as CoMixup.start prepares them."""
-    mixer = comix.CoMixup(m_block_num=args.m_block_num, m_part=args.m_part, rng=np.random.default_rng(args.seed))
+    """The arguments of solve_partition for every partition, made as CoMixup.submit makes them
+    (pooled saliency, then per partition the random draws, compatibility and scaled weights)."""
+    mixer = comix.CoMixup(m_block_num=args.m_block_num, m_part=args.m_part)
+    rng = np.random.default_rng(args.seed)
+    settings = mixer._solver_settings()
+    cfg = mixer.config
+    n = args.m_block_num
     jobs = []
     for saliency in saliencies:
-        solve = mixer.start(saliency)
-        for partition, start, stop, draws in solve._later:
-            size = partition.n_block ** 2
-            rows = partition.host[start:stop]
-            cost = rows[:, :size].reshape(stop - start, partition.n_block, partition.n_block)
-            A = comix.compatibility(rows[:, size + start:size + stop], partition.omega)
-            job = comix._partition_job(cost, A, draws, partition.settings)
-            jobs.append(tuple(np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a for a in job[:-1]))
+        pooled = mixer.pool(saliency, n_block=n).cpu()
+        for start in range(0, pooled.shape[0], cfg.m_part):
+            stop = min(start + cfg.m_part, pooled.shape[0])
+            m = stop - start
+            draws = comix._draw_partition(m, m, n * n, cfg.mixup_alpha, None, rng)
+            A = comix.compatibility(pooled[start:stop, n * n + start:n * n + stop], cfg.m_omega)
+            job = comix._partition_job(pooled[start:stop, :n * n].reshape(m, n, n), A, draws, settings)
+            jobs.append(job[:-1])  # without the backend's name
     return jobs
 
 
