@@ -722,9 +722,10 @@ def solve_partition(cost, A, init, n, beta, gamma, tau, hard, set_resolve, niter
     cost: (m, n*n) block costs of the m inputs (prior included); A: (m, m) compatibility;
     init: (n_out, n*n) initial input index per block; tau: threshold in blocks (thres * n*n).
     Returns mask (n_out, n*n, m) with rows summing to 1 and entries in {0, 0.5, 1}.
-    grid_solver replaces solve_grid_labelling for one output; it is only honoured when this
-    function runs as plain Python (solve_partition.py_func), which is how the library backends
-    (gco-wrapper, bkgco) reuse this loop.
+    grid_solver(unary, potts, beta, n) -> labels replaces the built-in labelling of one output:
+    a Python function through solve_partition.py_func (how the library backends, gco-wrapper and
+    bkgco, reuse this loop), or a numba-compiled one here (bench/reference_solver.py's previous
+    labelling, which bench/solver_speed.py times against the built-in one).
     """
     m = cost.shape[0]
     n_out = init.shape[0]
