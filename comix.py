@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from argparse import Namespace
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -41,7 +41,7 @@ import comix_solver
 __all__ = [
     "CoMixup", "CoMixupConfig", "saliency_and_clean_loss", "saliency_peak_distance", "block_cost",
     "compatibility", "get_onehot_matrix", "mix_input", "obj_fn", "obj_fn_thres", "mixup_process",
-    "to_one_hot", "distance",
+    "to_one_hot", "distance", "MaskSolve", "masks_to_device",
 ]
 
 BLOCK_CHOICES = (2, 4, 8, 16)  # grid sizes drawn per batch when m_block_num == -1
@@ -251,22 +251,30 @@ def _draw_labels(m: int, shape: tuple[int, ...], rng: np.random.Generator | None
     return rng.integers(0, m, size=shape)
 
 
-def _partition_job(cost: Tensor, A: Tensor, n_output: int, idx: Tensor | np.ndarray | None,
-                   cfg: dict, rng: np.random.Generator | None) -> tuple:
-    """Everything one partition's solve needs, as numpy, with its random draws made now (in
-    the caller's thread, in partition order, so threads give the same result)."""
-    m, n, _ = cost.shape
-    size = n * n
-    lam = _draw_prior(m, cfg["mixup_alpha"], rng)
-    cost_np = cost.detach().double().cpu().numpy().reshape(m, size)
-    cost_np = cost_np - cfg["eta"] / size * np.log(lam + 1e-8)[:, None]
+def _draw_partition(m: int, n_output: int, size: int, mixup_alpha: float, idx: Tensor | np.ndarray | None,
+                    rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+    """The random draws of one partition: the Dirichlet prior over its m inputs and the initial
+    labelling (n_output, size), or idx when given. They need no saliency, so they are made in
+    the caller's thread, in partition order, while the saliency may still be on its way."""
+    lam = _draw_prior(m, mixup_alpha, rng)
     if idx is None:
         init = _draw_labels(m, (n_output, size), rng)
     else:
         init = np.asarray(idx.cpu() if isinstance(idx, Tensor) else idx).reshape(n_output, size)
         if init.min() < 0 or init.max() >= m:
             raise ValueError(f"idx must hold input indices in [0, {m - 1}]")
-    return (cost_np, A.detach().double().cpu().numpy(), init.astype(np.int64), n,
+    return lam, init.astype(np.int64)
+
+
+def _partition_job(cost: Tensor, A: Tensor, draws: tuple[np.ndarray, np.ndarray], cfg: dict) -> tuple:
+    """Everything one partition's solve needs, as numpy: block costs (m, n, n) with the prior
+    added, compatibility, initial labelling, the scaled weights."""
+    m, n, _ = cost.shape
+    size = n * n
+    lam, init = draws
+    cost_np = cost.detach().double().cpu().numpy().reshape(m, size)
+    cost_np = cost_np - cfg["eta"] / size * np.log(lam + 1e-8)[:, None]
+    return (cost_np, A.detach().double().cpu().numpy(), init, n,
             cfg["beta"] / size, cfg["gamma"] / size, cfg["thres"] * size, cfg["thres_type"] == "hard",
             cfg["set_resolve"], cfg["niter"], cfg["solver"])
 
@@ -296,7 +304,8 @@ def get_onehot_matrix(cost_matrix: Tensor, A: Tensor, n_output: int, idx: Tensor
         raise ValueError(f"cost_matrix must be (m, n, n), got {tuple(cost_matrix.shape)}")
     cfg = dict(beta=beta, gamma=gamma, eta=eta, mixup_alpha=mixup_alpha, thres=thres, thres_type=thres_type,
                set_resolve=set_resolve, niter=niter, solver=solver)
-    mask = _run_job(_partition_job(cost_matrix, A, n_output, idx, cfg, rng))
+    draws = _draw_partition(m, n_output, n * n, mixup_alpha, idx, rng)
+    mask = _run_job(_partition_job(cost_matrix, A, draws, cfg))
     device = cost_matrix.device if device is None else device
     return torch.from_numpy(mask).float().reshape(n_output, n, n, m).to(device)
 
@@ -368,36 +377,93 @@ class CoMixup:
             return BLOCK_CHOICES[np.random.randint(len(BLOCK_CHOICES))]
         return BLOCK_CHOICES[self.rng.integers(len(BLOCK_CHOICES))]
 
+    def _solver_settings(self) -> dict:
+        cfg = self.config
+        return dict(beta=cfg.m_beta, gamma=cfg.m_gamma, eta=cfg.m_eta, mixup_alpha=cfg.mixup_alpha,
+                    thres=cfg.m_thres, thres_type=cfg.m_thres_type, set_resolve=cfg.set_resolve,
+                    niter=cfg.m_niter, solver=cfg.m_solver)
+
+    @torch.no_grad()
+    def pool(self, saliency: Tensor, a_dist: Tensor | None = None, n_block: int | None = None) -> Tensor:
+        """What the solver reads of the saliency, on its device, as one float64 tensor
+        (B, n*n + B): each input's block costs (:func:`block_cost`), then its row of peak
+        distances (a_dist, computed from saliency when None). One copy brings it to the CPU.
+        n_block: the grid size (default: :meth:`grid_size`, drawn when m_block_num == -1)."""
+        if saliency.dim() != 3 or saliency.shape[0] < 1:
+            raise ValueError(f"saliency must be (B, H, W) with B >= 1, got shape {tuple(saliency.shape)}")
+        batch = saliency.shape[0]
+        n_block = self.grid_size() if n_block is None else n_block
+        costs = block_cost(saliency, n_block)
+        if a_dist is None:
+            a_dist = saliency_peak_distance(saliency, stride=self.config.m_peak_stride)
+        if a_dist.shape != (batch, batch):
+            raise ValueError(f"a_dist must be (B, B) = {(batch, batch)}, got {tuple(a_dist.shape)}")
+        return torch.cat([costs.flatten(1).double(), a_dist.to(costs.device, torch.float64)], 1)
+
+    @torch.no_grad()
+    def start(self, saliency: Tensor, a_dist: Tensor | None = None) -> "MaskSolve":
+        """Begin solving the masks of a batch and return at once with the solve in flight:
+        :meth:`submit` of :meth:`pool`. The caller's thread is then free to queue device work
+        that does not need the masks; :meth:`finish` waits and mixes. Same draws, same masks
+        as solving in one go."""
+        return self.submit(self.pool(saliency, a_dist))
+
+    @torch.no_grad()
+    def submit(self, pooled: Tensor) -> "MaskSolve":
+        """Solve the partitions of a pooled batch (:meth:`pool`, on any device).
+
+        From a GPU the pooled saliency goes to pinned host memory in one non-blocking copy; the
+        partitions' random draws are made meanwhile, in partition order, and with an executor
+        the partitions are handed to its threads before the copy lands (each waits for it,
+        without the GIL). Without one they are solved when :meth:`MaskSolve.masks` asks."""
+        batch = pooled.shape[0]
+        n_block = math.isqrt(pooled.shape[1] - batch)
+        if pooled.device.type == "cuda":
+            host = torch.empty(pooled.shape, dtype=pooled.dtype, pin_memory=True)
+            host.copy_(pooled, non_blocking=True)
+            landed = torch.cuda.Event()
+            landed.record()
+        else:
+            host, landed = pooled.cpu(), None
+        cfg = self.config
+        bounds = [(start, min(start + cfg.m_part, batch)) for start in range(0, batch, cfg.m_part)]
+        draws = [_draw_partition(stop - start, stop - start, n_block * n_block, cfg.mixup_alpha, None, self.rng)
+                 for start, stop in bounds]
+        solve = _PartitionSolve(host, landed, n_block, cfg.m_omega, self._solver_settings())
+        tasks = [(start, stop, drawn) for (start, stop), drawn in zip(bounds, draws)]
+        if self.executor is not None and len(bounds) > 1:
+            return MaskSolve(n_block, bounds, pending=[self.executor.submit(solve, *task) for task in tasks])
+        return MaskSolve(n_block, bounds, later=[(solve, *task) for task in tasks])
+
     @torch.no_grad()
     def masks(self, saliency: Tensor, a_dist: Tensor | None = None) -> list[Tensor]:
         """Solve every partition: one mask (m, n, n, m) per partition of m inputs, float32 on
         the CPU, entries 0, 0.5 or 1 (output j, block, input i)."""
-        if saliency.dim() != 3 or saliency.shape[0] < 1:
-            raise ValueError(f"saliency must be (B, H, W) with B >= 1, got shape {tuple(saliency.shape)}")
-        batch = saliency.shape[0]
-        n_block = self.grid_size()
-        # the solver works on the CPU: one transfer for the whole batch, not one per partition
-        costs = block_cost(saliency, n_block).cpu()
-        if a_dist is None:
-            a_dist = saliency_peak_distance(saliency, stride=self.config.m_peak_stride)
-        a_dist = a_dist.cpu()
-        if a_dist.shape != (batch, batch):
-            raise ValueError(f"a_dist must be (B, B) = {(batch, batch)}, got {tuple(a_dist.shape)}")
-        cfg = self.config
-        solver_cfg = dict(beta=cfg.m_beta, gamma=cfg.m_gamma, eta=cfg.m_eta, mixup_alpha=cfg.mixup_alpha,
-                          thres=cfg.m_thres, thres_type=cfg.m_thres_type, set_resolve=cfg.set_resolve,
-                          niter=cfg.m_niter, solver=cfg.m_solver)
-        jobs = []
-        for start in range(0, batch, cfg.m_part):
-            stop = min(start + cfg.m_part, batch)
-            A = compatibility(a_dist[start:stop, start:stop], cfg.m_omega)
-            jobs.append(_partition_job(costs[start:stop], A, stop - start, None, solver_cfg, self.rng))
-        if self.executor is not None and len(jobs) > 1:
-            solved = list(self.executor.map(_run_job, jobs))
-        else:
-            solved = [_run_job(job) for job in jobs]
-        return [torch.from_numpy(mask).float().reshape(mask.shape[0], n_block, n_block, mask.shape[-1])
-                for mask in solved]
+        return self.start(saliency, a_dist).masks()
+
+    @torch.no_grad()
+    def finish(self, solve: "MaskSolve", x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Wait for the masks of :meth:`start`, bring them to x's device in one copy and mix:
+        (mixed_x, mixed_y) as :meth:`__call__` returns them."""
+        return self.mix(masks_to_device(solve.masks(), x.device), x, y)
+
+    @torch.no_grad()
+    def mix(self, masks: list[Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Mix a batch with its partitions' masks (m, n, n, m), in order: :func:`mix_input` per
+        partition, concatenated."""
+        targets = _soft_targets(y, self.num_classes)
+        covered = sum(mask.shape[-1] for mask in masks)
+        if targets.shape[0] != x.shape[0] or x.shape[0] != covered:
+            raise ValueError(f"got {targets.shape[0]} targets and {x.shape[0]} images for masks of {covered} inputs")
+        mixed_x, mixed_y = [], []
+        start = 0
+        for mask in masks:
+            stop = start + mask.shape[-1]
+            part_x, part_y = mix_input(mask, x[start:stop], targets[start:stop])
+            mixed_x.append(part_x)
+            mixed_y.append(part_y)
+            start = stop
+        return torch.cat(mixed_x), torch.cat(mixed_y)
 
     @torch.no_grad()
     def __call__(self, x: Tensor, y: Tensor, saliency: Tensor, a_dist: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -409,15 +475,65 @@ class CoMixup:
         targets = _soft_targets(y, self.num_classes)
         if targets.shape[0] != x.shape[0]:
             raise ValueError(f"got {targets.shape[0]} targets for {x.shape[0]} images")
-        mixed_x, mixed_y = [], []
-        start = 0
-        for mask in self.masks(saliency, a_dist):
-            stop = start + mask.shape[-1]
-            part_x, part_y = mix_input(mask, x[start:stop], targets[start:stop])
-            mixed_x.append(part_x)
-            mixed_y.append(part_y)
-            start = stop
-        return torch.cat(mixed_x), torch.cat(mixed_y)
+        return self.finish(self.start(saliency, a_dist), x, targets)
+
+
+def masks_to_device(masks: list[Tensor], device: torch.device) -> list[Tensor]:
+    """The partitions' masks on device: to a GPU in one copy from pinned memory (non-blocking,
+    ordered on the current stream before the mixing that reads them)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return [mask.to(device) for mask in masks]
+    flat = torch.cat([mask.flatten() for mask in masks]).pin_memory().to(device, non_blocking=True)
+    on_device = []
+    offset = 0
+    for mask in masks:
+        on_device.append(flat[offset:offset + mask.numel()].view(mask.shape))
+        offset += mask.numel()
+    return on_device
+
+
+class _PartitionSolve:
+    """Solves one partition from the pooled saliency on the host, once its copy has landed."""
+
+    def __init__(self, host: Tensor, landed: Any, n_block: int, omega: float, settings: dict) -> None:
+        self.host = host
+        self.landed = landed
+        self.n_block = n_block
+        self.omega = omega
+        self.settings = settings
+
+    def __call__(self, start: int, stop: int, draws: tuple[np.ndarray, np.ndarray]) -> Tensor:
+        if self.landed is not None:
+            self.landed.synchronize()  # releases the GIL
+        size = self.n_block * self.n_block
+        rows = self.host[start:stop]
+        cost = rows[:, :size].reshape(stop - start, self.n_block, self.n_block)
+        A = compatibility(rows[:, size + start:size + stop], self.omega)
+        mask = _run_job(_partition_job(cost, A, draws, self.settings))
+        return torch.from_numpy(mask).float().reshape(stop - start, self.n_block, self.n_block, stop - start)
+
+
+class MaskSolve:
+    """The masks of one batch being solved (:meth:`CoMixup.start`): partitions in flight on an
+    executor (pending futures) or left to solve in the caller's thread when asked (later)."""
+
+    def __init__(self, n_block: int, bounds: list[tuple[int, int]], pending: list[Future] | None = None,
+                 later: list[tuple] | None = None) -> None:
+        self.n_block = n_block
+        self.bounds = bounds
+        self._pending = pending
+        self._later = later
+        self._masks: list[Tensor] | None = None
+
+    def masks(self) -> list[Tensor]:
+        """One mask (m, n, n, m) per partition, float32 on the CPU, waiting for them if needed."""
+        if self._masks is None:
+            if self._pending is not None:
+                self._masks = [future.result() for future in self._pending]
+            else:
+                self._masks = [solve(start, stop, draws) for solve, start, stop, draws in self._later]
+        return self._masks
 
 
 def mixup_process(out: Tensor, target_reweighted: Tensor, args: Any = None, sc: Tensor | None = None,

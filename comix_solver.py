@@ -8,7 +8,8 @@ resolution, early stop) as one compiled function that releases the GIL, so parti
 in threads. Each output's grid labelling is minimised by alpha-beta swap moves in the order
 GCO's swap makes them (from label 0 everywhere, ties to the source label), each move a small
 max-flow on the block grid, so the solver retraces the published one instead of approximating
-it; a cheap bound skips the moves that provably change nothing.
+it. Bounds, and a memory of the pairs found idle, skip the moves that provably change nothing;
+a move settles the blocks whose own costs decide them and cuts only the rest.
 
 Arrays are numpy, float64, blocks flattened row-major (p = row * n + col).
 """
@@ -51,20 +52,36 @@ def _grid_neighbours(n: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _min_cut(nbr, src, snk, cap, sink_side, parent, pdir, queue):
-    """Minimum s-t cut on a 4-connected grid (nbr: _grid_neighbours) by shortest augmenting paths.
+def _min_cut(arcs, src, snk, cap, sink_side, parent, pdir, queue):
+    """Minimum s-t cut by shortest augmenting paths, on a graph whose node i has up to 4 arcs
+    (arcs[i, d]: the node that arc d leads to, or -1; that node's arc d ^ 2 leads back).
 
-    src[p] / snk[p]: capacities s->p and p->t; cap[d, p]: capacity p -> neighbour in direction d.
-    All are residual capacities, changed in place. Writes sink_side[p]: True for the blocks that
-    can still reach t, i.e. the smallest sink side over all minimum cuts. That is the side the
-    Boykov-Kolmogorov max-flow inside GCO reports (blocks in neither search tree default to the
+    src[i] / snk[i]: capacities s->i and i->t; cap[d, i]: capacity of arc d of i. All are
+    residual capacities, changed in place. Writes sink_side[i]: True for the nodes that can
+    still reach t, i.e. the smallest sink side over all minimum cuts. That is the side the
+    Boykov-Kolmogorov max-flow inside GCO reports (nodes in neither search tree default to the
     source), so ties resolve as in the published solver. parent, pdir, queue: work arrays.
     """
-    size = nbr.shape[0]
+    size = src.shape[0]
     for p in range(size):
         through = min(src[p], snk[p])
         src[p] -= through
         snk[p] -= through
+    # Most of the flow runs s -> p -> q -> t: push it directly, then search for longer paths.
+    # The nodes that reach t after a maximum flow are the same whatever paths carried it.
+    for p in range(size):
+        if src[p] <= _EPS:
+            continue
+        for d in range(4):
+            q = arcs[p, d]
+            if q >= 0 and snk[q] > _EPS and cap[d, p] > _EPS:
+                flow = min(src[p], cap[d, p], snk[q])
+                src[p] -= flow
+                snk[q] -= flow
+                cap[d, p] -= flow
+                cap[d ^ 2, q] += flow
+                if src[p] <= _EPS:
+                    break
     while True:
         head = 0
         tail = 0
@@ -83,7 +100,7 @@ def _min_cut(nbr, src, snk, cap, sink_side, parent, pdir, queue):
                 found = p
                 break
             for d in range(4):
-                q = nbr[p, d]
+                q = arcs[p, d]
                 if q >= 0 and parent[q] == -2 and cap[d, p] > _EPS:
                     parent[q] = p
                     pdir[q] = d
@@ -104,10 +121,10 @@ def _min_cut(nbr, src, snk, cap, sink_side, parent, pdir, queue):
             p = parent[q]
             d = pdir[q]
             cap[d, p] -= flow
-            cap[(d + 2) % 4, q] += flow
+            cap[d ^ 2, q] += flow
             q = p
         src[q] -= flow
-    # Blocks that reach t through unsaturated arcs: search backwards from t.
+    # Nodes that reach t through unsaturated arcs: search backwards from t.
     head = 0
     tail = 0
     for p in range(size):
@@ -119,9 +136,9 @@ def _min_cut(nbr, src, snk, cap, sink_side, parent, pdir, queue):
         q = queue[head]
         head += 1
         for d in range(4):
-            p = nbr[q, d]
+            p = arcs[q, d]
             # the arc p -> q runs in the direction opposite to d as seen from p
-            if p >= 0 and not sink_side[p] and cap[(d + 2) % 4, p] > _EPS:
+            if p >= 0 and not sink_side[p] and cap[d ^ 2, p] > _EPS:
                 sink_side[p] = True
                 queue[tail] = p
                 tail += 1
@@ -140,53 +157,190 @@ def _labelling_energy(labels, unary, potts, beta, nbr):
     return energy
 
 
+# Fields of the work-array tuple of _workspace (numba indexes a tuple by constants only).
+_WS_NBR = 0
+_WS_ARCS = 1
+_WS_FLOATS = 2
+_WS_INTS = 3
+_WS_QUEUE = 4
+_WS_SINK_SIDE = 5
+_WS_PRESENT = 6
+_WS_BLOCK_STAMP = 7
+_WS_LABEL_STAMP = 8
+_WS_PAIR_STAMP = 9
+_WS_BELOW = 10
+_WS_CLOCK = 11
+_WS_RANGES = 12
+
+
 @njit(cache=True, nogil=True)
-def _swap_move(alpha, beta_label, labels, unary, potts, beta, nbr, work_f, work_i, sink_side):
+def _workspace(n, max_labels):
+    """Work arrays for the labellings of an n x n grid with up to max_labels labels, made once
+    per partition (numba takes them as one tuple, fields _WS_*)."""
+    size = n * n
+    return (_grid_neighbours(n),
+            np.zeros((size, 4), dtype=np.int64),  # arcs of the cut graph
+            np.zeros((8, size)),  # flip cost; gain, src, snk, cap[4] of the cut graph
+            np.zeros((5, size), dtype=np.int64),  # graph index, side, degree, parent, pdir
+            np.zeros(5 * size, dtype=np.int64),  # queue: each block enters it at most 5 times
+            np.zeros(size, dtype=np.bool_),  # sink side
+            np.zeros(max_labels, dtype=np.int64),  # blocks per label
+            np.zeros(size, dtype=np.int64),  # move count when each block last changed label
+            np.zeros(max_labels, dtype=np.int64),  # ... when each label last gained or lost a block
+            np.zeros((max_labels, max_labels), dtype=np.int64),  # ... when each pair was last seen idle
+            np.zeros(max_labels + 1, dtype=np.int64),  # largest label with a block under each label
+            np.zeros(1, dtype=np.int64),  # moves made so far (the clock of the stamps)
+            np.zeros((2, max_labels)))  # each label's cheapest and dearest block cost
+
+
+_UNDECIDED = -1
+_SOURCE = 0  # alpha
+_SINK = 1  # beta_label
+
+
+@njit(cache=True, nogil=True)
+def _swap_move(alpha, beta_label, labels, unary, potts, beta, ws, clock):
     """One alpha-beta swap: the blocks labelled alpha or beta_label take whichever of the two
-    minimises the energy, the rest fixed; ties keep alpha (source side), as GCO does."""
+    minimises the energy, the rest fixed; ties keep alpha (source side), as GCO does.
+
+    A swapping block whose own cost difference outweighs all its links to other swapping
+    blocks takes its side in every minimum cut (alpha on a tie, which the smallest sink side
+    allows); fixing it turns its links into costs of its neighbours, which may decide them in
+    turn. Only the blocks left undecided go into a cut graph (numbered in block order). The
+    result is the smallest-sink minimum cut of the whole swap, as before. Returns whether a
+    block changed label; changed blocks, their labels and the counts are stamped with clock."""
+    nbr = ws[_WS_NBR]
+    arcs = ws[_WS_ARCS]
+    floats = ws[_WS_FLOATS]
+    ints = ws[_WS_INTS]
+    queue = ws[_WS_QUEUE]
+    sink_side = ws[_WS_SINK_SIDE]
+    present = ws[_WS_PRESENT]
+    block_stamp = ws[_WS_BLOCK_STAMP]
+    label_stamp = ws[_WS_LABEL_STAMP]
     size = nbr.shape[0]
-    gain = work_f[0]
-    src = work_f[1]
-    snk = work_f[2]
-    cap = work_f[3:7]
-    gain[:] = 0.0
-    cap[:, :] = 0.0
+    flip = floats[0]  # energy change when the block takes beta_label instead of alpha
+    local = ints[0]
+    side = ints[1]
+    degree = ints[2]
+    w = beta * potts[alpha, beta_label]
+    tail = 0
     for p in range(size):
-        if labels[p] != alpha and labels[p] != beta_label:
+        own = labels[p]
+        if own != alpha and own != beta_label:
+            side[p] = _UNDECIDED  # not swapping: never read
             continue
-        gain[p] += unary[beta_label, p] - unary[alpha, p]
+        cost = unary[beta_label, p] - unary[alpha, p]
+        links = 0
         for d in range(4):
             q = nbr[p, d]
             if q < 0:
                 continue
-            if labels[q] == alpha or labels[q] == beta_label:
-                if d < 2:
-                    # E(a,a) = E(b,b) = 0, E(a,b) = E(b,a) = w: y_p costs w, y_q gets -w, arc p->q 2w
-                    w = beta * potts[alpha, beta_label]
-                    gain[p] += w
-                    gain[q] -= w
-                    cap[d, p] += 2.0 * w
+            label_q = labels[q]
+            if label_q == alpha or label_q == beta_label:
+                links += 1
             else:
-                gain[p] += beta * (potts[beta_label, labels[q]] - potts[alpha, labels[q]])
+                cost += beta * (potts[beta_label, label_q] - potts[alpha, label_q])
+        flip[p] = cost
+        degree[p] = links
+        side[p] = _UNDECIDED
+        queue[tail] = p
+        tail += 1
+    head = 0
+    while head < tail:
+        p = queue[head]
+        head += 1
+        if side[p] != _UNDECIDED:
+            continue
+        reach = w * degree[p]
+        if flip[p] >= reach - _EPS:
+            decided = _SOURCE
+        elif flip[p] < -reach - _EPS:
+            decided = _SINK
+        else:
+            continue
+        side[p] = decided
+        for d in range(4):
+            q = nbr[p, d]
+            if q < 0 or side[q] != _UNDECIDED:
+                continue
+            label_q = labels[q]
+            if label_q != alpha and label_q != beta_label:
+                continue
+            # the link to p now costs w on the side q does not share with p
+            flip[q] += w if decided == _SOURCE else -w
+            degree[q] -= 1
+            queue[tail] = q
+            tail += 1
+    k = 0
     for p in range(size):
-        src[p] = gain[p] if gain[p] > 0 else 0.0
-        snk[p] = -gain[p] if gain[p] < 0 else 0.0
-    _min_cut(nbr, src, snk, cap, sink_side, work_i[0], work_i[1], work_i[2])
+        own = labels[p]
+        if (own == alpha or own == beta_label) and side[p] == _UNDECIDED:
+            local[p] = k
+            queue[k] = p
+            k += 1
+        else:
+            local[p] = -1
+    if k > 0:
+        gain = floats[1]
+        src = floats[2, :k]
+        snk = floats[3, :k]
+        cap = floats[4:8]
+        for i in range(k):
+            gain[i] = flip[queue[i]]
+        for i in range(k):
+            p = queue[i]
+            for d in range(4):
+                cap[d, i] = 0.0
+                arcs[i, d] = -1
+                q = nbr[p, d]
+                j = local[q] if q >= 0 else -1
+                if j >= 0:
+                    arcs[i, d] = j
+                    if d < 2:
+                        # E(a,a) = E(b,b) = 0, E(a,b) = E(b,a) = w: y_p costs w, y_q gets -w, arc p->q 2w
+                        gain[i] += w
+                        gain[j] -= w
+                        cap[d, i] = 2.0 * w
+        for i in range(k):
+            src[i] = gain[i] if gain[i] > 0 else 0.0
+            snk[i] = -gain[i] if gain[i] < 0 else 0.0
+        _min_cut(arcs[:k], src, snk, cap[:, :k], sink_side[:k], ints[3], ints[4], ints[2])
+        for i in range(k):
+            side[queue[i]] = _SINK if sink_side[i] else _SOURCE
+    changed = False
     for p in range(size):
-        if labels[p] == alpha or labels[p] == beta_label:
-            labels[p] = beta_label if sink_side[p] else alpha
+        own = labels[p]
+        if own != alpha and own != beta_label:
+            continue
+        new = beta_label if side[p] == _SINK else alpha
+        if own != new:
+            present[own] -= 1
+            present[new] += 1
+            labels[p] = new
+            block_stamp[p] = clock
+            changed = True
+    if changed:
+        label_stamp[alpha] = clock
+        label_stamp[beta_label] = clock
+    return changed
 
 
 @njit(cache=True, nogil=True)
-def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, nbr):
+def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, nbr, all_links=False):
     """True when the alpha-beta swap provably changes nothing, so the cut can be skipped.
 
-    It does when every alpha block prefers alpha (ties allowed) and every beta block strictly
-    prefers beta_label, whatever the other swapping blocks pick: then any relabelling is a
-    sequence of single flips none of which lowers the energy, and the smallest-sink minimum
-    cut is the current labelling. The worst case of a swapping neighbour costs
-    -beta * potts[alpha, beta_label]. With 20 labels most pairs are skipped this way.
+    Flipping a set F of the swapping blocks changes the energy by the sum over p in F of
+    d_p (p's own cost change, its fixed neighbours included) plus w = beta * potts[alpha,
+    beta_label] for each cut pair of equal labels minus w for each cut pair of unequal labels,
+    which is at least the sum over p in F of d_p - w * (p's neighbours of the other label).
+    When that is >= 0 for every alpha block and > 0 for every beta block, no flip lowers the
+    energy and every flip that keeps it moves alpha blocks only, so the smallest-sink minimum
+    cut is the current labelling. With 20 labels most pairs are skipped this way. all_links:
+    subtract w for every swapping neighbour, the weaker bound of the previous solver (which
+    bench/solver_speed.py times against this one).
     """
+    w = beta * potts[alpha, beta_label]
     for p in range(nbr.shape[0]):
         own = labels[p]
         if own != alpha and own != beta_label:
@@ -197,10 +351,11 @@ def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, nbr):
             q = nbr[p, d]
             if q < 0:
                 continue
-            if labels[q] == alpha or labels[q] == beta_label:
-                margin -= beta * potts[alpha, beta_label]
-            else:
-                margin += beta * (potts[other, labels[q]] - potts[own, labels[q]])
+            label_q = labels[q]
+            if label_q == other or (all_links and label_q == own):
+                margin -= w
+            elif label_q != own:
+                margin += beta * (potts[other, label_q] - potts[own, label_q])
         if own == alpha and margin < 0.0:
             return False
         if own == beta_label and margin <= 0.0:
@@ -209,53 +364,120 @@ def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, nbr):
 
 
 @njit(cache=True, nogil=True)
-def solve_grid_labelling(unary, potts, beta, n):
-    """Alpha-beta swap minimisation of sum_p unary[l_p, p] + beta * sum_{p~q} potts[l_p, l_q]
-    on an n x n grid, the move sequence of the published solver (GCO's swap): start from label
-    0 everywhere; each cycle visits the pairs (a, b), a ascending, b descending from the last
-    label to a + 1; cycles repeat while the energy decreases. Returns the labels (n*n,).
-    """
-    size = n * n
-    nbr = _grid_neighbours(n)
+def _unchanged_since(seen, alpha, beta_label, labels, ws):
+    """True when no block labelled alpha or beta_label, nor any of their neighbours, nor the
+    two labels' block sets changed after move count `seen`: the swap then faces the same
+    problem as when it was last found idle, and is idle again."""
+    nbr = ws[_WS_NBR]
+    block_stamp = ws[_WS_BLOCK_STAMP]
+    label_stamp = ws[_WS_LABEL_STAMP]
+    if label_stamp[alpha] > seen or label_stamp[beta_label] > seen:
+        return False
+    for p in range(nbr.shape[0]):
+        if labels[p] != alpha and labels[p] != beta_label:
+            continue
+        if block_stamp[p] > seen:
+            return False
+        for d in range(4):
+            q = nbr[p, d]
+            if q >= 0 and block_stamp[q] > seen:
+                return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _label_grid(unary, potts, beta, labels, ws):
+    """solve_grid_labelling into labels (n*n,), with the work arrays ws of _workspace.
+
+    Stamps count moves over all the labellings that share ws, so nothing is reset between
+    them: a pair stamp from an earlier labelling is older than this one's start."""
+    nbr = ws[_WS_NBR]
+    present = ws[_WS_PRESENT]
+    below = ws[_WS_BELOW]
+    pair_stamp = ws[_WS_PAIR_STAMP]
+    size = nbr.shape[0]
     n_labels = unary.shape[0]
-    labels = np.zeros(size, dtype=np.int64)
-    work_f = np.zeros((7, size))
-    work_i = np.zeros((3, size), dtype=np.int64)
-    sink_side = np.zeros(size, dtype=np.bool_)
-    present = np.zeros(n_labels, dtype=np.int64)
+    labels[:] = 0
+    present[:n_labels] = 0
     present[0] = size
-    # Each block's Potts terms change by at most 4 beta when it switches label (weights <= 1):
-    # a label whose cheapest block costs that much more than the other label's dearest block
-    # cannot take any block from it, which rules out most pairs without looking at the grid.
-    lowest = np.empty(n_labels)
-    highest = np.empty(n_labels)
-    for label in range(n_labels):
-        lowest[label] = unary[label].min()
-        highest[label] = unary[label].max()
-    reach = 4.0 * beta
+    _present_below(present, below, n_labels)
+    start = ws[_WS_CLOCK][0] + 1
+    clock = start
+    ranges = ws[_WS_RANGES]
+    lowest = ranges[0]
+    highest = ranges[1]
+    _cost_ranges(unary, lowest, highest)
+    reach = 4.0 * beta  # see _cost_ranges
     energy = _labelling_energy(labels, unary, potts, beta, nbr)
     previous = energy + 1.0
     while previous > energy:
         previous = energy
         for a in range(n_labels):
-            for b in range(n_labels - 1, a, -1):
-                if present[a] + present[b] == 0:
-                    continue
+            # b runs down from the last label; while a has no block, over labels that have one
+            b = n_labels - 1 if present[a] > 0 else below[n_labels]
+            while b > a:
                 if present[b] == 0 and lowest[b] - highest[a] >= reach:
-                    continue  # a keeps all its blocks (ties keep a)
-                if present[a] == 0 and lowest[a] - highest[b] > reach:
-                    continue  # b keeps all its blocks (ties would move them to a)
-                if _swap_is_idle(a, b, labels, unary, potts, beta, nbr):
-                    continue
-                _swap_move(a, b, labels, unary, potts, beta, nbr, work_f, work_i, sink_side)
-                present[a] = 0
-                present[b] = 0
-                for p in range(size):
-                    if labels[p] == a:
-                        present[a] += 1
-                    elif labels[p] == b:
-                        present[b] += 1
+                    pass  # nothing to move: a keeps all its blocks (ties keep a)
+                elif present[a] == 0 and lowest[a] - highest[b] > reach:
+                    pass  # nothing to move: b keeps all its blocks (ties would move them to a)
+                elif present[a] + present[b] > 0:
+                    seen = pair_stamp[a, b]
+                    if seen == clock or (seen >= start and _unchanged_since(seen, a, b, labels, ws)):
+                        pair_stamp[a, b] = clock
+                    elif _swap_is_idle(a, b, labels, unary, potts, beta, nbr):
+                        pair_stamp[a, b] = clock
+                    elif _swap_move(a, b, labels, unary, potts, beta, ws, clock + 1):
+                        clock += 1
+                        _present_below(present, below, n_labels)
+                    else:
+                        pair_stamp[a, b] = clock
+                b = b - 1 if present[a] > 0 else below[b]
         energy = _labelling_energy(labels, unary, potts, beta, nbr)
+    ws[_WS_CLOCK][0] = clock
+
+
+@njit(cache=True, nogil=True)
+def _cost_ranges(unary, lowest, highest):
+    """Each label's cheapest and dearest block cost, into lowest and highest. Each block's Potts
+    terms change by at most 4 beta when it switches label (weights <= 1): a label whose
+    cheapest block costs that much more than the other label's dearest block cannot take any
+    block from it, which rules out most pairs without looking at the grid."""
+    for label in range(unary.shape[0]):
+        low = unary[label, 0]
+        high = low
+        for p in range(1, unary.shape[1]):
+            value = unary[label, p]
+            if value < low:
+                low = value
+            elif value > high:
+                high = value
+        lowest[label] = low
+        highest[label] = high
+
+
+@njit(cache=True, nogil=True)
+def _present_below(present, below, n_labels):
+    """below[b]: the largest label under b that has a block (-1 if none), for b <= n_labels."""
+    last = -1
+    for label in range(n_labels + 1):
+        below[label] = last
+        if label < n_labels and present[label] > 0:
+            last = label
+
+
+@njit(cache=True, nogil=True)
+def solve_grid_labelling(unary, potts, beta, n):
+    """Alpha-beta swap minimisation of sum_p unary[l_p, p] + beta * sum_{p~q} potts[l_p, l_q]
+    on an n x n grid, the move sequence of the published solver (GCO's swap): start from label
+    0 everywhere; each cycle visits the pairs (a, b), a ascending, b descending from the last
+    label to a + 1; cycles repeat while the energy decreases. Returns the labels (n*n,).
+
+    Moves that provably change nothing are skipped (a bound on the labels' costs, a bound on
+    any flip's energy change, or nothing near the pair's blocks having changed since the pair
+    was last idle), which leaves the result, move for move, as it was.
+    """
+    labels = np.zeros(n * n, dtype=np.int64)
+    _label_grid(unary, potts, beta, labels, _workspace(n, unary.shape[0]))
     return labels
 
 
@@ -499,9 +721,10 @@ def solve_partition(cost, A, init, n, beta, gamma, tau, hard, set_resolve, niter
     cost: (m, n*n) block costs of the m inputs (prior included); A: (m, m) compatibility;
     init: (n_out, n*n) initial input index per block; tau: threshold in blocks (thres * n*n).
     Returns mask (n_out, n*n, m) with rows summing to 1 and entries in {0, 0.5, 1}.
-    grid_solver replaces solve_grid_labelling for one output; it is only honoured when this
-    function runs as plain Python (solve_partition.py_func), which is how the library backends
-    (gco-wrapper, bkgco) reuse this loop.
+    grid_solver(unary, potts, beta, n) -> labels replaces the built-in labelling of one output:
+    a Python function through solve_partition.py_func (how the library backends, gco-wrapper and
+    bkgco, reuse this loop), or a numba-compiled one here (bench/reference_solver.py's previous
+    labelling, which bench/solver_speed.py times against the built-in one).
     """
     m = cost.shape[0]
     n_out = init.shape[0]
@@ -517,6 +740,8 @@ def solve_partition(cost, A, init, n, beta, gamma, tau, hard, set_resolve, niter
     extra = np.zeros((n_out, m))
     loss_prev = objective(cost, mask, n, beta, gamma)
     unary_base = np.zeros((m, size))
+    workspace = _workspace(n, m + 3)  # up to 3 half-half labels
+    labels = np.zeros(size, dtype=np.int64)
     for it in range(niter):
         for j in range(n_out):
             counts = np.zeros(m)
@@ -532,7 +757,7 @@ def solve_partition(cost, A, init, n, beta, gamma, tau, hard, set_resolve, niter
                 parents = np.zeros((0, 2), dtype=np.int64)
             unary, potts = _output_problem(unary_base, parents, m)
             if grid_solver is None:
-                labels = solve_grid_labelling(unary, potts, beta, n)
+                _label_grid(unary, potts, beta, labels, workspace)
             else:
                 labels = grid_solver(unary, potts, beta, n)
             mask[j] = 0.0
