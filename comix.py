@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from argparse import Namespace
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import comix_solver
+from saliency_blocks import NamespaceConfig, block_saliency, draw_grid_size
 
 __all__ = [
     "CoMixup", "CoMixupConfig", "saliency_and_clean_loss", "saliency_peak_distance", "block_cost",
@@ -44,12 +45,11 @@ __all__ = [
     "to_one_hot", "distance", "MaskSolve", "masks_to_device",
 ]
 
-BLOCK_CHOICES = (2, 4, 8, 16)  # grid sizes drawn per batch when m_block_num == -1
 PEAK_WINDOW = 8  # side of the averaging window that locates each input's saliency peak
 
 
 @dataclass
-class CoMixupConfig:
+class CoMixupConfig(NamespaceConfig):
     """Co-Mixup hyperparameters, under the published command-line names and defaults."""
 
     m_block_num: int = 4
@@ -90,12 +90,6 @@ class CoMixupConfig:
             problems.append(f"m_solver must be one of {', '.join(comix_solver.SOLVERS)}, got {self.m_solver!r}")
         if problems:
             raise ValueError("; ".join(problems))
-
-    @classmethod
-    def from_namespace(cls, args: Any) -> "CoMixupConfig":
-        """Read the m_* fields of an argparse namespace (or any object); missing ones keep
-        their defaults."""
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
 
 # --------------------------------------------------------------------------- small tools
@@ -188,15 +182,9 @@ def saliency_peak_distance(saliency: Tensor, window: int = PEAK_WINDOW, stride: 
 
 def block_cost(saliency: Tensor, n_block: int) -> Tensor:
     """Per-block cost (B, n, n): block-averaged saliency, normalised per input to sum 1,
-    negated. An input with no saliency at all gets a uniform cost."""
-    height, width = saliency.shape[-2:]
-    if height % n_block or width % n_block:
-        raise ValueError(f"image size {height}x{width} is not divisible by the block count {n_block}")
-    pooled = F.adaptive_avg_pool2d(saliency.float().unsqueeze(1), n_block).squeeze(1)
-    total = pooled.flatten(1).sum(1).view(-1, 1, 1)
-    uniform = torch.full_like(pooled, 1.0 / (n_block * n_block))
-    normalised = torch.where(total > 0, pooled / total.clamp_min(torch.finfo(pooled.dtype).tiny), uniform)
-    return -normalised
+    negated (:func:`saliency_blocks.block_saliency`). An input with no saliency at all gets a
+    uniform cost."""
+    return -block_saliency(saliency, n_block)
 
 
 def compatibility(a_dist: Tensor, omega: float) -> Tensor:
@@ -283,33 +271,6 @@ def _run_job(job: tuple) -> np.ndarray:
     return comix_solver.solve(*job[:-1], solver=job[-1])
 
 
-def get_onehot_matrix(cost_matrix: Tensor, A: Tensor, n_output: int, idx: Tensor | None = None,
-                      beta: float = 0.32, gamma: float = 1., eta: float = 0.05, mixup_alpha: float = 2.0,
-                      thres: float = 0.84, thres_type: str = "hard", set_resolve: bool = True, niter: int = 3,
-                      device: str | torch.device | None = None, solver: str = "fast",
-                      rng: np.random.Generator | None = None) -> Tensor:
-    """Solve one partition: the published function.
-
-    cost_matrix (m, n, n): block costs of the m inputs (normalised negated saliency); A (m, m):
-    compatibility; idx (n_output, n, n): initial input per block (random when None). beta,
-    gamma, eta and thres are the unscaled hyperparameters (divided or multiplied by n*n here).
-    Returns mask_onehot (n_output, n, n, m): entries 0, 0.5 or 1, each block summing to 1, on
-    `device` (default: the device of cost_matrix). Unlike the published code, cost_matrix is
-    not modified.
-    """
-    if thres_type not in ("hard", "soft"):
-        raise ValueError(f"thres_type must be 'hard' or 'soft', got {thres_type!r}")
-    m, n, n_cols = cost_matrix.shape
-    if n != n_cols:
-        raise ValueError(f"cost_matrix must be (m, n, n), got {tuple(cost_matrix.shape)}")
-    cfg = dict(beta=beta, gamma=gamma, eta=eta, mixup_alpha=mixup_alpha, thres=thres, thres_type=thres_type,
-               set_resolve=set_resolve, niter=niter, solver=solver)
-    draws = _draw_partition(m, n_output, n * n, mixup_alpha, idx, rng)
-    mask = _run_job(_partition_job(cost_matrix, A, draws, cfg))
-    device = cost_matrix.device if device is None else device
-    return torch.from_numpy(mask).float().reshape(n_output, n, n, m).to(device)
-
-
 # --------------------------------------------------------------------------- mixing
 
 def mix_input(mask_onehot: Tensor, input_sp: Tensor, target_reweighted: Tensor,
@@ -371,11 +332,7 @@ class CoMixup:
 
     def grid_size(self) -> int:
         """The block count for the next batch (drawn from 2, 4, 8, 16 when m_block_num == -1)."""
-        if self.config.m_block_num != -1:
-            return self.config.m_block_num
-        if self.rng is None:
-            return BLOCK_CHOICES[np.random.randint(len(BLOCK_CHOICES))]
-        return BLOCK_CHOICES[self.rng.integers(len(BLOCK_CHOICES))]
+        return draw_grid_size(self.config.m_block_num, self.rng)
 
     def _solver_settings(self) -> dict:
         cfg = self.config
@@ -534,6 +491,36 @@ class MaskSolve:
             else:
                 self._masks = [solve(start, stop, draws) for solve, start, stop, draws in self._later]
         return self._masks
+
+
+# --------------------------------------------------------------------------- compatibility: the published API
+# Kept for code written against the published repository: the same names, signatures and meaning.
+
+def get_onehot_matrix(cost_matrix: Tensor, A: Tensor, n_output: int, idx: Tensor | None = None,
+                      beta: float = 0.32, gamma: float = 1., eta: float = 0.05, mixup_alpha: float = 2.0,
+                      thres: float = 0.84, thres_type: str = "hard", set_resolve: bool = True, niter: int = 3,
+                      device: str | torch.device | None = None, solver: str = "fast",
+                      rng: np.random.Generator | None = None) -> Tensor:
+    """Solve one partition: the published function.
+
+    cost_matrix (m, n, n): block costs of the m inputs (normalised negated saliency); A (m, m):
+    compatibility; idx (n_output, n, n): initial input per block (random when None). beta,
+    gamma, eta and thres are the unscaled hyperparameters (divided or multiplied by n*n here).
+    Returns mask_onehot (n_output, n, n, m): entries 0, 0.5 or 1, each block summing to 1, on
+    `device` (default: the device of cost_matrix). Unlike the published code, cost_matrix is
+    not modified.
+    """
+    if thres_type not in ("hard", "soft"):
+        raise ValueError(f"thres_type must be 'hard' or 'soft', got {thres_type!r}")
+    m, n, n_cols = cost_matrix.shape
+    if n != n_cols:
+        raise ValueError(f"cost_matrix must be (m, n, n), got {tuple(cost_matrix.shape)}")
+    cfg = dict(beta=beta, gamma=gamma, eta=eta, mixup_alpha=mixup_alpha, thres=thres, thres_type=thres_type,
+               set_resolve=set_resolve, niter=niter, solver=solver)
+    draws = _draw_partition(m, n_output, n * n, mixup_alpha, idx, rng)
+    mask = _run_job(_partition_job(cost_matrix, A, draws, cfg))
+    device = cost_matrix.device if device is None else device
+    return torch.from_numpy(mask).float().reshape(n_output, n, n, m).to(device)
 
 
 def mixup_process(out: Tensor, target_reweighted: Tensor, args: Any = None, sc: Tensor | None = None,

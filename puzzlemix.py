@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import Executor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -84,20 +84,20 @@ from numba import njit
 from torch import Tensor
 
 from baselines import draw_lambda, draw_permutation, mix_targets
+from saliency_blocks import BLOCK_CHOICES, NamespaceConfig, block_saliency, draw_grid_size
 
 __all__ = [
-    "PuzzleMix", "PuzzleMixConfig", "PuzzlePlan", "block_saliency", "boundary_mismatch", "graph_terms",
+    "PuzzleMix", "PuzzleMixConfig", "PuzzlePlan", "BLOCK_CHOICES", "block_saliency", "boundary_mismatch", "graph_terms",
     "level_prior", "level_energy", "solve_levels", "transport_cost", "linear_assignment", "solve_transport",
     "move_blocks",
 ]
 
-BLOCK_CHOICES = (2, 4, 8, 16)  # grid sizes drawn per batch when block_num == -1 (published)
 PRIOR_EPS = 1e-8  # published: inside the log of the Binomial prior
 _INF = 1e30
 
 
 @dataclass
-class PuzzleMixConfig:
+class PuzzleMixConfig(NamespaceConfig):
     """Puzzle Mix hyperparameters under the published command-line names; the defaults are the
     published CIFAR command. block_num = -1 draws the grid size from 2, 4, 8, 16 per batch;
     t_size = -1 transports on the mask's own grid."""
@@ -134,26 +134,8 @@ class PuzzleMixConfig:
         if problems:
             raise ValueError("; ".join(problems))
 
-    @classmethod
-    def from_namespace(cls, args: Any) -> "PuzzleMixConfig":
-        """Read the published fields of an argparse namespace (or any object); missing ones keep
-        their defaults."""
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
-
 
 # --------------------------------------------------------------------------- energy terms
-
-def block_saliency(saliency: Tensor, n: int) -> Tensor:
-    """Saliency averaged over an n x n grid of blocks, normalised to sum 1 per image (B, n, n),
-    float32. An image without any saliency gets a uniform map."""
-    height, width = saliency.shape[-2:]
-    if height % n or width % n:
-        raise ValueError(f"image size {height}x{width} is not divisible by the grid size {n}")
-    pooled = F.adaptive_avg_pool2d(saliency.float().unsqueeze(1), n).squeeze(1)
-    total = pooled.flatten(1).sum(1).view(-1, 1, 1)
-    uniform = torch.full_like(pooled, 1.0 / (n * n))
-    return torch.where(total > 0, pooled / total.clamp_min(torch.finfo(pooled.dtype).tiny), uniform)
-
 
 def boundary_mismatch(pixels: Tensor, perm: np.ndarray | Tensor, n: int, neigh_size: int) -> tuple[Tensor, Tensor]:
     """Data smoothness d^ab of every pair (self i, partner perm[i]) across every block border.
@@ -700,11 +682,7 @@ class PuzzleMix:
 
     def grid_size(self) -> int:
         """The grid size for the next batch (drawn from 2, 4, 8, 16 when block_num == -1)."""
-        if self.config.block_num != -1:
-            return self.config.block_num
-        if self.rng is None:
-            return BLOCK_CHOICES[np.random.randint(len(BLOCK_CHOICES))]
-        return BLOCK_CHOICES[int(self.rng.integers(len(BLOCK_CHOICES)))]
+        return draw_grid_size(self.config.block_num, self.rng)
 
     def _pixels(self, x: Tensor) -> Tensor:
         pixels = x.float()
