@@ -12,8 +12,8 @@ It lifts torchvision's md5 check as that fixture does. Test hooks, chosen by env
 - COMIX_TEST_POISON=CALL:RANK: the training loss of step CALL (0-based, counted over the run) of
   rank RANK becomes NaN;
 - COMIX_TEST_SIGNAL_AT=SIGNAL:CALL[:RANK]: the process sends itself SIGNAL (a name: SIGTERM,
-  SIGKILL, SIGSTOP, ...) during step CALL of rank RANK (default 0), on torchrun's first attempt
-  only, as a scheduler's pre-emption or a crash would hit it.
+  SIGKILL, SIGSTOP, ...; SIGTERM+SIGTERM sends two) during step CALL of rank RANK (default 0), on
+  torchrun's first attempt only, as a scheduler's pre-emption or a crash would hit it.
 """
 from __future__ import annotations
 
@@ -86,7 +86,10 @@ def _signal_at(name: str, call: int, rank: int) -> None:
     from runs import poisoned_builder
 
     if int(os.environ.get("RANK", "0")) == rank and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
-        send = lambda: os.kill(os.getpid(), getattr(signal, name))  # noqa: E731
+        def send() -> None:
+            for each in name.split("+"):  # SIGTERM+SIGTERM: a second signal right after the first
+                os.kill(os.getpid(), getattr(signal, each))
+
         methods.build_method = poisoned_builder(methods.build_method, call, 1.0, on_poison=send)
 
 

@@ -162,6 +162,17 @@ def test_sigterm_mid_epoch_then_resume_auto_equals_an_uninterrupted_run(data, re
     assert log.count("error: stopped by SIGTERM") == 1 and log.rstrip().splitlines()[-1].startswith("final 10 epoch")
 
 
+def test_a_second_signal_ends_the_run_at_once(data, tmp_path):
+    """Two SIGTERMs in epoch 1's first step: the second one ends the process by the signal itself,
+    before the step ends; the checkpoint on disk is still epoch 0's, complete."""
+    root = tmp_path / "exp"
+    rc, out, err = finish(start(run_argv(data, root, 0), tmp_path,
+                                COMIX_TEST_SIGNAL_AT=f"SIGTERM+SIGTERM:{STEPS_PER_EPOCH}"))
+    assert rc == -signal.SIGTERM, err[-3000:]
+    saved = torch.load(only_folder(root) / "checkpoint.pth.tar", weights_only=True)
+    assert saved["epoch"] == 1 and "step" not in saved
+
+
 # --------------------------------------------------------------------------- torchrun
 
 def ddp_argv(data: Path, root: Path) -> list[str]:
