@@ -1,4 +1,4 @@
-"""Mixup baselines of SPEC §8: input mixup, manifold mixup and CutMix.
+"""Mixup baselines of the Co-Mixup paper: input mixup, manifold mixup and CutMix.
 
 Common contract (shared with :mod:`puzzlemix`):
 

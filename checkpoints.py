@@ -289,7 +289,7 @@ def _load_published(path: str, map_location: Any) -> Any:
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """Load a checkpoint safely and return it in our in-memory form.
 
-    Accepts our checkpoints, the published ``checkpoint.pth.tar`` (SPEC §6: DataParallel keys,
+    Accepts our checkpoints, the published ``checkpoint.pth.tar`` (DataParallel keys,
     a pickled ``logger.RecorderMeter``) and a bare state dict. Everything is read with
     ``torch.load(weights_only=True)``; the published recorder resolves to a stand-in class.
 

@@ -4,8 +4,8 @@ Given a batch ``x`` (B x C x H x W), targets ``y`` and a saliency map per image 
 Co-Mixup builds B mixed images. The batch is cut into partitions of ``m_part`` inputs; for each
 partition it labels every block of an ``n x n`` grid of every output with the input that fills
 it (or half of each of two inputs), minimising negative saliency + label smoothness + a
-supermodular penalty on inputs used by many outputs (SPEC §1-2). Mixed images are the
-mask-weighted inputs; mixed targets are the inputs' area shares (SPEC §3).
+supermodular penalty on inputs used by many outputs. Mixed images are the
+mask-weighted inputs; mixed targets are the inputs' area shares.
 
 The main entry point is :class:`CoMixup`, a callable in the spirit of timm's ``Mixup``::
 

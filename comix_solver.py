@@ -2,7 +2,7 @@
 
 The published solver runs, for every output, an alpha-beta swap of the GCO library from
 Python: 400 library calls per CIFAR batch, each rebuilding its graph, and that dominates the
-training step. This module runs the whole partition loop (SPEC §2: modular approximation of
+training step. This module runs the whole partition loop (modular approximation of
 the diversity term, the outputs visited in turn, blended half-half labels, duplicate
 resolution, early stop) as one compiled function that releases the GIL, so partitions can run
 in threads. Each output's grid labelling is minimised by alpha-beta swap moves in the order
@@ -483,7 +483,7 @@ def solve_grid_labelling(unary, potts, beta, n):
 
 @njit(cache=True, nogil=True)
 def modular_penalty(P, A, gamma, tau, hard):
-    """Per-input cost of the diversity term with the other outputs fixed (SPEC §2).
+    """Per-input cost of the diversity term with the other outputs fixed.
 
     q = A @ P. Soft: 2 gamma max(q - tau, 0). Hard, as the published code computes it
     (`(q > tau).float() * A @ P` parses as `((q > tau) * A) @ P`): 2 gamma sum_k A_ik [q_k > tau] P_k,
@@ -716,7 +716,7 @@ def _output_problem(unary_base, parents, n_base):
 
 @njit(cache=True, nogil=True)
 def solve_partition(cost, A, init, n, beta, gamma, tau, hard, set_resolve, niter, grid_solver=None):
-    """Co-Mixup masks for one partition (SPEC §2), all weights already scaled by the grid.
+    """Co-Mixup masks for one partition, all weights already scaled by the grid.
 
     cost: (m, n*n) block costs of the m inputs (prior included); A: (m, m) compatibility;
     init: (n_out, n*n) initial input index per block; tau: threshold in blocks (thres * n*n).

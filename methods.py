@@ -2,7 +2,7 @@
 
 ``main.py`` trains with any of: ``vanilla`` (no mixing), ``mixup`` (input mixup), ``manifold``
 (manifold mixup), ``cutmix``, ``puzzle`` (Puzzle Mix) and ``comix`` (Co-Mixup, the published
-recipe of SPEC §4); the baselines as the Puzzle Mix repository runs them (SPEC §8). Each is a
+recipe); the baselines as the Puzzle Mix repository runs them. Each is a
 :class:`Method`::
 
     method = build_method(args, num_classes, dataset_info(args.dataset), executor=pool)
@@ -522,7 +522,7 @@ class PuzzleMixMethod(_SaliencyMethod):
 
 
 class CoMixupMethod(_SaliencyMethod):
-    """Co-Mixup, the published recipe (SPEC §4): the clean pass (saliency and, with clean_lam > 0,
+    """Co-Mixup, the published recipe: the clean pass (saliency and, with clean_lam > 0,
     the clean-loss gradients), ``mixer`` (a :class:`comix.CoMixup`), the loss on the mixed batch."""
 
     name = "comix"

@@ -52,7 +52,7 @@ _EPILOG = (
 # ---------------------------------------------------------------------------------------------
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """The published command line (SPEC §5), same names, defaults and meanings, plus --m_solver,
+    """The published command line, same names, defaults and meanings, plus --m_solver,
     --method, --loss and the Puzzle Mix flags under the Puzzle Mix repository's names.
 
     ``--data_dir`` defaults to ./data/<dataset> (resolved by :func:`main`). ``--method``,

@@ -1,4 +1,4 @@
-"""Puzzle Mix (J.-H. Kim, W. Choo, H. O. Song, ICML 2020, arXiv 2009.06962), SPEC §8.
+"""Puzzle Mix (J.-H. Kim, W. Choo, H. O. Song, ICML 2020, arXiv 2009.06962), as the Co-Mixup paper's baseline.
 
 Common contract (as in :mod:`baselines`): x (B, C, H, W), any float dtype and device, square
 images; soft targets y (B, K) with rows summing to 1; saliency (B, H, W), e.g. the input-gradient

@@ -72,7 +72,7 @@ __all__ = [
 METHODS = ("comix", *(name for name in methods.METHODS if methods.REGISTRY[name].drawable and name != "comix"))
 """The methods whose mixed batch can be drawn (input-space mixing), Co-Mixup first."""
 METHOD_TITLES = {name: methods.REGISTRY[name].title for name in METHODS}
-# The published Beta / Dirichlet concentration of each method (SPEC §5 and §8).
+# The published Beta / Dirichlet concentration of each method (the published commands).
 DEFAULT_ALPHA = {name: methods.REGISTRY[name].published_mixup_alpha for name in METHODS}
 MAX_IMAGES = 32  # one row of panels; wider figures stop being readable
 IMAGENET_CLASSES = 1000

@@ -181,7 +181,7 @@ def test_costs_and_compatibility_match_the_reference():
 
 def test_quality_parity_with_the_published_solver():
     """Per grid size, mean obj_fn, obj_fn_thres and saliency term no worse than the published
-    solver's + 1% of its magnitude, boundary term at most 1.10 x (shared/reference/README.md)."""
+    solver's + 1% of its magnitude, boundary term at most 1.10 x (the bounds the reference problems come with)."""
     params, problems = load_reference()
     by_size = {}
     for problem in problems:
