@@ -491,11 +491,21 @@ def modular_penalty(P, A, gamma, tau, hard):
     O(omega) otherwise. The reference answers follow this form.
     """
     m = P.shape[0]
-    q = np.zeros(m)  # A @ P, written out: numba's matrix product would need scipy's BLAS
-    for i in range(m):
-        for k in range(m):
-            q[i] += A[i, k] * P[k]
     penalty = np.zeros(m)
+    _modular_penalty_into(P, A, gamma, tau, hard, np.zeros(m), penalty)
+    return penalty
+
+
+@njit(cache=True, nogil=True)
+def _modular_penalty_into(P, A, gamma, tau, hard, q, penalty):
+    """modular_penalty written into penalty, with q (m,) as scratch: the partition loop calls
+    it once per output and keeps both arrays."""
+    m = P.shape[0]
+    for i in range(m):  # q = A @ P, written out: numba's matrix product would need scipy's BLAS
+        total = 0.0
+        for k in range(m):
+            total += A[i, k] * P[k]
+        q[i] = total
     if hard:
         for i in range(m):
             total = 0.0
@@ -506,7 +516,6 @@ def modular_penalty(P, A, gamma, tau, hard):
     else:
         for i in range(m):
             penalty[i] = 2.0 * gamma * max(q[i] - tau, 0.0)
-    return penalty
 
 
 @njit(cache=True, nogil=True)
@@ -692,26 +701,39 @@ def _half_labels(counts, n_base):
 
 
 @njit(cache=True, nogil=True)
-def _output_problem(unary_base, parents, n_base):
-    """Unary and Potts matrices with the half-half labels appended."""
+def _output_problem(parents, n_base, unary, potts):
+    """Appends the half-half labels to an output's labelling problem: their costs in the rows
+    of unary after its n_base input rows, their Potts weights in potts. Both are buffers of
+    the partition loop sized for 3 half-half labels, potts keeping plain Potts weights between
+    the inputs from call to call. Returns the number of labels."""
     n_half = parents.shape[0]
     n_labels = n_base + n_half
-    size = unary_base.shape[1]
-    unary = np.zeros((n_labels, size))
-    unary[:n_base] = unary_base
-    potts = np.ones((n_labels, n_labels))
-    for i in range(n_labels):
-        potts[i, i] = 0.0
+    size = unary.shape[1]
+    for k in range(n_base, potts.shape[0]):  # the half-half rows of the previous output
+        for i in range(potts.shape[0]):
+            weight = 0.0 if i == k else 1.0
+            potts[k, i] = weight
+            potts[i, k] = weight
     for k in range(n_half):
         a = parents[k, 0]
         b = parents[k, 1]
         for p in range(size):
-            unary[n_base + k, p] = 0.5 * (unary_base[a, p] + unary_base[b, p]) - _HALF_COST_OFFSET
+            unary[n_base + k, p] = 0.5 * (unary[a, p] + unary[b, p]) - _HALF_COST_OFFSET
         potts[n_base + k, a] = _HALF_PARENT_WEIGHT
         potts[a, n_base + k] = _HALF_PARENT_WEIGHT
         potts[n_base + k, b] = _HALF_PARENT_WEIGHT
         potts[b, n_base + k] = _HALF_PARENT_WEIGHT
-    return unary, potts
+    return n_labels
+
+
+@njit(cache=True, nogil=True)
+def _input_counts(mask_j, counts):
+    """counts[i]: the blocks of input i in one output's mask (size, m), halves counting 0.5
+    (exact in any order: the sums are multiples of 0.5)."""
+    counts[:] = 0.0
+    for p in range(mask_j.shape[0]):
+        for i in range(mask_j.shape[1]):
+            counts[i] += mask_j[p, i]
 
 
 @njit(cache=True, nogil=True)
@@ -734,32 +756,36 @@ def solve_partition(cost, A, init, n, beta, gamma, tau, hard, set_resolve, niter
         for p in range(size):
             mask[j, p, init[j, p]] = 1.0
     P = np.zeros(m)
+    counts = np.zeros(m)
     for j in range(n_out):
-        for i in range(m):
-            P[i] += mask[j, :, i].sum()
+        _input_counts(mask[j], counts)
+        P += counts
     extra = np.zeros((n_out, m))
     loss_prev = objective(cost, mask, n, beta, gamma)
-    unary_base = np.zeros((m, size))
-    workspace = _workspace(n, m + 3)  # up to 3 half-half labels
+    max_labels = m + 3  # up to 3 half-half labels
+    unary = np.zeros((max_labels, size))
+    potts = np.ones((max_labels, max_labels))
+    for i in range(max_labels):
+        potts[i, i] = 0.0
+    scratch = np.zeros(m)
+    penalty = np.zeros(m)
+    workspace = _workspace(n, max_labels)
     labels = np.zeros(size, dtype=np.int64)
+    no_half = np.zeros((0, 2), dtype=np.int64)
     for it in range(niter):
         for j in range(n_out):
-            counts = np.zeros(m)
-            for i in range(m):
-                counts[i] = mask[j, :, i].sum()
+            _input_counts(mask[j], counts)
             P -= counts
-            penalty = modular_penalty(P, A, gamma, tau, hard)
+            _modular_penalty_into(P, A, gamma, tau, hard, scratch, penalty)
             for i in range(m):
-                unary_base[i] = cost[i] + penalty[i] + gamma * extra[j, i]
-            if it > 0:
-                parents = _half_labels(counts, m)
-            else:
-                parents = np.zeros((0, 2), dtype=np.int64)
-            unary, potts = _output_problem(unary_base, parents, m)
+                for p in range(size):
+                    unary[i, p] = cost[i, p] + penalty[i] + gamma * extra[j, i]
+            parents = _half_labels(counts, m) if it > 0 else no_half
+            n_labels = _output_problem(parents, m, unary, potts)
             if grid_solver is None:
-                _label_grid(unary, potts, beta, labels, workspace)
+                _label_grid(unary[:n_labels], potts, beta, labels, workspace)
             else:
-                labels = grid_solver(unary, potts, beta, n)
+                labels = grid_solver(unary[:n_labels].copy(), potts[:n_labels, :n_labels].copy(), beta, n)
             mask[j] = 0.0
             for p in range(size):
                 label = labels[p]
@@ -768,8 +794,8 @@ def solve_partition(cost, A, init, n, beta, gamma, tau, hard, set_resolve, niter
                 else:
                     mask[j, p, parents[label - m, 0]] = 0.5
                     mask[j, p, parents[label - m, 1]] = 0.5
-            for i in range(m):
-                P[i] += mask[j, :, i].sum()
+            _input_counts(mask[j], counts)
+            P += counts
         if set_resolve and it == niter - 2:
             extra = resolve_cost(mask)
         loss = objective(cost, mask, n, beta, gamma)
