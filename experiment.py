@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from lifecycle import EXIT_INPUT, RunError
 from utils import remove_stale_temp_files
 
-__all__ = ["open_exp_dir", "RunProgress", "FolderLock", "LOCK_NAME", "is_locked", "auto_resume_path"]
+__all__ = ["open_exp_dir", "RunProgress", "FolderLock", "LOCK_NAME", "auto_resume_path"]
 
 LOCK_NAME = ".lock"
 """The lock file inside an experiment folder, while a run holds it; it names that run."""
@@ -27,7 +27,8 @@ class FolderLock:
     the process ends, however it ends (SIGKILL, the OOM killer), so a killed run never leaves a
     stale lock (the file it leaves is taken over by the next run); unlike ``flock`` it is not
     inherited by the loader workers a run forks. The file holds ``host pid`` of the run that
-    holds the folder, and is removed when the run ends. :meth:`acquire` raises
+    holds the folder, and is removed when the run ends. ``run_log.lock_is_held`` tells from
+    another process whether a run holds a folder. :meth:`acquire` raises
     RunError (exit 2) naming the folder and the holder when another run has it.
     """
 
@@ -75,23 +76,6 @@ class FolderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def is_locked(folder: str) -> bool:
-    """True while a run holds ``folder`` (a shared lock attempt fails); False for a folder that no
-    run holds or that has no lock file. The attempt takes the lock for an instant only. Not for
-    the process that holds the lock (closing any descriptor of the file drops a POSIX lock)."""
-    try:
-        fd = os.open(os.path.join(folder, LOCK_NAME), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # closing drops a lock taken here
-    return False
 
 
 def auto_resume_path(exp_dir: str, checkpoint_name: str) -> str | None:

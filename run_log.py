@@ -259,7 +259,7 @@ def lock_is_held(folder: str) -> bool | None:
     """Whether a live run holds ``folder``/.lock (main.py's POSIX ``lockf`` lock): True or False,
     or None when there is no such file (or locks cannot be checked here). The probe takes a
     shared lock without waiting and lets it go at once, so it never blocks a run; it is the
-    same check as ``experiment.is_locked``, without importing torch."""
+    counterpart of ``experiment.FolderLock``, without importing torch."""
     try:
         import fcntl
     except ImportError:  # not a POSIX system

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import experiment
 import run_log
 from fakedata import write_cifar
 from processes import CHILD, STANDALONE_PAIR, child_env, finish, start, start_torchrun, wait_for
@@ -122,7 +121,7 @@ def test_a_killed_run_leaves_no_lock_and_resumes_from_its_mid_epoch_checkpoint(d
     assert (saved["epoch"], saved["step"]) == (1, 1)  # 4 steps: epoch 0 whole, then 1 step of epoch 1
     os.kill(first.pid, signal.SIGKILL)
     assert finish(first)[0] == -signal.SIGKILL
-    assert run_log.lock_is_held(str(folder)) is False and not experiment.is_locked(str(folder))
+    assert run_log.lock_is_held(str(folder)) is False  # the file is left, the lock died with the process
 
     rc, out, err = finish(start(argv, tmp_path))
     assert rc == 0, err[-3000:]
