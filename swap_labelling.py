@@ -1,0 +1,913 @@
+"""The grid labelling of one Co-Mixup output: GCO's alpha-beta swap, compiled.
+
+solve_grid_labelling minimises sum_p unary[l_p, p] + beta * sum_{p~q} potts[l_p, l_q] on an
+n x n grid of blocks by alpha-beta swap moves in the order GCO's swap makes them (from label 0
+everywhere, pairs (a, b) with a ascending and b descending, cycles while the energy drops,
+ties to the source label), each move a small max-flow, so it retraces the published solver
+move for move. Bounds, and a memory of the pairs found idle, skip the moves that provably
+change nothing; a move settles the blocks whose own costs decide them and cuts only the rest.
+Grids of up to 64 blocks with up to 64 labels (every published setting but the 16 x 16 grid)
+run on 64-bit block and label sets, which also rule out most label pairs without looking at
+the grid; larger ones take the general path. Both make the same moves.
+
+Arrays are numpy, float64, blocks flattened row-major (p = row * n + col). The functions
+release the GIL and share work arrays across the labellings of a partition (make_workspace).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_EPS = 1e-12
+_UNDECIDED = -1
+_SOURCE = 0  # alpha
+_SINK = 1  # beta_label
+
+
+@njit(cache=True, nogil=True)
+def _neighbour(p: int, d: int, n: int) -> int:
+    """Block next to p in direction d (0 right, 1 down, 2 left, 3 up), or -1 at the border."""
+    row = p // n
+    col = p - row * n
+    if d == 0:
+        return p + 1 if col < n - 1 else -1
+    if d == 1:
+        return p + n if row < n - 1 else -1
+    if d == 2:
+        return p - 1 if col > 0 else -1
+    return p - n if row > 0 else -1
+
+
+@njit(cache=True, nogil=True)
+def _grid_neighbours(n: int) -> np.ndarray:
+    """Table (n*n, 4) of _neighbour, looked up in the inner loops instead of recomputed."""
+    table = np.empty((n * n, 4), dtype=np.int64)
+    for p in range(n * n):
+        for d in range(4):
+            table[p, d] = _neighbour(p, d, n)
+    return table
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _min_cut(size, arcs, floats, ints, sink_side):
+    """Minimum s-t cut by shortest augmenting paths, on the graph of nodes 0..size-1 (the
+    arrays may be longer), node i having up to 4 arcs (arcs[i, d]: the node that arc d leads to, or -1; that node's arc d ^ 2 leads back).
+
+    floats[2, i] / floats[3, i]: capacities s->i and i->t; floats[4 + d, i]: capacity of arc d
+    of i. All are residual capacities, changed in place. Writes sink_side[i]: True for the nodes that can
+    still reach t, i.e. the smallest sink side over all minimum cuts. That is the side the
+    Boykov-Kolmogorov max-flow inside GCO reports (nodes in neither search tree default to the
+    source), so ties resolve as in the published solver. ints[2], ints[3], ints[4]: work rows
+    (queue, parent, arc from the parent). Rows, not slices: numba counts references to each slice.
+    """
+    for p in range(size):
+        through = min(floats[2, p], floats[3, p])
+        floats[2, p] -= through
+        floats[3, p] -= through
+    # Most of the flow runs s -> p -> q -> t: push it directly, then search for longer paths.
+    # The nodes that reach t after a maximum flow are the same whatever paths carried it.
+    for p in range(size):
+        if floats[2, p] <= _EPS:
+            continue
+        for d in range(4):
+            q = arcs[p, d]
+            if q >= 0 and floats[3, q] > _EPS and floats[4 + d, p] > _EPS:
+                flow = min(floats[2, p], floats[4 + d, p], floats[3, q])
+                floats[2, p] -= flow
+                floats[3, q] -= flow
+                floats[4 + d, p] -= flow
+                floats[4 + (d ^ 2), q] += flow
+                if floats[2, p] <= _EPS:
+                    break
+    while True:
+        head = 0
+        tail = 0
+        for p in range(size):
+            if floats[2, p] > _EPS:
+                ints[3, p] = -1
+                ints[2, tail] = p
+                tail += 1
+            else:
+                ints[3, p] = -2
+        found = -1
+        while head < tail:
+            p = ints[2, head]
+            head += 1
+            if floats[3, p] > _EPS:
+                found = p
+                break
+            for d in range(4):
+                q = arcs[p, d]
+                if q >= 0 and ints[3, q] == -2 and floats[4 + d, p] > _EPS:
+                    ints[3, q] = p
+                    ints[4, q] = d
+                    ints[2, tail] = q
+                    tail += 1
+        if found < 0:
+            break
+        flow = floats[3, found]
+        q = found
+        while ints[3, q] != -1:
+            p = ints[3, q]
+            flow = min(flow, floats[4 + ints[4, q], p])
+            q = p
+        flow = min(flow, floats[2, q])
+        floats[3, found] -= flow
+        q = found
+        while ints[3, q] != -1:
+            p = ints[3, q]
+            d = ints[4, q]
+            floats[4 + d, p] -= flow
+            floats[4 + (d ^ 2), q] += flow
+            q = p
+        floats[2, q] -= flow
+    # Nodes that reach t through unsaturated arcs: search backwards from t.
+    head = 0
+    tail = 0
+    for p in range(size):
+        sink_side[p] = floats[3, p] > _EPS
+        if sink_side[p]:
+            ints[2, tail] = p
+            tail += 1
+    while head < tail:
+        q = ints[2, head]
+        head += 1
+        for d in range(4):
+            p = arcs[q, d]
+            # the arc p -> q runs in the direction opposite to d as seen from p
+            if p >= 0 and not sink_side[p] and floats[4 + (d ^ 2), p] > _EPS:
+                sink_side[p] = True
+                ints[2, tail] = p
+                tail += 1
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _labelling_energy(labels, unary, potts, beta, nbr):
+    size = nbr.shape[0]
+    energy = 0.0
+    for p in range(size):
+        energy += unary[labels[p], p]
+        for d in range(2):
+            q = nbr[p, d]
+            if q >= 0:
+                energy += beta * potts[labels[p], labels[q]]
+    return energy
+
+
+# Fields of the work-array tuple of _any_workspace (numba indexes a tuple by constants only).
+_WS_NBR = 0
+_WS_ARCS = 1
+_WS_FLOATS = 2
+_WS_INTS = 3
+_WS_QUEUE = 4
+_WS_SINK_SIDE = 5
+_WS_PRESENT = 6
+_WS_BLOCK_STAMP = 7
+_WS_LABEL_STAMP = 8
+_WS_PAIR_STAMP = 9
+_WS_BELOW = 10
+_WS_CLOCK = 11
+_WS_RANGES = 12
+
+
+@njit(cache=True, nogil=True)
+def _any_workspace(n, max_labels):
+    """Work arrays for the labellings of an n x n grid with up to max_labels labels, made once
+    per partition (numba takes them as one tuple, fields _WS_*)."""
+    size = n * n
+    return (_grid_neighbours(n),
+            np.zeros((size, 4), dtype=np.int64),  # arcs of the cut graph
+            np.zeros((8, size)),  # flip cost; gain, src, snk, cap[4] of the cut graph
+            np.zeros((5, size), dtype=np.int64),  # graph index, side, degree, parent, pdir
+            np.zeros(5 * size, dtype=np.int64),  # queue: each block enters it at most 5 times
+            np.zeros(size, dtype=np.bool_),  # sink side
+            np.zeros(max_labels, dtype=np.int64),  # blocks per label
+            np.zeros(size, dtype=np.int64),  # move count when each block last changed label
+            np.zeros(max_labels, dtype=np.int64),  # ... when each label last gained or lost a block
+            np.zeros((max_labels, max_labels), dtype=np.int64),  # ... when each pair was last seen idle
+            np.zeros(max_labels + 1, dtype=np.int64),  # largest label with a block under each label
+            np.zeros(1, dtype=np.int64),  # moves made so far (the clock of the stamps)
+            np.zeros((2, max_labels)))  # each label's cheapest and dearest block cost
+
+
+
+@njit(cache=True, nogil=True)
+def _swap_move(alpha, beta_label, labels, unary, potts, beta, ws, clock):
+    """One alpha-beta swap: the blocks labelled alpha or beta_label take whichever of the two
+    minimises the energy, the rest fixed; ties keep alpha (source side), as GCO does.
+
+    A swapping block whose own cost difference outweighs all its links to other swapping
+    blocks takes its side in every minimum cut (alpha on a tie, which the smallest sink side
+    allows); fixing it turns its links into costs of its neighbours, which may decide them in
+    turn. Only the blocks left undecided go into a cut graph (numbered in block order). The
+    result is the smallest-sink minimum cut of the whole swap, as before. Returns whether a
+    block changed label; changed blocks, their labels and the counts are stamped with clock."""
+    nbr = ws[_WS_NBR]
+    arcs = ws[_WS_ARCS]
+    floats = ws[_WS_FLOATS]
+    ints = ws[_WS_INTS]
+    queue = ws[_WS_QUEUE]
+    sink_side = ws[_WS_SINK_SIDE]
+    present = ws[_WS_PRESENT]
+    block_stamp = ws[_WS_BLOCK_STAMP]
+    label_stamp = ws[_WS_LABEL_STAMP]
+    size = nbr.shape[0]
+    flip = floats[0]  # energy change when the block takes beta_label instead of alpha
+    local = ints[0]
+    side = ints[1]
+    degree = ints[2]
+    w = beta * potts[alpha, beta_label]
+    tail = 0
+    for p in range(size):
+        own = labels[p]
+        if own != alpha and own != beta_label:
+            side[p] = _UNDECIDED  # not swapping: never read
+            continue
+        cost = unary[beta_label, p] - unary[alpha, p]
+        links = 0
+        for d in range(4):
+            q = nbr[p, d]
+            if q < 0:
+                continue
+            label_q = labels[q]
+            if label_q == alpha or label_q == beta_label:
+                links += 1
+            else:
+                cost += beta * (potts[beta_label, label_q] - potts[alpha, label_q])
+        flip[p] = cost
+        degree[p] = links
+        side[p] = _UNDECIDED
+        queue[tail] = p
+        tail += 1
+    head = 0
+    while head < tail:
+        p = queue[head]
+        head += 1
+        if side[p] != _UNDECIDED:
+            continue
+        reach = w * degree[p]
+        if flip[p] >= reach - _EPS:
+            decided = _SOURCE
+        elif flip[p] < -reach - _EPS:
+            decided = _SINK
+        else:
+            continue
+        side[p] = decided
+        for d in range(4):
+            q = nbr[p, d]
+            if q < 0 or side[q] != _UNDECIDED:
+                continue
+            label_q = labels[q]
+            if label_q != alpha and label_q != beta_label:
+                continue
+            # the link to p now costs w on the side q does not share with p
+            flip[q] += w if decided == _SOURCE else -w
+            degree[q] -= 1
+            queue[tail] = q
+            tail += 1
+    k = 0
+    for p in range(size):
+        own = labels[p]
+        if (own == alpha or own == beta_label) and side[p] == _UNDECIDED:
+            local[p] = k
+            queue[k] = p
+            k += 1
+        else:
+            local[p] = -1
+    if k > 0:
+        gain = floats[1]
+        src = floats[2]
+        snk = floats[3]
+        cap = floats[4:8]
+        for i in range(k):
+            gain[i] = flip[queue[i]]
+        for i in range(k):
+            p = queue[i]
+            for d in range(4):
+                cap[d, i] = 0.0
+                arcs[i, d] = -1
+                q = nbr[p, d]
+                j = local[q] if q >= 0 else -1
+                if j >= 0:
+                    arcs[i, d] = j
+                    if d < 2:
+                        # E(a,a) = E(b,b) = 0, E(a,b) = E(b,a) = w: y_p costs w, y_q gets -w, arc p->q 2w
+                        gain[i] += w
+                        gain[j] -= w
+                        cap[d, i] = 2.0 * w
+        for i in range(k):
+            src[i] = gain[i] if gain[i] > 0 else 0.0
+            snk[i] = -gain[i] if gain[i] < 0 else 0.0
+        _min_cut(k, arcs, floats, ints, sink_side)
+        for i in range(k):
+            side[queue[i]] = _SINK if sink_side[i] else _SOURCE
+    changed = False
+    for p in range(size):
+        own = labels[p]
+        if own != alpha and own != beta_label:
+            continue
+        new = beta_label if side[p] == _SINK else alpha
+        if own != new:
+            present[own] -= 1
+            present[new] += 1
+            labels[p] = new
+            block_stamp[p] = clock
+            changed = True
+    if changed:
+        label_stamp[alpha] = clock
+        label_stamp[beta_label] = clock
+    return changed
+
+
+@njit(cache=True, nogil=True)
+def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, nbr, all_links=False):
+    """True when the alpha-beta swap provably changes nothing, so the cut can be skipped.
+
+    Flipping a set F of the swapping blocks changes the energy by the sum over p in F of
+    d_p (p's own cost change, its fixed neighbours included) plus w = beta * potts[alpha,
+    beta_label] for each cut pair of equal labels minus w for each cut pair of unequal labels,
+    which is at least the sum over p in F of d_p - w * (p's neighbours of the other label).
+    When that is >= 0 for every alpha block and > 0 for every beta block, no flip lowers the
+    energy and every flip that keeps it moves alpha blocks only, so the smallest-sink minimum
+    cut is the current labelling. With 20 labels most pairs are skipped this way. all_links:
+    subtract w for every swapping neighbour, the weaker bound of the previous solver (which
+    bench/solver_speed.py times against this one).
+    """
+    w = beta * potts[alpha, beta_label]
+    for p in range(nbr.shape[0]):
+        own = labels[p]
+        if own != alpha and own != beta_label:
+            continue
+        other = beta_label if own == alpha else alpha
+        margin = unary[other, p] - unary[own, p]
+        for d in range(4):
+            q = nbr[p, d]
+            if q < 0:
+                continue
+            label_q = labels[q]
+            if label_q == other or (all_links and label_q == own):
+                margin -= w
+            elif label_q != own:
+                margin += beta * (potts[other, label_q] - potts[own, label_q])
+        if own == alpha and margin < 0.0:
+            return False
+        if own == beta_label and margin <= 0.0:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _unchanged_since(seen, alpha, beta_label, labels, ws):
+    """True when no block labelled alpha or beta_label, nor any of their neighbours, nor the
+    two labels' block sets changed after move count `seen`: the swap then faces the same
+    problem as when it was last found idle, and is idle again."""
+    nbr = ws[_WS_NBR]
+    block_stamp = ws[_WS_BLOCK_STAMP]
+    label_stamp = ws[_WS_LABEL_STAMP]
+    if label_stamp[alpha] > seen or label_stamp[beta_label] > seen:
+        return False
+    for p in range(nbr.shape[0]):
+        if labels[p] != alpha and labels[p] != beta_label:
+            continue
+        if block_stamp[p] > seen:
+            return False
+        for d in range(4):
+            q = nbr[p, d]
+            if q >= 0 and block_stamp[q] > seen:
+                return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _label_grid_any(unary, potts, beta, labels, ws):
+    """solve_grid_labelling into labels (n*n,) for any grid and label count, with the work
+    arrays ws of _any_workspace.
+
+    Stamps count moves over all the labellings that share ws, so nothing is reset between
+    them: a pair stamp from an earlier labelling is older than this one's start."""
+    nbr = ws[_WS_NBR]
+    present = ws[_WS_PRESENT]
+    below = ws[_WS_BELOW]
+    pair_stamp = ws[_WS_PAIR_STAMP]
+    size = nbr.shape[0]
+    n_labels = unary.shape[0]
+    labels[:] = 0
+    present[:n_labels] = 0
+    present[0] = size
+    _present_below(present, below, n_labels)
+    start = ws[_WS_CLOCK][0] + 1
+    clock = start
+    ranges = ws[_WS_RANGES]
+    lowest = ranges[0]
+    highest = ranges[1]
+    _cost_ranges(unary, lowest, highest)
+    reach = 4.0 * beta  # see _cost_ranges
+    energy = _labelling_energy(labels, unary, potts, beta, nbr)
+    previous = energy + 1.0
+    while previous > energy:
+        previous = energy
+        for a in range(n_labels):
+            # b runs down from the last label; while a has no block, over labels that have one
+            b = n_labels - 1 if present[a] > 0 else below[n_labels]
+            while b > a:
+                if present[b] == 0 and lowest[b] - highest[a] >= reach:
+                    pass  # nothing to move: a keeps all its blocks (ties keep a)
+                elif present[a] == 0 and lowest[a] - highest[b] > reach:
+                    pass  # nothing to move: b keeps all its blocks (ties would move them to a)
+                elif present[a] + present[b] > 0:
+                    seen = pair_stamp[a, b]
+                    if seen == clock or (seen >= start and _unchanged_since(seen, a, b, labels, ws)):
+                        pair_stamp[a, b] = clock
+                    elif _swap_is_idle(a, b, labels, unary, potts, beta, nbr):
+                        pair_stamp[a, b] = clock
+                    elif _swap_move(a, b, labels, unary, potts, beta, ws, clock + 1):
+                        clock += 1
+                        _present_below(present, below, n_labels)
+                    else:
+                        pair_stamp[a, b] = clock
+                b = b - 1 if present[a] > 0 else below[b]
+        energy = _labelling_energy(labels, unary, potts, beta, nbr)
+    ws[_WS_CLOCK][0] = clock
+
+
+@njit(cache=True, nogil=True)
+def _cost_ranges(unary, lowest, highest):
+    """Each label's cheapest and dearest block cost, into lowest and highest. Each block's Potts
+    terms change by at most 4 beta when it switches label (weights <= 1): a label whose
+    cheapest block costs that much more than the other label's dearest block cannot take any
+    block from it, which rules out most pairs without looking at the grid."""
+    for label in range(unary.shape[0]):
+        low = unary[label, 0]
+        high = low
+        for p in range(1, unary.shape[1]):
+            value = unary[label, p]
+            if value < low:
+                low = value
+            elif value > high:
+                high = value
+        lowest[label] = low
+        highest[label] = high
+
+
+@njit(cache=True, nogil=True)
+def _present_below(present, below, n_labels):
+    """below[b]: the largest label under b that has a block (-1 if none), for b <= n_labels."""
+    last = -1
+    for label in range(n_labels + 1):
+        below[label] = last
+        if label < n_labels and present[label] > 0:
+            last = label
+
+
+
+
+# ---- Grids of up to 64 blocks with up to 64 labels: block and label sets as 64-bit words ----
+
+_ONE = np.uint64(1)
+_NO_BITS = np.uint64(0)
+_CANDIDATE_SLACK = 1e-9  # keeps rounding from ruling out a label that a move might take
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
+
+
+def _debruijn_table() -> np.ndarray:
+    table = np.zeros(64, dtype=np.int64)
+    for i in range(64):
+        table[((1 << i) * 0x03F79D71B4CB0A89 & 0xFFFFFFFFFFFFFFFF) >> 58] = i
+    return table
+
+
+_DEBRUIJN_INDEX = _debruijn_table()
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lowest_bit(bits):
+    """Index of the lowest set bit of a non-zero word."""
+    return _DEBRUIJN_INDEX[np.int64(((bits & (~bits + _ONE)) * _DEBRUIJN) >> np.uint64(58))]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _highest_bit(bits):
+    """Index of the highest set bit of a non-zero word."""
+    index = 0
+    for shift in (32, 16, 8, 4, 2, 1):
+        if bits >> np.uint64(shift):
+            bits >>= np.uint64(shift)
+            index += shift
+    return index
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _has(bits, index):
+    return (bits >> np.uint64(index)) & _ONE != _NO_BITS
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _count(bits):
+    """Number of set bits (LLVM turns this into one popcnt instruction)."""
+    bits = bits - ((bits >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    bits = (bits & np.uint64(0x3333333333333333)) + ((bits >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    bits = (bits + (bits >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((bits * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+# Fields of the work-array tuple of _bit_workspace.
+_BW_NBR = 0
+_BW_NBR_BITS = 1
+_BW_DEGREE = 2
+_BW_BLOCK_CANDIDATES = 3
+_BW_LABEL_SETS = 4
+_BW_FLOATS = 5
+_BW_INTS = 6
+_BW_QUEUE = 7
+_BW_SINK_SIDE = 8
+_BW_ARCS = 9
+_BW_GRID = 10
+# Rows of _BW_LABEL_SETS, one word per label.
+_BLOCKS = 0  # the label's blocks
+_CANDIDATE_OF = 1  # the blocks that have the label as a candidate
+_CANDIDATES = 2  # the union of the candidates of the label's blocks
+_WANTED_BY = 3  # the labels that have the label among their candidates
+
+
+@njit(cache=True, nogil=True)
+def _grid_masks(n):
+    """[blocks not in the first column, blocks not in the last column, all blocks, n]."""
+    masks = np.zeros(4, dtype=np.uint64)
+    for p in range(n * n):
+        bit = _ONE << np.uint64(p)
+        if p % n != 0:
+            masks[0] |= bit
+        if p % n != n - 1:
+            masks[1] |= bit
+        masks[2] |= bit
+    masks[3] = np.uint64(n)
+    return masks
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _with_neighbours(bits, grid):
+    """The blocks of bits and their 4 neighbours (grid: _grid_masks)."""
+    n = grid[3]
+    return (bits | ((bits << _ONE) & grid[0]) | ((bits >> _ONE) & grid[1]) | ((bits << n) & grid[2])
+            | (bits >> n))
+
+
+@njit(cache=True, nogil=True)
+def _bit_workspace(n, max_labels):
+    """Work arrays of the bit-set labelling of an n x n grid (n * n <= 64), made once per
+    partition (fields _BW_*). The rows of floats and ints are indexed, never sliced: numba
+    counts the references to every slice, which costs more than the swaps themselves."""
+    size = n * n
+    nbr = _grid_neighbours(n)
+    nbr_bits = np.zeros(size, dtype=np.uint64)
+    degree = np.zeros(size)
+    for p in range(size):
+        for d in range(4):
+            if nbr[p, d] >= 0:
+                nbr_bits[p] |= _ONE << np.uint64(nbr[p, d])
+                degree[p] += 1.0
+    return (nbr, nbr_bits, degree,
+            np.zeros(size, dtype=np.uint64),  # each block's candidate labels
+            np.zeros((4, max_labels), dtype=np.uint64),  # rows _BLOCKS ... _WANTED_BY
+            np.zeros((9, size)),  # flip cost; the cut graph (gain, src, snk, cap[4]); candidate cost limit
+            np.zeros((5, size), dtype=np.int64),  # graph index, side, links; the cut's parent, pdir
+            np.zeros(5 * size, dtype=np.int64),  # settling queue: each block enters it at most 5 times
+            np.zeros(size, dtype=np.bool_),  # sink side of the cut
+            np.zeros((size, 4), dtype=np.int64),  # arcs of the cut graph
+            _grid_masks(n))
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _bit_swap(a, b, movable, labels, unary, potts, beta, sets, special, grid, nbr, nbr_bits, floats, ints, arcs,
+              sink_side):
+    """The alpha-beta swap of labels a < b, where only the blocks `movable` (a bit set) can
+    change: every other block of a or b has costs that keep it where it is whatever its
+    neighbours do, so it is fixed, and its links become costs of its movable neighbours.
+    Returns the blocks that changed label (written into labels), 0 when none did.
+
+    On the movable blocks: the idle test of _swap_is_idle; then the blocks whose own cost
+    outweighs all their links to undecided blocks are settled, round after round (a settled
+    block only makes its neighbours easier to settle, on the side they would take anyway, so
+    the order does not matter); the smallest-sink minimum cut of what is left decides the
+    rest (_small_cut or _grid_cut). The result is the smallest-sink minimum cut of the swap,
+    as _swap_move finds it.
+
+    special: the labels with a Potts weight other than 0 and 1 (half-half labels and their
+    parents); between any other labels every weight is 1, so a neighbour outside the swap
+    changes the flip cost only when its label or a or b is special. floats[0]: each movable
+    block's flip cost (energy change when it takes b rather than a) with its fixed links."""
+    w = beta * potts[a, b]
+    blocks_a = sets[_BLOCKS, a]
+    blocks_b = sets[_BLOCKS, b]
+    swap = blocks_a | blocks_b
+    fixed_a = blocks_a & ~movable
+    fixed_b = blocks_b & ~movable
+    outside = _NO_BITS  # the blocks outside the swap whose Potts weights to a and b may differ
+    if _has(special, a) or _has(special, b):
+        outside = ~swap
+    else:
+        rest = special
+        while rest:
+            label = _lowest_bit(rest)
+            rest &= rest - _ONE
+            outside |= sets[_BLOCKS, label]
+        outside &= ~swap
+    idle = True
+    to_a = _NO_BITS  # settled in the first round
+    to_b = _NO_BITS
+    rest = movable
+    while rest:
+        p = _lowest_bit(rest)
+        rest &= rest - _ONE
+        around = nbr_bits[p]
+        diff = unary[b, p] - unary[a, p]
+        cost = diff + w * (_count(around & fixed_a) - _count(around & fixed_b))
+        in_a = _has(blocks_a, p)
+        if in_a:
+            margin = diff - w * _count(around & blocks_b)
+        else:
+            margin = -diff - w * _count(around & blocks_a)
+        extra = around & outside
+        while extra:
+            q = _lowest_bit(extra)
+            extra &= extra - _ONE
+            label_q = labels[q]
+            step = beta * (potts[b, label_q] - potts[a, label_q])
+            cost += step
+            margin += step if in_a else -step
+        if margin < 0.0 or (margin == 0.0 and not in_a):
+            idle = False
+        floats[0, p] = cost
+        reach = w * _count(around & movable)
+        if cost >= reach - _EPS:
+            to_a |= _ONE << np.uint64(p)
+        elif cost < -reach - _EPS:
+            to_b |= _ONE << np.uint64(p)
+    if idle:
+        return _NO_BITS
+    undecided = movable & ~(to_a | to_b)
+    settled = to_a | to_b
+    while settled and undecided:
+        # only the undecided neighbours of the blocks just settled can settle now
+        now_a = _NO_BITS
+        now_b = _NO_BITS
+        rest = undecided & _with_neighbours(settled, grid)
+        while rest:
+            p = _lowest_bit(rest)
+            rest &= rest - _ONE
+            around = nbr_bits[p]
+            flip = floats[0, p] + w * (_count(around & to_a) - _count(around & to_b))
+            reach = w * _count(around & undecided)
+            if flip >= reach - _EPS:
+                now_a |= _ONE << np.uint64(p)
+            elif flip < -reach - _EPS:
+                now_b |= _ONE << np.uint64(p)
+        to_a |= now_a
+        to_b |= now_b
+        settled = now_a | now_b
+        undecided &= ~settled
+    if undecided:
+        k = 0
+        rest = undecided
+        while rest:
+            p = _lowest_bit(rest)
+            rest &= rest - _ONE
+            around = nbr_bits[p]
+            floats[1, k] = floats[0, p] + w * (_count(around & to_a) - _count(around & to_b))
+            ints[0, p] = k
+            ints[1, k] = p
+            k += 1
+        if k <= _SMALL_CUT:
+            to_b |= _small_cut(k, undecided, w, grid, floats, ints)
+        else:
+            to_b |= _grid_cut(k, undecided, w, nbr, floats, ints, arcs, sink_side)
+    changed = (to_b & blocks_a) | (movable & blocks_b & ~to_b)
+    rest = changed
+    while rest:
+        p = _lowest_bit(rest)
+        rest &= rest - _ONE
+        labels[p] = b if _has(blocks_a, p) else a
+    return changed
+
+
+_SMALL_CUT = 6  # up to this many blocks, _small_cut tries every split
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _small_cut(k, undecided, w, grid, floats, ints):
+    """The smallest-sink minimum cut of the k undecided blocks (bit set undecided; ints[1, i]:
+    the i-th of them, floats[1, i]: its flip cost given the settled blocks; a link between
+    two of them costs w when cut), found by trying every sink side in Gray-code order, each
+    one flip from the last. Ties (within 1e-12, as the max-flow's) go to the smaller side."""
+    n = grid[3]
+    right = undecided & (undecided >> _ONE) & grid[1]  # blocks whose right neighbour is undecided too
+    down = undecided & (undecided >> n)
+    sink = _NO_BITS
+    total = 0.0
+    best = 0.0
+    best_sink = _NO_BITS
+    best_size = 0
+    size = 0
+    for step in range(1, 1 << k):
+        i = _lowest_bit(np.uint64(step))
+        p = ints[1, i]
+        bit = _ONE << np.uint64(p)
+        if sink & bit:
+            total -= floats[1, i]
+            size -= 1
+        else:
+            total += floats[1, i]
+            size += 1
+        sink ^= bit
+        energy = total + w * (_count((sink ^ (sink >> _ONE)) & right) + _count((sink ^ (sink >> n)) & down))
+        if energy < best - _EPS or (energy <= best + _EPS and size < best_size):
+            best = energy
+            best_sink = sink
+            best_size = size
+    return best_sink
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _grid_cut(k, undecided, w, nbr, floats, ints, arcs, sink_side):
+    """_small_cut by max-flow (_min_cut) on the graph of the undecided blocks."""
+    for i in range(k):
+        p = ints[1, i]
+        for d in range(4):
+            floats[4 + d, i] = 0.0
+            arcs[i, d] = -1
+            q = nbr[p, d]
+            if q >= 0 and _has(undecided, q):
+                j = ints[0, q]
+                arcs[i, d] = j
+                if d < 2:
+                    # E(a,a) = E(b,b) = 0, E(a,b) = E(b,a) = w: y_p costs w, y_q gets -w, arc p->q 2w
+                    floats[1, i] += w
+                    floats[1, j] -= w
+                    floats[4 + d, i] = 2.0 * w
+    for i in range(k):
+        gain = floats[1, i]
+        floats[2, i] = gain if gain > 0 else 0.0
+        floats[3, i] = -gain if gain < 0 else 0.0
+    _min_cut(k, arcs, floats, ints, sink_side)  # uses rows 2 to 4 of ints, not the blocks in row 1
+    sink = _NO_BITS
+    for i in range(k):
+        if sink_side[i]:
+            sink |= _ONE << np.uint64(ints[1, i])
+    return sink
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _set_block_candidates(p, bits, block_candidates, sets):
+    """Block p's candidate labels become bits; the sets of blocks per candidate follow."""
+    flipped = block_candidates[p] ^ bits
+    mark = _ONE << np.uint64(p)
+    while flipped:
+        label = _lowest_bit(flipped)
+        flipped &= flipped - _ONE
+        sets[_CANDIDATE_OF, label] ^= mark
+    block_candidates[p] = bits
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _set_label_candidates(label, bits, sets):
+    """The union of label's blocks' candidates becomes bits; the wanted-by sets follow."""
+    flipped = sets[_CANDIDATES, label] ^ bits
+    mark = _ONE << np.uint64(label)
+    while flipped:
+        other = _lowest_bit(flipped)
+        flipped &= flipped - _ONE
+        sets[_WANTED_BY, other] ^= mark
+    sets[_CANDIDATES, label] = bits
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _label_grid_bits(unary, potts, beta, labels, ws):
+    """_label_grid_any for grids of up to 64 blocks and up to 64 labels: the same moves.
+
+    Each block keeps its candidates, the labels whose cost there is within beta * (its
+    neighbour count) of its own label's: a block can only move to a candidate (a Potts weight
+    is at most 1, so its links change the energy by at most that much), and a block of a or b
+    that has not the other label as a candidate stays where it is in the swap of a and b. So
+    the pair (a, b) is visited only when some of its blocks can move (in GCO's order among
+    those pairs), and the swap solves for those blocks only.
+    """
+    nbr = ws[_BW_NBR]
+    nbr_bits = ws[_BW_NBR_BITS]
+    degree = ws[_BW_DEGREE]
+    block_candidates = ws[_BW_BLOCK_CANDIDATES]
+    sets = ws[_BW_LABEL_SETS]
+    floats = ws[_BW_FLOATS]
+    ints = ws[_BW_INTS]
+    queue = ws[_BW_QUEUE]
+    sink_side = ws[_BW_SINK_SIDE]
+    arcs = ws[_BW_ARCS]
+    grid = ws[_BW_GRID]
+    size = nbr.shape[0]
+    n_labels = unary.shape[0]
+    labels[:] = 0
+    special = _NO_BITS
+    heaviest = 0.0
+    for label in range(n_labels):
+        for other in range(n_labels):
+            weight = potts[label, other]
+            heaviest = max(heaviest, weight)
+            if weight != 0.0 and weight != 1.0:
+                special |= _ONE << np.uint64(label)
+    reach = beta * heaviest  # the most one link can change when a block switches label
+    for p in range(size):
+        floats[8, p] = unary[0, p] + reach * degree[p] + _CANDIDATE_SLACK
+        block_candidates[p] = _NO_BITS
+    for label in range(1, n_labels):
+        bit = _ONE << np.uint64(label)
+        for p in range(size):
+            block_candidates[p] |= bit * np.uint64(unary[label, p] <= floats[8, p])
+    for row in range(4):
+        for label in range(n_labels):
+            sets[row, label] = _NO_BITS
+    every = _NO_BITS
+    for p in range(size):
+        every |= block_candidates[p]
+        mark = _ONE << np.uint64(p)
+        rest = block_candidates[p]
+        while rest:
+            label = _lowest_bit(rest)
+            rest &= rest - _ONE
+            sets[_CANDIDATE_OF, label] |= mark
+    _set_label_candidates(0, every, sets)
+    sets[_BLOCKS, 0] = ~_NO_BITS if size == 64 else (_ONE << np.uint64(size)) - _ONE
+    energy = _labelling_energy(labels, unary, potts, beta, nbr)
+    previous = energy + 1.0
+    while previous > energy:
+        previous = energy
+        moved = False
+        for a in range(n_labels):
+            above = ~((_ONE << np.uint64(a + 1)) - _ONE)
+            below = ~_NO_BITS
+            while True:
+                wanted = (sets[_CANDIDATES, a] | sets[_WANTED_BY, a]) & above & below
+                if wanted == _NO_BITS:
+                    break
+                b = _highest_bit(wanted)
+                below = (_ONE << np.uint64(b)) - _ONE
+                movable = ((sets[_BLOCKS, a] & sets[_CANDIDATE_OF, b])
+                           | (sets[_BLOCKS, b] & sets[_CANDIDATE_OF, a]))
+                changed = _bit_swap(a, b, movable, labels, unary, potts, beta, sets, special, grid, nbr, nbr_bits,
+                                    floats, ints, arcs, sink_side)
+                if changed == _NO_BITS:
+                    continue
+                moved = True
+                to_b = sets[_BLOCKS, a] & changed
+                sets[_BLOCKS, a] = (sets[_BLOCKS, a] & ~changed) | (sets[_BLOCKS, b] & changed)
+                sets[_BLOCKS, b] = (sets[_BLOCKS, b] & ~changed) | to_b
+                rest = changed
+                while rest:
+                    p = _lowest_bit(rest)
+                    rest &= rest - _ONE
+                    own = labels[p]
+                    limit = unary[own, p] + reach * degree[p] + _CANDIDATE_SLACK
+                    bits = _NO_BITS
+                    for label in range(n_labels):
+                        bits |= np.uint64(unary[label, p] <= limit) << np.uint64(label)
+                    _set_block_candidates(p, bits & ~(_ONE << np.uint64(own)), block_candidates, sets)
+                for label in (a, b):
+                    bits = _NO_BITS
+                    rest = sets[_BLOCKS, label]
+                    while rest:
+                        p = _lowest_bit(rest)
+                        rest &= rest - _ONE
+                        bits |= block_candidates[p]
+                    _set_label_candidates(label, bits, sets)
+        if moved:
+            energy = _labelling_energy(labels, unary, potts, beta, nbr)
+
+
+@njit(cache=True, nogil=True)
+def make_workspace(n, max_labels):
+    """Work arrays for the labellings of an n x n grid with up to max_labels labels (label_grid)."""
+    if n * n <= 64 and max_labels <= 64:
+        return _bit_workspace(n, max_labels), _any_workspace(0, 0)
+    return _bit_workspace(0, 0), _any_workspace(n, max_labels)
+
+
+@njit(cache=True, nogil=True)
+def label_grid(unary, potts, beta, labels, ws):
+    """solve_grid_labelling into labels, with the work arrays ws of make_workspace."""
+    if ws[0][0].shape[0] == labels.shape[0] and unary.shape[0] <= 64:
+        _label_grid_bits(unary, potts, beta, labels, ws[0])
+    else:
+        _label_grid_any(unary, potts, beta, labels, ws[1])
+
+
+@njit(cache=True, nogil=True)
+def solve_grid_labelling(unary, potts, beta, n):
+    """Alpha-beta swap minimisation of sum_p unary[l_p, p] + beta * sum_{p~q} potts[l_p, l_q]
+    on an n x n grid, the move sequence of the published solver (GCO's swap): start from label
+    0 everywhere; each cycle visits the pairs (a, b), a ascending, b descending from the last
+    label to a + 1; cycles repeat while the energy decreases. Returns the labels (n*n,).
+
+    Moves that provably change nothing are skipped, which leaves the result, move for move,
+    as it was.
+    """
+    labels = np.zeros(n * n, dtype=np.int64)
+    label_grid(unary, potts, beta, labels, make_workspace(n, unary.shape[0]))
+    return labels
