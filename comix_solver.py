@@ -5,11 +5,10 @@ Python: 400 library calls per CIFAR batch, each rebuilding its graph, and that d
 training step. This module runs the whole partition loop (modular approximation of
 the diversity term, the outputs visited in turn, blended half-half labels, duplicate
 resolution, early stop) as one compiled function that releases the GIL, so partitions can run
-in threads. Each output's grid labelling is minimised by alpha-beta swap moves in the order
-GCO's swap makes them (from label 0 everywhere, ties to the source label), each move a small
-max-flow on the block grid, so the solver retraces the published one instead of approximating
-it. Bounds, and a memory of the pairs found idle, skip the moves that provably change nothing;
-a move settles the blocks whose own costs decide them and cuts only the rest.
+in threads. Each output's grid labelling (swap_labelling.py) makes GCO's alpha-beta swap
+moves in GCO's order, so the solver retraces the published one instead of approximating it.
+The loop keeps each output's labelling as block labels and input counts, not as a dense mask,
+so its bookkeeping costs little next to the labellings.
 
 Arrays are numpy, float64, blocks flattened row-major (p = row * n + col).
 """
@@ -20,465 +19,12 @@ from typing import Callable
 import numpy as np
 from numba import njit
 
+from swap_labelling import label_grid, make_workspace, neighbour
+
 SOLVERS = ("fast", "bkgco", "gco")
 
-_EPS = 1e-12
 _HALF_COST_OFFSET = 5e-4  # published: a half-half label is slightly preferred to its parents' mean
 _HALF_PARENT_WEIGHT = 0.25  # published Potts weight between a half-half label and either parent
-
-
-@njit(cache=True, nogil=True)
-def _neighbour(p: int, d: int, n: int) -> int:
-    """Block next to p in direction d (0 right, 1 down, 2 left, 3 up), or -1 at the border."""
-    row = p // n
-    col = p - row * n
-    if d == 0:
-        return p + 1 if col < n - 1 else -1
-    if d == 1:
-        return p + n if row < n - 1 else -1
-    if d == 2:
-        return p - 1 if col > 0 else -1
-    return p - n if row > 0 else -1
-
-
-@njit(cache=True, nogil=True)
-def _grid_neighbours(n: int) -> np.ndarray:
-    """Table (n*n, 4) of _neighbour, looked up in the inner loops instead of recomputed."""
-    table = np.empty((n * n, 4), dtype=np.int64)
-    for p in range(n * n):
-        for d in range(4):
-            table[p, d] = _neighbour(p, d, n)
-    return table
-
-
-@njit(cache=True, nogil=True)
-def _min_cut(arcs, src, snk, cap, sink_side, parent, pdir, queue):
-    """Minimum s-t cut by shortest augmenting paths, on a graph whose node i has up to 4 arcs
-    (arcs[i, d]: the node that arc d leads to, or -1; that node's arc d ^ 2 leads back).
-
-    src[i] / snk[i]: capacities s->i and i->t; cap[d, i]: capacity of arc d of i. All are
-    residual capacities, changed in place. Writes sink_side[i]: True for the nodes that can
-    still reach t, i.e. the smallest sink side over all minimum cuts. That is the side the
-    Boykov-Kolmogorov max-flow inside GCO reports (nodes in neither search tree default to the
-    source), so ties resolve as in the published solver. parent, pdir, queue: work arrays.
-    """
-    size = src.shape[0]
-    for p in range(size):
-        through = min(src[p], snk[p])
-        src[p] -= through
-        snk[p] -= through
-    # Most of the flow runs s -> p -> q -> t: push it directly, then search for longer paths.
-    # The nodes that reach t after a maximum flow are the same whatever paths carried it.
-    for p in range(size):
-        if src[p] <= _EPS:
-            continue
-        for d in range(4):
-            q = arcs[p, d]
-            if q >= 0 and snk[q] > _EPS and cap[d, p] > _EPS:
-                flow = min(src[p], cap[d, p], snk[q])
-                src[p] -= flow
-                snk[q] -= flow
-                cap[d, p] -= flow
-                cap[d ^ 2, q] += flow
-                if src[p] <= _EPS:
-                    break
-    while True:
-        head = 0
-        tail = 0
-        for p in range(size):
-            if src[p] > _EPS:
-                parent[p] = -1
-                queue[tail] = p
-                tail += 1
-            else:
-                parent[p] = -2
-        found = -1
-        while head < tail:
-            p = queue[head]
-            head += 1
-            if snk[p] > _EPS:
-                found = p
-                break
-            for d in range(4):
-                q = arcs[p, d]
-                if q >= 0 and parent[q] == -2 and cap[d, p] > _EPS:
-                    parent[q] = p
-                    pdir[q] = d
-                    queue[tail] = q
-                    tail += 1
-        if found < 0:
-            break
-        flow = snk[found]
-        q = found
-        while parent[q] != -1:
-            p = parent[q]
-            flow = min(flow, cap[pdir[q], p])
-            q = p
-        flow = min(flow, src[q])
-        snk[found] -= flow
-        q = found
-        while parent[q] != -1:
-            p = parent[q]
-            d = pdir[q]
-            cap[d, p] -= flow
-            cap[d ^ 2, q] += flow
-            q = p
-        src[q] -= flow
-    # Nodes that reach t through unsaturated arcs: search backwards from t.
-    head = 0
-    tail = 0
-    for p in range(size):
-        sink_side[p] = snk[p] > _EPS
-        if sink_side[p]:
-            queue[tail] = p
-            tail += 1
-    while head < tail:
-        q = queue[head]
-        head += 1
-        for d in range(4):
-            p = arcs[q, d]
-            # the arc p -> q runs in the direction opposite to d as seen from p
-            if p >= 0 and not sink_side[p] and cap[d ^ 2, p] > _EPS:
-                sink_side[p] = True
-                queue[tail] = p
-                tail += 1
-
-
-@njit(cache=True, nogil=True)
-def _labelling_energy(labels, unary, potts, beta, nbr):
-    size = nbr.shape[0]
-    energy = 0.0
-    for p in range(size):
-        energy += unary[labels[p], p]
-        for d in range(2):
-            q = nbr[p, d]
-            if q >= 0:
-                energy += beta * potts[labels[p], labels[q]]
-    return energy
-
-
-# Fields of the work-array tuple of _workspace (numba indexes a tuple by constants only).
-_WS_NBR = 0
-_WS_ARCS = 1
-_WS_FLOATS = 2
-_WS_INTS = 3
-_WS_QUEUE = 4
-_WS_SINK_SIDE = 5
-_WS_PRESENT = 6
-_WS_BLOCK_STAMP = 7
-_WS_LABEL_STAMP = 8
-_WS_PAIR_STAMP = 9
-_WS_BELOW = 10
-_WS_CLOCK = 11
-_WS_RANGES = 12
-
-
-@njit(cache=True, nogil=True)
-def _workspace(n, max_labels):
-    """Work arrays for the labellings of an n x n grid with up to max_labels labels, made once
-    per partition (numba takes them as one tuple, fields _WS_*)."""
-    size = n * n
-    return (_grid_neighbours(n),
-            np.zeros((size, 4), dtype=np.int64),  # arcs of the cut graph
-            np.zeros((8, size)),  # flip cost; gain, src, snk, cap[4] of the cut graph
-            np.zeros((5, size), dtype=np.int64),  # graph index, side, degree, parent, pdir
-            np.zeros(5 * size, dtype=np.int64),  # queue: each block enters it at most 5 times
-            np.zeros(size, dtype=np.bool_),  # sink side
-            np.zeros(max_labels, dtype=np.int64),  # blocks per label
-            np.zeros(size, dtype=np.int64),  # move count when each block last changed label
-            np.zeros(max_labels, dtype=np.int64),  # ... when each label last gained or lost a block
-            np.zeros((max_labels, max_labels), dtype=np.int64),  # ... when each pair was last seen idle
-            np.zeros(max_labels + 1, dtype=np.int64),  # largest label with a block under each label
-            np.zeros(1, dtype=np.int64),  # moves made so far (the clock of the stamps)
-            np.zeros((2, max_labels)))  # each label's cheapest and dearest block cost
-
-
-_UNDECIDED = -1
-_SOURCE = 0  # alpha
-_SINK = 1  # beta_label
-
-
-@njit(cache=True, nogil=True)
-def _swap_move(alpha, beta_label, labels, unary, potts, beta, ws, clock):
-    """One alpha-beta swap: the blocks labelled alpha or beta_label take whichever of the two
-    minimises the energy, the rest fixed; ties keep alpha (source side), as GCO does.
-
-    A swapping block whose own cost difference outweighs all its links to other swapping
-    blocks takes its side in every minimum cut (alpha on a tie, which the smallest sink side
-    allows); fixing it turns its links into costs of its neighbours, which may decide them in
-    turn. Only the blocks left undecided go into a cut graph (numbered in block order). The
-    result is the smallest-sink minimum cut of the whole swap, as before. Returns whether a
-    block changed label; changed blocks, their labels and the counts are stamped with clock."""
-    nbr = ws[_WS_NBR]
-    arcs = ws[_WS_ARCS]
-    floats = ws[_WS_FLOATS]
-    ints = ws[_WS_INTS]
-    queue = ws[_WS_QUEUE]
-    sink_side = ws[_WS_SINK_SIDE]
-    present = ws[_WS_PRESENT]
-    block_stamp = ws[_WS_BLOCK_STAMP]
-    label_stamp = ws[_WS_LABEL_STAMP]
-    size = nbr.shape[0]
-    flip = floats[0]  # energy change when the block takes beta_label instead of alpha
-    local = ints[0]
-    side = ints[1]
-    degree = ints[2]
-    w = beta * potts[alpha, beta_label]
-    tail = 0
-    for p in range(size):
-        own = labels[p]
-        if own != alpha and own != beta_label:
-            side[p] = _UNDECIDED  # not swapping: never read
-            continue
-        cost = unary[beta_label, p] - unary[alpha, p]
-        links = 0
-        for d in range(4):
-            q = nbr[p, d]
-            if q < 0:
-                continue
-            label_q = labels[q]
-            if label_q == alpha or label_q == beta_label:
-                links += 1
-            else:
-                cost += beta * (potts[beta_label, label_q] - potts[alpha, label_q])
-        flip[p] = cost
-        degree[p] = links
-        side[p] = _UNDECIDED
-        queue[tail] = p
-        tail += 1
-    head = 0
-    while head < tail:
-        p = queue[head]
-        head += 1
-        if side[p] != _UNDECIDED:
-            continue
-        reach = w * degree[p]
-        if flip[p] >= reach - _EPS:
-            decided = _SOURCE
-        elif flip[p] < -reach - _EPS:
-            decided = _SINK
-        else:
-            continue
-        side[p] = decided
-        for d in range(4):
-            q = nbr[p, d]
-            if q < 0 or side[q] != _UNDECIDED:
-                continue
-            label_q = labels[q]
-            if label_q != alpha and label_q != beta_label:
-                continue
-            # the link to p now costs w on the side q does not share with p
-            flip[q] += w if decided == _SOURCE else -w
-            degree[q] -= 1
-            queue[tail] = q
-            tail += 1
-    k = 0
-    for p in range(size):
-        own = labels[p]
-        if (own == alpha or own == beta_label) and side[p] == _UNDECIDED:
-            local[p] = k
-            queue[k] = p
-            k += 1
-        else:
-            local[p] = -1
-    if k > 0:
-        gain = floats[1]
-        src = floats[2, :k]
-        snk = floats[3, :k]
-        cap = floats[4:8]
-        for i in range(k):
-            gain[i] = flip[queue[i]]
-        for i in range(k):
-            p = queue[i]
-            for d in range(4):
-                cap[d, i] = 0.0
-                arcs[i, d] = -1
-                q = nbr[p, d]
-                j = local[q] if q >= 0 else -1
-                if j >= 0:
-                    arcs[i, d] = j
-                    if d < 2:
-                        # E(a,a) = E(b,b) = 0, E(a,b) = E(b,a) = w: y_p costs w, y_q gets -w, arc p->q 2w
-                        gain[i] += w
-                        gain[j] -= w
-                        cap[d, i] = 2.0 * w
-        for i in range(k):
-            src[i] = gain[i] if gain[i] > 0 else 0.0
-            snk[i] = -gain[i] if gain[i] < 0 else 0.0
-        _min_cut(arcs[:k], src, snk, cap[:, :k], sink_side[:k], ints[3], ints[4], ints[2])
-        for i in range(k):
-            side[queue[i]] = _SINK if sink_side[i] else _SOURCE
-    changed = False
-    for p in range(size):
-        own = labels[p]
-        if own != alpha and own != beta_label:
-            continue
-        new = beta_label if side[p] == _SINK else alpha
-        if own != new:
-            present[own] -= 1
-            present[new] += 1
-            labels[p] = new
-            block_stamp[p] = clock
-            changed = True
-    if changed:
-        label_stamp[alpha] = clock
-        label_stamp[beta_label] = clock
-    return changed
-
-
-@njit(cache=True, nogil=True)
-def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, nbr, all_links=False):
-    """True when the alpha-beta swap provably changes nothing, so the cut can be skipped.
-
-    Flipping a set F of the swapping blocks changes the energy by the sum over p in F of
-    d_p (p's own cost change, its fixed neighbours included) plus w = beta * potts[alpha,
-    beta_label] for each cut pair of equal labels minus w for each cut pair of unequal labels,
-    which is at least the sum over p in F of d_p - w * (p's neighbours of the other label).
-    When that is >= 0 for every alpha block and > 0 for every beta block, no flip lowers the
-    energy and every flip that keeps it moves alpha blocks only, so the smallest-sink minimum
-    cut is the current labelling. With 20 labels most pairs are skipped this way. all_links:
-    subtract w for every swapping neighbour, the weaker bound of the previous solver (which
-    bench/solver_speed.py times against this one).
-    """
-    w = beta * potts[alpha, beta_label]
-    for p in range(nbr.shape[0]):
-        own = labels[p]
-        if own != alpha and own != beta_label:
-            continue
-        other = beta_label if own == alpha else alpha
-        margin = unary[other, p] - unary[own, p]
-        for d in range(4):
-            q = nbr[p, d]
-            if q < 0:
-                continue
-            label_q = labels[q]
-            if label_q == other or (all_links and label_q == own):
-                margin -= w
-            elif label_q != own:
-                margin += beta * (potts[other, label_q] - potts[own, label_q])
-        if own == alpha and margin < 0.0:
-            return False
-        if own == beta_label and margin <= 0.0:
-            return False
-    return True
-
-
-@njit(cache=True, nogil=True)
-def _unchanged_since(seen, alpha, beta_label, labels, ws):
-    """True when no block labelled alpha or beta_label, nor any of their neighbours, nor the
-    two labels' block sets changed after move count `seen`: the swap then faces the same
-    problem as when it was last found idle, and is idle again."""
-    nbr = ws[_WS_NBR]
-    block_stamp = ws[_WS_BLOCK_STAMP]
-    label_stamp = ws[_WS_LABEL_STAMP]
-    if label_stamp[alpha] > seen or label_stamp[beta_label] > seen:
-        return False
-    for p in range(nbr.shape[0]):
-        if labels[p] != alpha and labels[p] != beta_label:
-            continue
-        if block_stamp[p] > seen:
-            return False
-        for d in range(4):
-            q = nbr[p, d]
-            if q >= 0 and block_stamp[q] > seen:
-                return False
-    return True
-
-
-@njit(cache=True, nogil=True)
-def _label_grid(unary, potts, beta, labels, ws):
-    """solve_grid_labelling into labels (n*n,), with the work arrays ws of _workspace.
-
-    Stamps count moves over all the labellings that share ws, so nothing is reset between
-    them: a pair stamp from an earlier labelling is older than this one's start."""
-    nbr = ws[_WS_NBR]
-    present = ws[_WS_PRESENT]
-    below = ws[_WS_BELOW]
-    pair_stamp = ws[_WS_PAIR_STAMP]
-    size = nbr.shape[0]
-    n_labels = unary.shape[0]
-    labels[:] = 0
-    present[:n_labels] = 0
-    present[0] = size
-    _present_below(present, below, n_labels)
-    start = ws[_WS_CLOCK][0] + 1
-    clock = start
-    ranges = ws[_WS_RANGES]
-    lowest = ranges[0]
-    highest = ranges[1]
-    _cost_ranges(unary, lowest, highest)
-    reach = 4.0 * beta  # see _cost_ranges
-    energy = _labelling_energy(labels, unary, potts, beta, nbr)
-    previous = energy + 1.0
-    while previous > energy:
-        previous = energy
-        for a in range(n_labels):
-            # b runs down from the last label; while a has no block, over labels that have one
-            b = n_labels - 1 if present[a] > 0 else below[n_labels]
-            while b > a:
-                if present[b] == 0 and lowest[b] - highest[a] >= reach:
-                    pass  # nothing to move: a keeps all its blocks (ties keep a)
-                elif present[a] == 0 and lowest[a] - highest[b] > reach:
-                    pass  # nothing to move: b keeps all its blocks (ties would move them to a)
-                elif present[a] + present[b] > 0:
-                    seen = pair_stamp[a, b]
-                    if seen == clock or (seen >= start and _unchanged_since(seen, a, b, labels, ws)):
-                        pair_stamp[a, b] = clock
-                    elif _swap_is_idle(a, b, labels, unary, potts, beta, nbr):
-                        pair_stamp[a, b] = clock
-                    elif _swap_move(a, b, labels, unary, potts, beta, ws, clock + 1):
-                        clock += 1
-                        _present_below(present, below, n_labels)
-                    else:
-                        pair_stamp[a, b] = clock
-                b = b - 1 if present[a] > 0 else below[b]
-        energy = _labelling_energy(labels, unary, potts, beta, nbr)
-    ws[_WS_CLOCK][0] = clock
-
-
-@njit(cache=True, nogil=True)
-def _cost_ranges(unary, lowest, highest):
-    """Each label's cheapest and dearest block cost, into lowest and highest. Each block's Potts
-    terms change by at most 4 beta when it switches label (weights <= 1): a label whose
-    cheapest block costs that much more than the other label's dearest block cannot take any
-    block from it, which rules out most pairs without looking at the grid."""
-    for label in range(unary.shape[0]):
-        low = unary[label, 0]
-        high = low
-        for p in range(1, unary.shape[1]):
-            value = unary[label, p]
-            if value < low:
-                low = value
-            elif value > high:
-                high = value
-        lowest[label] = low
-        highest[label] = high
-
-
-@njit(cache=True, nogil=True)
-def _present_below(present, below, n_labels):
-    """below[b]: the largest label under b that has a block (-1 if none), for b <= n_labels."""
-    last = -1
-    for label in range(n_labels + 1):
-        below[label] = last
-        if label < n_labels and present[label] > 0:
-            last = label
-
-
-@njit(cache=True, nogil=True)
-def solve_grid_labelling(unary, potts, beta, n):
-    """Alpha-beta swap minimisation of sum_p unary[l_p, p] + beta * sum_{p~q} potts[l_p, l_q]
-    on an n x n grid, the move sequence of the published solver (GCO's swap): start from label
-    0 everywhere; each cycle visits the pairs (a, b), a ascending, b descending from the last
-    label to a + 1; cycles repeat while the energy decreases. Returns the labels (n*n,).
-
-    Moves that provably change nothing are skipped (a bound on the labels' costs, a bound on
-    any flip's energy change, or nothing near the pair's blocks having changed since the pair
-    was last idle), which leaves the result, move for move, as it was.
-    """
-    labels = np.zeros(n * n, dtype=np.int64)
-    _label_grid(unary, potts, beta, labels, _workspace(n, unary.shape[0]))
-    return labels
 
 
 @njit(cache=True, nogil=True)
@@ -492,27 +38,29 @@ def modular_penalty(P, A, gamma, tau, hard):
     """
     m = P.shape[0]
     penalty = np.zeros(m)
-    _modular_penalty_into(P, A, gamma, tau, hard, np.zeros(m), penalty)
+    _modular_penalty_into(P, np.ascontiguousarray(A.T), gamma, tau, hard, np.zeros(m), penalty)
     return penalty
 
 
 @njit(cache=True, nogil=True)
-def _modular_penalty_into(P, A, gamma, tau, hard, q, penalty):
-    """modular_penalty written into penalty, with q (m,) as scratch: the partition loop calls
-    it once per output and keeps both arrays."""
+def _modular_penalty_into(P, A_T, gamma, tau, hard, q, penalty):
+    """modular_penalty written into penalty, from the transposed compatibility A_T = A.T, with
+    q (m,) as scratch: the partition loop calls it once per output and keeps all three. Each
+    sum runs over k in order, as the row-by-row loops would; running k outermost lets the
+    compiler vectorise over i."""
     m = P.shape[0]
-    for i in range(m):  # q = A @ P, written out: numba's matrix product would need scipy's BLAS
-        total = 0.0
-        for k in range(m):
-            total += A[i, k] * P[k]
-        q[i] = total
-    if hard:
+    q[:] = 0.0
+    for k in range(m):  # q = A @ P, written out: numba's matrix product would need scipy's BLAS
         for i in range(m):
-            total = 0.0
-            for k in range(m):
-                if q[k] > tau:
-                    total += A[i, k] * P[k]
-            penalty[i] = 2.0 * gamma * total
+            q[i] += A_T[k, i] * P[k]
+    if hard:
+        penalty[:] = 0.0
+        for k in range(m):
+            if q[k] > tau:
+                for i in range(m):
+                    penalty[i] += A_T[k, i] * P[k]
+        for i in range(m):
+            penalty[i] = 2.0 * gamma * penalty[i]
     else:
         for i in range(m):
             penalty[i] = 2.0 * gamma * max(q[i] - tau, 0.0)
@@ -524,19 +72,27 @@ def resolve_cost(mask):
 
     For each pair j1 < j2 with identical input sets of two or more inputs, the first input
     costs one more in j1 and the second one more in j2 (scaled by gamma by the caller).
+    mask: (n_out, blocks, m).
     """
     n_out = mask.shape[0]
     m = mask.shape[2]
-    used = np.zeros((n_out, m), dtype=np.bool_)
+    counts = np.zeros((n_out, m))
     for j in range(n_out):
         for i in range(m):
-            used[j, i] = mask[j, :, i].sum() > 0
+            counts[j, i] = mask[j, :, i].sum()
+    return _resolve_from_counts(counts)
+
+
+@njit(cache=True, nogil=True)
+def _resolve_from_counts(counts):
+    """resolve_cost from each output's input counts (n_out, m)."""
+    n_out, m = counts.shape
     add = np.zeros((n_out, m))
     for j1 in range(n_out):
         for j2 in range(j1 + 1, n_out):
             same = True
             for i in range(m):
-                if used[j1, i] != used[j2, i]:
+                if (counts[j1, i] > 0) != (counts[j2, i] > 0):
                     same = False
                     break
             if not same:
@@ -544,7 +100,7 @@ def resolve_cost(mask):
             first = -1
             second = -1
             for i in range(m):
-                if used[j1, i]:
+                if counts[j1, i] > 0:
                     if first < 0:
                         first = i
                     elif second < 0:
@@ -556,32 +112,66 @@ def resolve_cost(mask):
 
 
 @njit(cache=True, nogil=True)
-def objective(cost, mask, n, beta, gamma):
-    """obj_fn of the published code for a mask (n_out, n*n, m) and cost (m, n*n)."""
-    n_out = mask.shape[0]
+def objective(cost, first, second, counts, n, beta, gamma):
+    """obj_fn of the published code for the labelling first/second (n_out, n*n): block p of
+    output j holds input first[j, p], or half of it and half of second[j, p] > first[j, p]
+    (second -1 when whole); counts (n_out, m): each output's blocks per input. Adds the terms
+    in the order the published sums over a dense mask would (input by input, the unary term of
+    a block, then its links right and down), skipping those that are zero, so the value is the
+    same to the last bit."""
+    n_out = first.shape[0]
     size = n * n
-    m = mask.shape[2]
+    m = cost.shape[0]
+    half_beta = 0.5 * beta
     total = 0.0
-    P = np.zeros(m)
-    own = 0.0
     for j in range(n_out):
-        counts = np.zeros(m)
         for p in range(size):
-            for i in range(m):
-                v = mask[j, p, i]
-                if v != 0.0:
-                    total += cost[i, p] * v
-                    counts[i] += v
+            a = first[j, p]
+            b = second[j, p]
+            if b < 0:
+                total += cost[a, p] * 1.0
+            else:
+                total += cost[a, p] * 0.5
+                total += cost[b, p] * 0.5
             for d in range(2):
-                q = _neighbour(p, d, n)
+                q = neighbour(p, d, n)
                 if q >= 0:
-                    for i in range(m):
-                        diff = mask[j, p, i] - mask[j, q, i]
-                        total += 0.5 * beta * diff * diff
+                    total = _add_link(total, half_beta, a, b, first[j, q], second[j, q])
+    own = 0.0
+    P = np.zeros(m)
+    for j in range(n_out):
         for i in range(m):
-            P[i] += counts[i]
-            own += counts[i] * counts[i]
+            P[i] += counts[j, i]
+            own += counts[j, i] * counts[j, i]
     return total + gamma * ((P * P).sum() - own)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_link(total, half_beta, a, b, c, e):
+    """total + half_beta * sum_i (x_i - y_i)^2 over the inputs in increasing order, for the
+    mask rows x (input a, or halves of a < b) and y (input c, or halves of c < e)."""
+    wa = 1.0 if b < 0 else 0.5
+    wc = 1.0 if e < 0 else 0.5
+    # merge the sorted index lists (a, b) and (c, e), b and e being -1 when absent
+    i = 0  # position in (a, b)
+    k = 0  # position in (c, e)
+    while True:
+        left = (a if i == 0 else b) if i < (1 if b < 0 else 2) else -1
+        right = (c if k == 0 else e) if k < (1 if e < 0 else 2) else -1
+        if left < 0 and right < 0:
+            return total
+        if right < 0 or (left >= 0 and left < right):
+            diff = wa
+            i += 1
+        elif left < 0 or right < left:
+            diff = -wc
+            k += 1
+        else:
+            diff = wa - wc
+            i += 1
+            k += 1
+        if diff != 0.0:
+            total += half_beta * diff * diff
 
 
 @njit(cache=True, nogil=True)
@@ -727,81 +317,82 @@ def _output_problem(parents, n_base, unary, potts):
 
 
 @njit(cache=True, nogil=True)
-def _input_counts(mask_j, counts):
-    """counts[i]: the blocks of input i in one output's mask (size, m), halves counting 0.5
-    (exact in any order: the sums are multiples of 0.5)."""
-    counts[:] = 0.0
-    for p in range(mask_j.shape[0]):
-        for i in range(mask_j.shape[1]):
-            counts[i] += mask_j[p, i]
-
-
-@njit(cache=True, nogil=True)
 def solve_partition(cost, A, init, n, beta, gamma, tau, hard, set_resolve, niter, grid_solver=None):
     """Co-Mixup masks for one partition, all weights already scaled by the grid.
 
     cost: (m, n*n) block costs of the m inputs (prior included); A: (m, m) compatibility;
     init: (n_out, n*n) initial input index per block; tau: threshold in blocks (thres * n*n).
     Returns mask (n_out, n*n, m) with rows summing to 1 and entries in {0, 0.5, 1}.
-    grid_solver(unary, potts, beta, n) -> labels replaces the built-in labelling of one output:
-    a Python function through solve_partition.py_func (how the library backends, gco-wrapper and
-    bkgco, reuse this loop), or a numba-compiled one here (bench/reference_solver.py's previous
-    labelling, which bench/solver_speed.py times against the built-in one).
+    grid_solver(unary, potts, beta, n) -> labels replaces the built-in labelling of one output;
+    it is honoured when this function runs as plain Python (solve_partition.py_func), which is
+    how the library backends (gco-wrapper, bkgco) reuse this loop.
     """
     m = cost.shape[0]
     n_out = init.shape[0]
     size = n * n
-    mask = np.zeros((n_out, size, m))
+    # block p of output j: input first[j, p], or halves of it and of second[j, p] (-1: whole)
+    first = init.copy()
+    second = np.full((n_out, size), -1, dtype=np.int64)
+    counts = np.zeros((n_out, m))  # blocks per input of each output, halves counting 0.5
     for j in range(n_out):
         for p in range(size):
-            mask[j, p, init[j, p]] = 1.0
+            counts[j, first[j, p]] += 1.0
     P = np.zeros(m)
-    counts = np.zeros(m)
     for j in range(n_out):
-        _input_counts(mask[j], counts)
-        P += counts
+        P += counts[j]
     extra = np.zeros((n_out, m))
-    loss_prev = objective(cost, mask, n, beta, gamma)
+    loss_prev = objective(cost, first, second, counts, n, beta, gamma)
     max_labels = m + 3  # up to 3 half-half labels
     unary = np.zeros((max_labels, size))
     potts = np.ones((max_labels, max_labels))
     for i in range(max_labels):
         potts[i, i] = 0.0
+    A_T = np.ascontiguousarray(A.T)
     scratch = np.zeros(m)
     penalty = np.zeros(m)
-    workspace = _workspace(n, max_labels)
+    workspace = make_workspace(n, max_labels)
     labels = np.zeros(size, dtype=np.int64)
     no_half = np.zeros((0, 2), dtype=np.int64)
     for it in range(niter):
         for j in range(n_out):
-            _input_counts(mask[j], counts)
-            P -= counts
-            _modular_penalty_into(P, A, gamma, tau, hard, scratch, penalty)
+            P -= counts[j]
+            _modular_penalty_into(P, A_T, gamma, tau, hard, scratch, penalty)
             for i in range(m):
                 for p in range(size):
                     unary[i, p] = cost[i, p] + penalty[i] + gamma * extra[j, i]
-            parents = _half_labels(counts, m) if it > 0 else no_half
+            parents = _half_labels(counts[j], m) if it > 0 else no_half
             n_labels = _output_problem(parents, m, unary, potts)
             if grid_solver is None:
-                _label_grid(unary[:n_labels], potts, beta, labels, workspace)
+                label_grid(unary[:n_labels], potts, beta, labels, workspace)
             else:
                 labels = grid_solver(unary[:n_labels].copy(), potts[:n_labels, :n_labels].copy(), beta, n)
-            mask[j] = 0.0
+            counts[j] = 0.0
             for p in range(size):
                 label = labels[p]
                 if label < m:
-                    mask[j, p, label] = 1.0
-                else:
-                    mask[j, p, parents[label - m, 0]] = 0.5
-                    mask[j, p, parents[label - m, 1]] = 0.5
-            _input_counts(mask[j], counts)
-            P += counts
+                    first[j, p] = label
+                    second[j, p] = -1
+                    counts[j, label] += 1.0
+                else:  # parents in increasing order
+                    first[j, p] = parents[label - m, 0]
+                    second[j, p] = parents[label - m, 1]
+                    counts[j, first[j, p]] += 0.5
+                    counts[j, second[j, p]] += 0.5
+            P += counts[j]
         if set_resolve and it == niter - 2:
-            extra = resolve_cost(mask)
-        loss = objective(cost, mask, n, beta, gamma)
+            extra = _resolve_from_counts(counts)
+        loss = objective(cost, first, second, counts, n, beta, gamma)
         if abs(loss_prev - loss) < 1e-6 * abs(loss):
             break
         loss_prev = loss
+    mask = np.zeros((n_out, size, m))
+    for j in range(n_out):
+        for p in range(size):
+            if second[j, p] < 0:
+                mask[j, p, first[j, p]] = 1.0
+            else:
+                mask[j, p, first[j, p]] = 0.5
+                mask[j, p, second[j, p]] = 0.5
     return mask
 
 

@@ -25,7 +25,7 @@ _SINK = 1  # beta_label
 
 
 @njit(cache=True, nogil=True)
-def _neighbour(p: int, d: int, n: int) -> int:
+def neighbour(p: int, d: int, n: int) -> int:
     """Block next to p in direction d (0 right, 1 down, 2 left, 3 up), or -1 at the border."""
     row = p // n
     col = p - row * n
@@ -44,7 +44,7 @@ def _grid_neighbours(n: int) -> np.ndarray:
     table = np.empty((n * n, 4), dtype=np.int64)
     for p in range(n * n):
         for d in range(4):
-            table[p, d] = _neighbour(p, d, n)
+            table[p, d] = neighbour(p, d, n)
     return table
 
 
@@ -577,7 +577,7 @@ def _bit_workspace(n, max_labels):
             _grid_masks(n))
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def _bit_swap(a, b, movable, labels, unary, potts, beta, sets, special, grid, nbr, nbr_bits, floats, ints, arcs,
               sink_side):
     """The alpha-beta swap of labels a < b, where only the blocks `movable` (a bit set) can
