@@ -317,6 +317,19 @@ def _output_problem(parents, n_base, unary, potts):
 
 
 @njit(cache=True, nogil=True)
+def _special_labels(parents, n_base):
+    """potts_summary's special labels of an output's problem: its half-half labels (after the
+    n_base inputs) and their parents, as a bit set (0 past 64 labels)."""
+    special = np.uint64(0)
+    if n_base + parents.shape[0] > 64:
+        return special
+    for k in range(parents.shape[0]):
+        for label in (n_base + k, parents[k, 0], parents[k, 1]):
+            special |= np.uint64(1) << np.uint64(label)
+    return special
+
+
+@njit(cache=True, nogil=True)
 def solve_partition(cost, A, init, n, beta, gamma, tau, hard, set_resolve, niter, grid_solver=None):
     """Co-Mixup masks for one partition, all weights already scaled by the grid.
 
@@ -363,7 +376,7 @@ def solve_partition(cost, A, init, n, beta, gamma, tau, hard, set_resolve, niter
             parents = _half_labels(counts[j], m) if it > 0 else no_half
             n_labels = _output_problem(parents, m, unary, potts)
             if grid_solver is None:
-                label_grid(unary[:n_labels], potts, beta, labels, workspace)
+                label_grid(unary[:n_labels], potts, beta, labels, workspace, _special_labels(parents, m), 1.0)
             else:
                 labels = grid_solver(unary[:n_labels].copy(), potts[:n_labels, :n_labels].copy(), beta, n)
             counts[j] = 0.0

@@ -522,6 +522,7 @@ _BW_QUEUE = 7
 _BW_SINK_SIDE = 8
 _BW_ARCS = 9
 _BW_GRID = 10
+_BW_BY_BLOCK = 11
 # Rows of _BW_LABEL_SETS, one word per label.
 _BLOCKS = 0  # the label's blocks
 _CANDIDATE_OF = 1  # the blocks that have the label as a candidate
@@ -574,12 +575,13 @@ def _bit_workspace(n, max_labels):
             np.zeros(5 * size, dtype=np.int64),  # settling queue: each block enters it at most 5 times
             np.zeros(size, dtype=np.bool_),  # sink side of the cut
             np.zeros((size, 4), dtype=np.int64),  # arcs of the cut graph
-            _grid_masks(n))
+            _grid_masks(n),
+            np.zeros((size, max_labels)))  # the costs, block by block
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def _bit_swap(a, b, movable, labels, unary, potts, beta, sets, special, grid, nbr, nbr_bits, floats, ints, arcs,
-              sink_side):
+def _bit_swap(a, b, movable, labels, unary, potts, beta, sets, special_blocks, grid, nbr, nbr_bits, floats, ints,
+              arcs, sink_side):
     """The alpha-beta swap of labels a < b, where only the blocks `movable` (a bit set) can
     change: every other block of a or b has costs that keep it where it is whatever its
     neighbours do, so it is fixed, and its links become costs of its movable neighbours.
@@ -592,26 +594,18 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, sets, special, grid, nb
     rest (_small_cut or _grid_cut). The result is the smallest-sink minimum cut of the swap,
     as _swap_move finds it.
 
-    special: the labels with a Potts weight other than 0 and 1 (half-half labels and their
-    parents); between any other labels every weight is 1, so a neighbour outside the swap
-    changes the flip cost only when its label or a or b is special. floats[0]: each movable
-    block's flip cost (energy change when it takes b rather than a) with its fixed links."""
+    special_blocks: the blocks whose label has a Potts weight other than 0 and 1 (half-half
+    labels and their parents). Any other label has weight 1 to every label but itself, so a
+    neighbour outside the swap with such a label costs the same whether a block takes a or b.
+    floats[0]: each movable block's flip cost (energy change when it takes b rather than a)
+    with its fixed links."""
     w = beta * potts[a, b]
     blocks_a = sets[_BLOCKS, a]
     blocks_b = sets[_BLOCKS, b]
     swap = blocks_a | blocks_b
     fixed_a = blocks_a & ~movable
     fixed_b = blocks_b & ~movable
-    outside = _NO_BITS  # the blocks outside the swap whose Potts weights to a and b may differ
-    if _has(special, a) or _has(special, b):
-        outside = ~swap
-    else:
-        rest = special
-        while rest:
-            label = _lowest_bit(rest)
-            rest &= rest - _ONE
-            outside |= sets[_BLOCKS, label]
-        outside &= ~swap
+    outside = special_blocks & ~swap  # the blocks outside the swap whose links to a and b may differ
     idle = True
     to_a = _NO_BITS  # settled in the first round
     to_b = _NO_BITS
@@ -667,20 +661,13 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, sets, special, grid, nb
         settled = now_a | now_b
         undecided &= ~settled
     if undecided:
-        k = 0
         rest = undecided
         while rest:
             p = _lowest_bit(rest)
             rest &= rest - _ONE
             around = nbr_bits[p]
-            floats[1, k] = floats[0, p] + w * (_count(around & to_a) - _count(around & to_b))
-            ints[0, p] = k
-            ints[1, k] = p
-            k += 1
-        if k <= _SMALL_CUT:
-            to_b |= _small_cut(k, undecided, w, grid, floats, ints)
-        else:
-            to_b |= _grid_cut(k, undecided, w, nbr, floats, ints, arcs, sink_side)
+            floats[1, p] = floats[0, p] + w * (_count(around & to_a) - _count(around & to_b))
+        to_b |= _bit_cut(undecided, w, grid, floats, ints)
     changed = (to_b & blocks_a) | (movable & blocks_b & ~to_b)
     rest = changed
     while rest:
@@ -690,70 +677,125 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, sets, special, grid, nb
     return changed
 
 
-_SMALL_CUT = 6  # up to this many blocks, _small_cut tries every split
-
-
 @njit(cache=True, nogil=True, _nrt=False)
-def _small_cut(k, undecided, w, grid, floats, ints):
-    """The smallest-sink minimum cut of the k undecided blocks (bit set undecided; ints[1, i]:
-    the i-th of them, floats[1, i]: its flip cost given the settled blocks; a link between
-    two of them costs w when cut), found by trying every sink side in Gray-code order, each
-    one flip from the last. Ties (within 1e-12, as the max-flow's) go to the smaller side."""
+def _bit_cut(undecided, w, grid, floats, ints):
+    """The smallest-sink minimum cut deciding the undecided blocks (a bit set; floats[1, p]:
+    the flip cost of block p given the settled blocks, a link between two undecided blocks
+    costing w when cut), as _min_cut finds it, with the graph and its searches on bit sets:
+    a breadth-first search moves a whole layer of blocks one step in each of the 4 directions
+    at once. Returns the blocks on the sink side (those that take b).
+
+    Graph (as in _swap_move): s -> p with capacity max(gain_p, 0), p -> t with max(-gain_p, 0),
+    and for each link (p, q), q right of or below p, an arc p -> q of capacity 2w; gain_p is
+    the flip cost plus w per link to a block right or below minus w per link to one left or
+    above. Work rows: floats[2], floats[3] the terminal capacities, floats[4 + d] the arcs'
+    (indexed by block), ints[2], ints[3] the path, floats[8] is left alone."""
     n = grid[3]
-    right = undecided & (undecided >> _ONE) & grid[1]  # blocks whose right neighbour is undecided too
+    row = np.int64(n)  # the index step between a block and the one below
+    # residual[d]: blocks whose arc in direction d (0 right, 1 down, 2 left, 3 up) has capacity
+    right = undecided & (undecided >> _ONE) & grid[1]
     down = undecided & (undecided >> n)
-    sink = _NO_BITS
-    total = 0.0
-    best = 0.0
-    best_sink = _NO_BITS
-    best_size = 0
-    size = 0
-    for step in range(1, 1 << k):
-        i = _lowest_bit(np.uint64(step))
-        p = ints[1, i]
-        bit = _ONE << np.uint64(p)
-        if sink & bit:
-            total -= floats[1, i]
-            size -= 1
-        else:
-            total += floats[1, i]
-            size += 1
-        sink ^= bit
-        energy = total + w * (_count((sink ^ (sink >> _ONE)) & right) + _count((sink ^ (sink >> n)) & down))
-        if energy < best - _EPS or (energy <= best + _EPS and size < best_size):
-            best = energy
-            best_sink = sink
-            best_size = size
-    return best_sink
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def _grid_cut(k, undecided, w, nbr, floats, ints, arcs, sink_side):
-    """_small_cut by max-flow (_min_cut) on the graph of the undecided blocks."""
-    for i in range(k):
-        p = ints[1, i]
-        for d in range(4):
-            floats[4 + d, i] = 0.0
-            arcs[i, d] = -1
-            q = nbr[p, d]
-            if q >= 0 and _has(undecided, q):
-                j = ints[0, q]
-                arcs[i, d] = j
-                if d < 2:
-                    # E(a,a) = E(b,b) = 0, E(a,b) = E(b,a) = w: y_p costs w, y_q gets -w, arc p->q 2w
-                    floats[1, i] += w
-                    floats[1, j] -= w
-                    floats[4 + d, i] = 2.0 * w
-    for i in range(k):
-        gain = floats[1, i]
-        floats[2, i] = gain if gain > 0 else 0.0
-        floats[3, i] = -gain if gain < 0 else 0.0
-    _min_cut(k, arcs, floats, ints, sink_side)  # uses rows 2 to 4 of ints, not the blocks in row 1
-    sink = _NO_BITS
-    for i in range(k):
-        if sink_side[i]:
-            sink |= _ONE << np.uint64(ints[1, i])
-    return sink
+    residual_right = right if 2.0 * w > _EPS else _NO_BITS
+    residual_down = down if 2.0 * w > _EPS else _NO_BITS
+    residual_left = _NO_BITS
+    residual_up = _NO_BITS
+    sources = _NO_BITS
+    sinks = _NO_BITS
+    rest = undecided
+    while rest:
+        p = _lowest_bit(rest)
+        rest &= rest - _ONE
+        gain = floats[1, p]
+        if _has(right, p):
+            gain += w
+        if _has(down, p):
+            gain += w
+        if p >= 1 and _has(right, p - 1):
+            gain -= w
+        if p >= row and _has(down, p - row):
+            gain -= w
+        floats[4, p] = 2.0 * w if _has(right, p) else 0.0
+        floats[5, p] = 2.0 * w if _has(down, p) else 0.0
+        floats[6, p] = 0.0
+        floats[7, p] = 0.0
+        floats[2, p] = gain if gain > 0 else 0.0
+        floats[3, p] = -gain if gain < 0 else 0.0
+        if floats[2, p] > _EPS:
+            sources |= _ONE << np.uint64(p)
+        if floats[3, p] > _EPS:
+            sinks |= _ONE << np.uint64(p)
+    while sources and sinks:
+        # breadth-first layers from the sources, stored as bit sets in ints[3]
+        layer = sources
+        visited = sources
+        depth = 0
+        ints[3, 0] = np.int64(layer)
+        while layer & sinks == _NO_BITS:
+            layer = (((layer & residual_right) << _ONE) | ((layer & residual_down) << n)
+                     | ((layer & residual_left) >> _ONE) | ((layer & residual_up) >> n)) & ~visited
+            if layer == _NO_BITS:
+                break
+            visited |= layer
+            depth += 1
+            ints[3, depth] = np.int64(layer)
+        if layer == _NO_BITS:
+            break
+        # walk back from a sink block of the last layer, one predecessor per layer
+        q = _lowest_bit(layer & sinks)
+        end = q
+        flow = floats[3, q]
+        for level in range(depth - 1, -1, -1):
+            previous = np.uint64(ints[3, level])
+            if q >= 1 and _has(previous & residual_right, q - 1):
+                p, d = q - 1, 0
+            elif q >= row and _has(previous & residual_down, q - row):
+                p, d = q - row, 1
+            elif q + 1 < 64 and _has(previous & residual_left, q + 1):
+                p, d = q + 1, 2
+            else:
+                p, d = q + row, 3
+            ints[2, level] = p * 4 + d
+            flow = min(flow, floats[4 + d, p])
+            q = p
+        flow = min(flow, floats[2, q])
+        floats[2, q] -= flow
+        if floats[2, q] <= _EPS:
+            sources &= ~(_ONE << np.uint64(q))
+        floats[3, end] -= flow
+        if floats[3, end] <= _EPS:
+            sinks &= ~(_ONE << np.uint64(end))
+        for level in range(depth):
+            p = ints[2, level] // 4
+            d = ints[2, level] % 4
+            q = p + (1 if d == 0 else row if d == 1 else -1 if d == 2 else -row)
+            floats[4 + d, p] -= flow
+            floats[4 + (d ^ 2), q] += flow
+            bit_p = _ONE << np.uint64(p)
+            bit_q = _ONE << np.uint64(q)
+            if d == 0:
+                if floats[4, p] <= _EPS:
+                    residual_right &= ~bit_p
+                residual_left |= bit_q
+            elif d == 1:
+                if floats[5, p] <= _EPS:
+                    residual_down &= ~bit_p
+                residual_up |= bit_q
+            elif d == 2:
+                if floats[6, p] <= _EPS:
+                    residual_left &= ~bit_p
+                residual_right |= bit_q
+            else:
+                if floats[7, p] <= _EPS:
+                    residual_up &= ~bit_p
+                residual_down |= bit_q
+    # the blocks that can still reach t: backwards from the blocks with sink capacity left
+    reach = sinks
+    while True:
+        more = (((reach >> _ONE) & residual_right) | ((reach >> n) & residual_down)
+                | ((reach << _ONE) & residual_left) | ((reach << n) & residual_up)) & ~reach & undecided
+        if more == _NO_BITS:
+            return reach
+        reach |= more
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -781,7 +823,7 @@ def _set_label_candidates(label, bits, sets):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _label_grid_bits(unary, potts, beta, labels, ws):
+def _label_grid_bits(unary, potts, beta, labels, ws, special, heaviest):
     """_label_grid_any for grids of up to 64 blocks and up to 64 labels: the same moves.
 
     Each block keeps its candidates, the labels whose cost there is within beta * (its
@@ -802,25 +844,21 @@ def _label_grid_bits(unary, potts, beta, labels, ws):
     sink_side = ws[_BW_SINK_SIDE]
     arcs = ws[_BW_ARCS]
     grid = ws[_BW_GRID]
+    by_block = ws[_BW_BY_BLOCK]
     size = nbr.shape[0]
     n_labels = unary.shape[0]
     labels[:] = 0
-    special = _NO_BITS
-    heaviest = 0.0
-    for label in range(n_labels):
-        for other in range(n_labels):
-            weight = potts[label, other]
-            heaviest = max(heaviest, weight)
-            if weight != 0.0 and weight != 1.0:
-                special |= _ONE << np.uint64(label)
     reach = beta * heaviest  # the most one link can change when a block switches label
     for p in range(size):
         floats[8, p] = unary[0, p] + reach * degree[p] + _CANDIDATE_SLACK
         block_candidates[p] = _NO_BITS
-    for label in range(1, n_labels):
+    for label in range(n_labels):
         bit = _ONE << np.uint64(label)
         for p in range(size):
             block_candidates[p] |= bit * np.uint64(unary[label, p] <= floats[8, p])
+            by_block[p, label] = unary[label, p]
+    for p in range(size):
+        block_candidates[p] &= ~_ONE
     for row in range(4):
         for label in range(n_labels):
             sets[row, label] = _NO_BITS
@@ -835,6 +873,7 @@ def _label_grid_bits(unary, potts, beta, labels, ws):
             sets[_CANDIDATE_OF, label] |= mark
     _set_label_candidates(0, every, sets)
     sets[_BLOCKS, 0] = ~_NO_BITS if size == 64 else (_ONE << np.uint64(size)) - _ONE
+    special_blocks = sets[_BLOCKS, 0] if special & _ONE else _NO_BITS
     energy = _labelling_energy(labels, unary, potts, beta, nbr)
     previous = energy + 1.0
     while previous > energy:
@@ -851,23 +890,25 @@ def _label_grid_bits(unary, potts, beta, labels, ws):
                 below = (_ONE << np.uint64(b)) - _ONE
                 movable = ((sets[_BLOCKS, a] & sets[_CANDIDATE_OF, b])
                            | (sets[_BLOCKS, b] & sets[_CANDIDATE_OF, a]))
-                changed = _bit_swap(a, b, movable, labels, unary, potts, beta, sets, special, grid, nbr, nbr_bits,
-                                    floats, ints, arcs, sink_side)
+                changed = _bit_swap(a, b, movable, labels, unary, potts, beta, sets, special_blocks, grid, nbr,
+                                    nbr_bits, floats, ints, arcs, sink_side)
                 if changed == _NO_BITS:
                     continue
                 moved = True
                 to_b = sets[_BLOCKS, a] & changed
                 sets[_BLOCKS, a] = (sets[_BLOCKS, a] & ~changed) | (sets[_BLOCKS, b] & changed)
                 sets[_BLOCKS, b] = (sets[_BLOCKS, b] & ~changed) | to_b
+                if _has(special, a) != _has(special, b):
+                    special_blocks ^= changed
                 rest = changed
                 while rest:
                     p = _lowest_bit(rest)
                     rest &= rest - _ONE
                     own = labels[p]
-                    limit = unary[own, p] + reach * degree[p] + _CANDIDATE_SLACK
+                    limit = by_block[p, own] + reach * degree[p] + _CANDIDATE_SLACK
                     bits = _NO_BITS
                     for label in range(n_labels):
-                        bits |= np.uint64(unary[label, p] <= limit) << np.uint64(label)
+                        bits |= np.uint64(by_block[p, label] <= limit) << np.uint64(label)
                     _set_block_candidates(p, bits & ~(_ONE << np.uint64(own)), block_candidates, sets)
                 for label in (a, b):
                     bits = _NO_BITS
@@ -890,10 +931,29 @@ def make_workspace(n, max_labels):
 
 
 @njit(cache=True, nogil=True)
-def label_grid(unary, potts, beta, labels, ws):
-    """solve_grid_labelling into labels, with the work arrays ws of make_workspace."""
+def potts_summary(potts, n_labels):
+    """(special, heaviest) of label_grid for the first n_labels labels of potts: the bit set of
+    the labels with a weight other than 0 and 1 (0 past 64 labels, where label_grid does not
+    use it), and the largest weight."""
+    special = _NO_BITS
+    heaviest = 0.0
+    for label in range(n_labels):
+        for other in range(n_labels):
+            weight = potts[label, other]
+            heaviest = max(heaviest, weight)
+            if weight != 0.0 and weight != 1.0 and n_labels <= 64:
+                special |= _ONE << np.uint64(label)
+    return special, heaviest
+
+
+@njit(cache=True, nogil=True)
+def label_grid(unary, potts, beta, labels, ws, special, heaviest):
+    """solve_grid_labelling into labels, with the work arrays ws of make_workspace, for
+    unary (n_labels, n*n) and the first n_labels rows and columns of potts (non-negative
+    weights). special, heaviest: potts_summary(potts, n_labels), which a caller that builds
+    potts knows without looking."""
     if ws[0][0].shape[0] == labels.shape[0] and unary.shape[0] <= 64:
-        _label_grid_bits(unary, potts, beta, labels, ws[0])
+        _label_grid_bits(unary, potts, beta, labels, ws[0], special, heaviest)
     else:
         _label_grid_any(unary, potts, beta, labels, ws[1])
 
@@ -909,5 +969,6 @@ def solve_grid_labelling(unary, potts, beta, n):
     as it was.
     """
     labels = np.zeros(n * n, dtype=np.int64)
-    label_grid(unary, potts, beta, labels, make_workspace(n, unary.shape[0]))
+    special, heaviest = potts_summary(potts, unary.shape[0])
+    label_grid(unary, potts, beta, labels, make_workspace(n, unary.shape[0]), special, heaviest)
     return labels
