@@ -511,23 +511,14 @@ def _count(bits):
 
 
 # Fields of the work-array tuple of _bit_workspace.
-_BW_NBR = 0
-_BW_NBR_BITS = 1
-_BW_DEGREE = 2
-_BW_BLOCK_CANDIDATES = 3
-_BW_LABEL_SETS = 4
+_BW_NBR_BITS = 0
+_BW_NBR = 1
+_BW_LIMIT = 2
+_BW_BLOCKS = 3
+_BW_CANDIDATE_OF = 4
 _BW_FLOATS = 5
 _BW_INTS = 6
-_BW_QUEUE = 7
-_BW_SINK_SIDE = 8
-_BW_ARCS = 9
-_BW_GRID = 10
-_BW_BY_BLOCK = 11
-# Rows of _BW_LABEL_SETS, one word per label.
-_BLOCKS = 0  # the label's blocks
-_CANDIDATE_OF = 1  # the blocks that have the label as a candidate
-_CANDIDATES = 2  # the union of the candidates of the label's blocks
-_WANTED_BY = 3  # the labels that have the label among their candidates
+_BW_GRID = 7
 
 
 @njit(cache=True, nogil=True)
@@ -555,116 +546,119 @@ def _with_neighbours(bits, grid):
 
 @njit(cache=True, nogil=True)
 def _bit_workspace(n, max_labels):
-    """Work arrays of the bit-set labelling of an n x n grid (n * n <= 64), made once per
-    partition (fields _BW_*). The rows of floats and ints are indexed, never sliced: numba
-    counts the references to every slice, which costs more than the swaps themselves."""
+    """Work arrays of the bit-set labelling of an n x n grid (n * n <= 64, max_labels <= 64),
+    made once per partition (fields _BW_*). Rows of 2-d arrays are indexed, never sliced:
+    numba counts the references to every slice, which would cost more than a swap."""
     size = n * n
     nbr = _grid_neighbours(n)
     nbr_bits = np.zeros(size, dtype=np.uint64)
-    degree = np.zeros(size)
     for p in range(size):
         for d in range(4):
             if nbr[p, d] >= 0:
                 nbr_bits[p] |= _ONE << np.uint64(nbr[p, d])
-                degree[p] += 1.0
-    return (nbr, nbr_bits, degree,
-            np.zeros(size, dtype=np.uint64),  # each block's candidate labels
-            np.zeros((4, max_labels), dtype=np.uint64),  # rows _BLOCKS ... _WANTED_BY
-            np.zeros((9, size)),  # flip cost; the cut graph (gain, src, snk, cap[4]); candidate cost limit
-            np.zeros((5, size), dtype=np.int64),  # graph index, side, links; the cut's parent, pdir
-            np.zeros(5 * size, dtype=np.int64),  # settling queue: each block enters it at most 5 times
-            np.zeros(size, dtype=np.bool_),  # sink side of the cut
-            np.zeros((size, 4), dtype=np.int64),  # arcs of the cut graph
-            _grid_masks(n),
-            np.zeros((size, max_labels)))  # the costs, block by block
+    return (nbr_bits,
+            nbr,
+            np.zeros(size),  # each block's candidate limit
+            np.zeros(max_labels, dtype=np.uint64),  # each label's blocks
+            np.zeros(max_labels, dtype=np.uint64),  # the blocks that have the label as a candidate
+            np.zeros((10, size)),  # flip cost; the cut's gain, capacities (rows 1 to 7); Potts extras (row 9)
+            np.zeros((5, size), dtype=np.int64),  # the cut's path and layers (rows 2, 3)
+            _grid_masks(n))
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def _bit_swap(a, b, movable, labels, unary, potts, beta, sets, special_blocks, grid, nbr, nbr_bits, floats, ints,
-              arcs, sink_side):
+def _candidates_of(label, unary, limit, size):
+    """The blocks where label costs at most the block's limit (its candidate limit)."""
+    bits = _NO_BITS
+    for p in range(size):
+        bits |= np.uint64(unary[label, p] <= limit[p]) << np.uint64(p)
+    return bits
+
+
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, special_blocks, grid, nbr_bits, floats, ints):
     """The alpha-beta swap of labels a < b, where only the blocks `movable` (a bit set) can
     change: every other block of a or b has costs that keep it where it is whatever its
     neighbours do, so it is fixed, and its links become costs of its movable neighbours.
     Returns the blocks that changed label (written into labels), 0 when none did.
 
-    On the movable blocks: the idle test of _swap_is_idle; then the blocks whose own cost
+    The idle test of _swap_is_idle on the movable blocks; then the blocks whose own cost
     outweighs all their links to undecided blocks are settled, round after round (a settled
     block only makes its neighbours easier to settle, on the side they would take anyway, so
-    the order does not matter); the smallest-sink minimum cut of what is left decides the
-    rest (_small_cut or _grid_cut). The result is the smallest-sink minimum cut of the swap,
-    as _swap_move finds it.
+    the order does not matter); _bit_cut decides the rest. The result is the smallest-sink
+    minimum cut of the swap, as _swap_move finds it. Each step is a loop over all the blocks
+    with bit-set arithmetic and no branches, which the compiler turns into vector code.
 
     special_blocks: the blocks whose label has a Potts weight other than 0 and 1 (half-half
     labels and their parents). Any other label has weight 1 to every label but itself, so a
     neighbour outside the swap with such a label costs the same whether a block takes a or b.
-    floats[0]: each movable block's flip cost (energy change when it takes b rather than a)
-    with its fixed links."""
+    floats[0]: each block's flip cost (energy change when it takes b rather than a) with its
+    fixed links; floats[9]: its links to special blocks outside the swap (kept at 0 otherwise)."""
+    size = nbr_bits.shape[0]
     w = beta * potts[a, b]
-    blocks_a = sets[_BLOCKS, a]
-    blocks_b = sets[_BLOCKS, b]
+    blocks_a = blocks[a]
+    blocks_b = blocks[b]
     swap = blocks_a | blocks_b
     fixed_a = blocks_a & ~movable
     fixed_b = blocks_b & ~movable
-    outside = special_blocks & ~swap  # the blocks outside the swap whose links to a and b may differ
-    idle = True
-    to_a = _NO_BITS  # settled in the first round
-    to_b = _NO_BITS
-    rest = movable
+    outside = special_blocks & ~swap
+    extras = movable & _with_neighbours(outside, grid)
+    rest = extras
     while rest:
         p = _lowest_bit(rest)
         rest &= rest - _ONE
+        near = nbr_bits[p] & outside
+        extra = 0.0
+        while near:
+            q = _lowest_bit(near)
+            near &= near - _ONE
+            extra += beta * (potts[b, labels[q]] - potts[a, labels[q]])
+        floats[9, p] = extra
+    # the idle test (a flip of one block that gains its links to blocks of the other label)
+    # and the first round of settling
+    busy = _NO_BITS
+    to_a = _NO_BITS
+    to_b = _NO_BITS
+    for p in range(size):
         around = nbr_bits[p]
-        diff = unary[b, p] - unary[a, p]
+        diff = unary[b, p] - unary[a, p] + floats[9, p]
+        in_a = (blocks_a >> np.uint64(p)) & _ONE
+        if_a = diff - w * _count(around & blocks_b)
+        if_b = -diff - w * _count(around & blocks_a)
+        busy |= np.uint64((if_a < 0.0) if in_a else (if_b <= 0.0)) << np.uint64(p)
         cost = diff + w * (_count(around & fixed_a) - _count(around & fixed_b))
-        in_a = _has(blocks_a, p)
-        if in_a:
-            margin = diff - w * _count(around & blocks_b)
-        else:
-            margin = -diff - w * _count(around & blocks_a)
-        extra = around & outside
-        while extra:
-            q = _lowest_bit(extra)
-            extra &= extra - _ONE
-            label_q = labels[q]
-            step = beta * (potts[b, label_q] - potts[a, label_q])
-            cost += step
-            margin += step if in_a else -step
-        if margin < 0.0 or (margin == 0.0 and not in_a):
-            idle = False
         floats[0, p] = cost
         reach = w * _count(around & movable)
-        if cost >= reach - _EPS:
-            to_a |= _ONE << np.uint64(p)
-        elif cost < -reach - _EPS:
-            to_b |= _ONE << np.uint64(p)
-    if idle:
+        to_a |= np.uint64(cost >= reach - _EPS) << np.uint64(p)
+        to_b |= np.uint64(cost < -reach - _EPS) << np.uint64(p)
+    rest = extras
+    while rest:
+        p = _lowest_bit(rest)
+        rest &= rest - _ONE
+        floats[9, p] = 0.0
+    if busy & movable == _NO_BITS:
         return _NO_BITS
+    to_a &= movable
+    to_b &= movable
     undecided = movable & ~(to_a | to_b)
     settled = to_a | to_b
     while settled and undecided:
-        # only the undecided neighbours of the blocks just settled can settle now
         now_a = _NO_BITS
         now_b = _NO_BITS
-        rest = undecided & _with_neighbours(settled, grid)
-        while rest:
-            p = _lowest_bit(rest)
-            rest &= rest - _ONE
+        for p in range(size):
             around = nbr_bits[p]
             flip = floats[0, p] + w * (_count(around & to_a) - _count(around & to_b))
             reach = w * _count(around & undecided)
-            if flip >= reach - _EPS:
-                now_a |= _ONE << np.uint64(p)
-            elif flip < -reach - _EPS:
-                now_b |= _ONE << np.uint64(p)
+            now_a |= np.uint64(flip >= reach - _EPS) << np.uint64(p)
+            now_b |= np.uint64(flip < -reach - _EPS) << np.uint64(p)
+        now_a &= undecided
+        now_b &= undecided
         to_a |= now_a
         to_b |= now_b
         settled = now_a | now_b
         undecided &= ~settled
     if undecided:
-        rest = undecided
-        while rest:
-            p = _lowest_bit(rest)
-            rest &= rest - _ONE
+        for p in range(size):
             around = nbr_bits[p]
             floats[1, p] = floats[0, p] + w * (_count(around & to_a) - _count(around & to_b))
         to_b |= _bit_cut(undecided, w, grid, floats, ints)
@@ -799,125 +793,75 @@ def _bit_cut(undecided, w, grid, floats, ints):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _set_block_candidates(p, bits, block_candidates, sets):
-    """Block p's candidate labels become bits; the sets of blocks per candidate follow."""
-    flipped = block_candidates[p] ^ bits
-    mark = _ONE << np.uint64(p)
-    while flipped:
-        label = _lowest_bit(flipped)
-        flipped &= flipped - _ONE
-        sets[_CANDIDATE_OF, label] ^= mark
-    block_candidates[p] = bits
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def _set_label_candidates(label, bits, sets):
-    """The union of label's blocks' candidates becomes bits; the wanted-by sets follow."""
-    flipped = sets[_CANDIDATES, label] ^ bits
-    mark = _ONE << np.uint64(label)
-    while flipped:
-        other = _lowest_bit(flipped)
-        flipped &= flipped - _ONE
-        sets[_WANTED_BY, other] ^= mark
-    sets[_CANDIDATES, label] = bits
-
-
-@njit(cache=True, nogil=True, _nrt=False)
 def _label_grid_bits(unary, potts, beta, labels, ws, special, heaviest):
     """_label_grid_any for grids of up to 64 blocks and up to 64 labels: the same moves.
 
-    Each block keeps its candidates, the labels whose cost there is within beta * (its
-    neighbour count) of its own label's: a block can only move to a candidate (a Potts weight
-    is at most 1, so its links change the energy by at most that much), and a block of a or b
-    that has not the other label as a candidate stays where it is in the swap of a and b. So
-    the pair (a, b) is visited only when some of its blocks can move (in GCO's order among
-    those pairs), and the swap solves for those blocks only.
+    A block can only move to a label whose cost there is within heaviest * beta * (its
+    neighbour count) of its own label's (a link changes the energy by at most heaviest * beta
+    when the block switches label): its candidates. In the swap of a and b, a block of a that
+    has not b as a candidate (or one of b without a) stays where it is whatever its neighbours
+    do. So the pair (a, b) is visited only when some of its blocks can move (in GCO's order
+    among those pairs), and the swap solves for those blocks only.
     """
-    nbr = ws[_BW_NBR]
     nbr_bits = ws[_BW_NBR_BITS]
-    degree = ws[_BW_DEGREE]
-    block_candidates = ws[_BW_BLOCK_CANDIDATES]
-    sets = ws[_BW_LABEL_SETS]
+    nbr = ws[_BW_NBR]
+    limit = ws[_BW_LIMIT]
+    blocks = ws[_BW_BLOCKS]
+    candidate_of = ws[_BW_CANDIDATE_OF]
     floats = ws[_BW_FLOATS]
     ints = ws[_BW_INTS]
-    queue = ws[_BW_QUEUE]
-    sink_side = ws[_BW_SINK_SIDE]
-    arcs = ws[_BW_ARCS]
     grid = ws[_BW_GRID]
-    by_block = ws[_BW_BY_BLOCK]
-    size = nbr.shape[0]
+    size = nbr_bits.shape[0]
     n_labels = unary.shape[0]
-    labels[:] = 0
-    reach = beta * heaviest  # the most one link can change when a block switches label
     for p in range(size):
-        floats[8, p] = unary[0, p] + reach * degree[p] + _CANDIDATE_SLACK
-        block_candidates[p] = _NO_BITS
+        labels[p] = 0
+        links = _count(nbr_bits[p])
+        limit[p] = unary[0, p] + heaviest * beta * links + _CANDIDATE_SLACK
     for label in range(n_labels):
-        bit = _ONE << np.uint64(label)
-        for p in range(size):
-            block_candidates[p] |= bit * np.uint64(unary[label, p] <= floats[8, p])
-            by_block[p, label] = unary[label, p]
-    for p in range(size):
-        block_candidates[p] &= ~_ONE
-    for row in range(4):
-        for label in range(n_labels):
-            sets[row, label] = _NO_BITS
-    every = _NO_BITS
-    for p in range(size):
-        every |= block_candidates[p]
-        mark = _ONE << np.uint64(p)
-        rest = block_candidates[p]
-        while rest:
-            label = _lowest_bit(rest)
-            rest &= rest - _ONE
-            sets[_CANDIDATE_OF, label] |= mark
-    _set_label_candidates(0, every, sets)
-    sets[_BLOCKS, 0] = ~_NO_BITS if size == 64 else (_ONE << np.uint64(size)) - _ONE
-    special_blocks = sets[_BLOCKS, 0] if special & _ONE else _NO_BITS
+        blocks[label] = _NO_BITS
+        candidate_of[label] = _candidates_of(label, unary, limit, size)
+    blocks[0] = ~_NO_BITS if size == 64 else (_ONE << np.uint64(size)) - _ONE
+    special_blocks = blocks[0] if special & _ONE else _NO_BITS
     energy = _labelling_energy(labels, unary, potts, beta, nbr)
     previous = energy + 1.0
     while previous > energy:
         previous = energy
         moved = False
         for a in range(n_labels):
-            above = ~((_ONE << np.uint64(a + 1)) - _ONE)
+            if blocks[a] == _NO_BITS and candidate_of[a] == _NO_BITS:
+                continue  # no block of a, and none that could take a
             below = ~_NO_BITS
             while True:
-                wanted = (sets[_CANDIDATES, a] | sets[_WANTED_BY, a]) & above & below
+                # the labels b > a (below the last one visited) with a block that can move
+                wanted = _NO_BITS
+                own_a = blocks[a]
+                reach_a = candidate_of[a]
+                for b in range(a + 1, n_labels):
+                    hit = (own_a & candidate_of[b]) | (blocks[b] & reach_a)
+                    wanted |= np.uint64(hit != _NO_BITS) << np.uint64(b)
+                wanted &= below
                 if wanted == _NO_BITS:
                     break
                 b = _highest_bit(wanted)
                 below = (_ONE << np.uint64(b)) - _ONE
-                movable = ((sets[_BLOCKS, a] & sets[_CANDIDATE_OF, b])
-                           | (sets[_BLOCKS, b] & sets[_CANDIDATE_OF, a]))
-                changed = _bit_swap(a, b, movable, labels, unary, potts, beta, sets, special_blocks, grid, nbr,
-                                    nbr_bits, floats, ints, arcs, sink_side)
+                movable = (own_a & candidate_of[b]) | (blocks[b] & reach_a)
+                changed = _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, special_blocks, grid,
+                                    nbr_bits, floats, ints)
                 if changed == _NO_BITS:
                     continue
                 moved = True
-                to_b = sets[_BLOCKS, a] & changed
-                sets[_BLOCKS, a] = (sets[_BLOCKS, a] & ~changed) | (sets[_BLOCKS, b] & changed)
-                sets[_BLOCKS, b] = (sets[_BLOCKS, b] & ~changed) | to_b
+                to_b = own_a & changed
+                blocks[a] = (own_a & ~changed) | (blocks[b] & changed)
+                blocks[b] = (blocks[b] & ~changed) | to_b
                 if _has(special, a) != _has(special, b):
                     special_blocks ^= changed
                 rest = changed
                 while rest:
                     p = _lowest_bit(rest)
                     rest &= rest - _ONE
-                    own = labels[p]
-                    limit = by_block[p, own] + reach * degree[p] + _CANDIDATE_SLACK
-                    bits = _NO_BITS
-                    for label in range(n_labels):
-                        bits |= np.uint64(by_block[p, label] <= limit) << np.uint64(label)
-                    _set_block_candidates(p, bits & ~(_ONE << np.uint64(own)), block_candidates, sets)
-                for label in (a, b):
-                    bits = _NO_BITS
-                    rest = sets[_BLOCKS, label]
-                    while rest:
-                        p = _lowest_bit(rest)
-                        rest &= rest - _ONE
-                        bits |= block_candidates[p]
-                    _set_label_candidates(label, bits, sets)
+                    limit[p] = unary[labels[p], p] + heaviest * beta * _count(nbr_bits[p]) + _CANDIDATE_SLACK
+                for label in range(n_labels):
+                    candidate_of[label] = _candidates_of(label, unary, limit, size)
         if moved:
             energy = _labelling_energy(labels, unary, potts, beta, nbr)
 
