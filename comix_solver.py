@@ -150,6 +150,11 @@ def objective(cost, first, second, counts, n, beta, gamma):
 def _add_link(total, half_beta, a, b, c, e):
     """total + half_beta * sum_i (x_i - y_i)^2 over the inputs in increasing order, for the
     mask rows x (input a, or halves of a < b) and y (input c, or halves of c < e)."""
+    if b < 0 and e < 0:  # two whole inputs: nothing, or two equal terms
+        if a != c:
+            total += half_beta
+            total += half_beta
+        return total
     wa = 1.0 if b < 0 else 0.5
     wc = 1.0 if e < 0 else 0.5
     # merge the sorted index lists (a, b) and (c, e), b and e being -1 when absent
@@ -176,7 +181,18 @@ def _add_link(total, half_beta, a, b, c, e):
 
 @njit(cache=True, nogil=True)
 def _top3_like_torch(counts):
-    """Indices of the 3 largest counts, ties resolved as the published code's torch.topk(k=3).
+    """Indices of the 3 largest counts, ties resolved as the published code's torch.topk(k=3)
+    (_top3_into with its own work arrays)."""
+    n = counts.shape[0]
+    top = np.zeros(3, dtype=np.int64)
+    _top3_into(counts, np.zeros(n), np.zeros(n, dtype=np.int64), top)
+    return top
+
+
+@njit(cache=True, nogil=True)
+def _top3_into(counts, values, index, top):
+    """Indices of the 3 largest counts into top (increasing), ties resolved as the published
+    code's torch.topk(k=3); values and index: work arrays as long as counts.
 
     On the CPU torch.topk selects with std::nth_element (introselect, libstdc++) when
     k * 64 > n; the inputs with tied counts it picks decide which half-half labels exist, and
@@ -185,8 +201,32 @@ def _top3_like_torch(counts):
     10^5 random trials), ties go to the lower index.
     """
     n = counts.shape[0]
-    values = counts.copy()
-    index = np.arange(n)
+    # the common case: the third largest count beats the fourth, so no tie decides the set
+    v0 = v1 = v2 = v3 = -np.inf
+    i0 = i1 = i2 = -1
+    for i in range(n):
+        v = counts[i]
+        if v > v2:
+            if v > v0:
+                v0, v1, v2, v3 = v, v0, v1, v2
+                i0, i1, i2 = i, i0, i1
+            elif v > v1:
+                v1, v2, v3 = v, v1, v2
+                i1, i2 = i, i1
+            else:
+                v2, v3 = v, v2
+                i2 = i
+        elif v > v3:
+            v3 = v
+    if n >= 3 and v2 > v3:
+        top[0] = i0
+        top[1] = i1
+        top[2] = i2
+        top.sort()
+        return
+    for i in range(n):
+        values[i] = counts[i]
+        index[i] = i
     if n < 192:
         first = 0
         last = n
@@ -251,52 +291,50 @@ def _top3_like_torch(counts):
                         j -= 1
                 values[j] = v
                 index[j] = k
-            top = index[:3].copy()
+            top[:] = index[:3]
             top.sort()
-            return top
+            return
     order = np.argsort(-counts, kind="mergesort")
-    top = order[:3].copy()
+    top[:] = order[:3]
     top.sort()
-    return top
 
 
 @njit(cache=True, nogil=True)
-def _half_labels(counts, n_base):
-    """Parents of the half-half labels for an output whose current input counts are `counts`:
-    one label (a, b) when it uses two inputs; with three or more, one per pair (index order)
-    of the three most used."""
+def _half_labels(counts, n_base, values, index, top, parents):
+    """Parents of the half-half labels for an output whose current input counts are `counts`,
+    into the rows of parents (3, 2); returns how many: one label (a, b) when the output uses two
+    inputs; with three or more, one per pair (index order) of the three most used. values,
+    index, top: work arrays of _top3_into."""
     used = 0
     for i in range(n_base):
         if counts[i] > 0:
             used += 1
     if used < 2:
-        return np.zeros((0, 2), dtype=np.int64)
+        return 0
     if used == 2:
-        parents = np.zeros((1, 2), dtype=np.int64)
         k = 0
         for i in range(n_base):
             if counts[i] > 0:
                 parents[0, k] = i
                 k += 1
-        return parents
-    top = _top3_like_torch(counts)
-    parents = np.zeros((3, 2), dtype=np.int64)
+        return 1
+    _top3_into(counts, values, index, top)
     parents[0, 0] = top[0]
     parents[0, 1] = top[1]
     parents[1, 0] = top[0]
     parents[1, 1] = top[2]
     parents[2, 0] = top[1]
     parents[2, 1] = top[2]
-    return parents
+    return 3
 
 
 @njit(cache=True, nogil=True)
-def _output_problem(parents, n_base, unary, potts):
-    """Appends the half-half labels to an output's labelling problem: their costs in the rows
-    of unary after its n_base input rows, their Potts weights in potts. Both are buffers of
-    the partition loop sized for 3 half-half labels, potts keeping plain Potts weights between
-    the inputs from call to call. Returns the number of labels."""
-    n_half = parents.shape[0]
+def _output_problem(parents, n_half, n_base, unary, potts):
+    """Appends the n_half half-half labels (parents: their parents' rows) to an output's
+    labelling problem: their costs in the rows of unary after its n_base input rows, their
+    Potts weights in potts. Both are buffers of the partition loop sized for 3 half-half
+    labels, potts keeping plain Potts weights between the inputs from call to call. Returns
+    the number of labels."""
     n_labels = n_base + n_half
     size = unary.shape[1]
     for k in range(n_base, potts.shape[0]):  # the half-half rows of the previous output
@@ -317,13 +355,13 @@ def _output_problem(parents, n_base, unary, potts):
 
 
 @njit(cache=True, nogil=True)
-def _special_labels(parents, n_base):
-    """potts_summary's special labels of an output's problem: its half-half labels (after the
-    n_base inputs) and their parents, as a bit set (0 past 64 labels)."""
+def _special_labels(parents, n_half, n_base):
+    """potts_summary's special labels of an output's problem: its n_half half-half labels
+    (after the n_base inputs) and their parents, as a bit set (0 past 64 labels)."""
     special = np.uint64(0)
-    if n_base + parents.shape[0] > 64:
+    if n_base + n_half > 64:
         return special
-    for k in range(parents.shape[0]):
+    for k in range(n_half):
         for label in (n_base + k, parents[k, 0], parents[k, 1]):
             special |= np.uint64(1) << np.uint64(label)
     return special
@@ -365,7 +403,10 @@ def solve_partition(cost, A, init, n, beta, gamma, tau, hard, set_resolve, niter
     penalty = np.zeros(m)
     workspace = make_workspace(n, max_labels)
     labels = np.zeros(size, dtype=np.int64)
-    no_half = np.zeros((0, 2), dtype=np.int64)
+    parents = np.zeros((3, 2), dtype=np.int64)
+    top_values = np.zeros(m)
+    top_index = np.zeros(m, dtype=np.int64)
+    top = np.zeros(3, dtype=np.int64)
     for it in range(niter):
         for j in range(n_out):
             P -= counts[j]
@@ -373,10 +414,10 @@ def solve_partition(cost, A, init, n, beta, gamma, tau, hard, set_resolve, niter
             for i in range(m):
                 for p in range(size):
                     unary[i, p] = cost[i, p] + penalty[i] + gamma * extra[j, i]
-            parents = _half_labels(counts[j], m) if it > 0 else no_half
-            n_labels = _output_problem(parents, m, unary, potts)
+            n_half = _half_labels(counts[j], m, top_values, top_index, top, parents) if it > 0 else 0
+            n_labels = _output_problem(parents, n_half, m, unary, potts)
             if grid_solver is None:
-                label_grid(unary[:n_labels], potts, beta, labels, workspace, _special_labels(parents, m), 1.0)
+                label_grid(unary[:n_labels], potts, beta, labels, workspace, _special_labels(parents, n_half, m), 1.0)
             else:
                 labels = grid_solver(unary[:n_labels].copy(), potts[:n_labels, :n_labels].copy(), beta, n)
             counts[j] = 0.0

@@ -16,7 +16,9 @@ release the GIL and share work arrays across the labellings of a partition (make
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 _EPS = 1e-12
 _UNDECIDED = -1
@@ -466,34 +468,40 @@ def _present_below(present, below, n_labels):
 _ONE = np.uint64(1)
 _NO_BITS = np.uint64(0)
 _CANDIDATE_SLACK = 1e-9  # keeps rounding from ruling out a label that a move might take
-_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
+@intrinsic
+def _trailing_zeros(typingctx, bits):
+    """LLVM's count of trailing zero bits of a uint64 (one tzcnt instruction)."""
+    if not isinstance(bits, types.Integer):
+        return None
 
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
 
-def _debruijn_table() -> np.ndarray:
-    table = np.zeros(64, dtype=np.int64)
-    for i in range(64):
-        table[((1 << i) * 0x03F79D71B4CB0A89 & 0xFFFFFFFFFFFFFFFF) >> 58] = i
-    return table
-
-
-_DEBRUIJN_INDEX = _debruijn_table()
+    return types.int64(types.uint64), codegen
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _lowest_bit(bits):
     """Index of the lowest set bit of a non-zero word."""
-    return _DEBRUIJN_INDEX[np.int64(((bits & (~bits + _ONE)) * _DEBRUIJN) >> np.uint64(58))]
+    return _trailing_zeros(np.uint64(bits))
+
+
+@intrinsic
+def _leading_zeros(typingctx, bits):
+    """LLVM's count of leading zero bits of a uint64 (one lzcnt instruction)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctlz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return types.int64(types.uint64), codegen
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _highest_bit(bits):
     """Index of the highest set bit of a non-zero word."""
-    index = 0
-    for shift in (32, 16, 8, 4, 2, 1):
-        if bits >> np.uint64(shift):
-            bits >>= np.uint64(shift)
-            index += shift
-    return index
+    return 63 - _leading_zeros(np.uint64(bits))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -576,7 +584,8 @@ def _candidates_of(label, unary, limit, size):
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, special_blocks, grid, nbr_bits, floats, ints):
+def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, special, special_blocks, grid, nbr_bits, floats,
+              ints):
     """The alpha-beta swap of labels a < b, where only the blocks `movable` (a bit set) can
     change: every other block of a or b has costs that keep it where it is whatever its
     neighbours do, so it is fixed, and its links become costs of its movable neighbours.
@@ -589,11 +598,12 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, special_blocks,
     minimum cut of the swap, as _swap_move finds it. Each step is a loop over all the blocks
     with bit-set arithmetic and no branches, which the compiler turns into vector code.
 
-    special_blocks: the blocks whose label has a Potts weight other than 0 and 1 (half-half
-    labels and their parents). Any other label has weight 1 to every label but itself, so a
-    neighbour outside the swap with such a label costs the same whether a block takes a or b.
-    floats[0]: each block's flip cost (energy change when it takes b rather than a) with its
-    fixed links; floats[9]: its links to special blocks outside the swap (kept at 0 otherwise)."""
+    special: the labels with a Potts weight other than 0 and 1 (half-half labels and their
+    parents), special_blocks: their blocks. Any other label has weight 1 to every label but
+    itself, so a neighbour outside the swap with such a label costs the same whether a block
+    takes a or b. floats[0]: each block's flip cost (energy change when it takes b rather
+    than a) with its fixed links; floats[9]: what its links to special blocks outside the swap
+    add to it (kept at 0 between swaps)."""
     size = nbr_bits.shape[0]
     w = beta * potts[a, b]
     blocks_a = blocks[a]
@@ -601,19 +611,17 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, special_blocks,
     swap = blocks_a | blocks_b
     fixed_a = blocks_a & ~movable
     fixed_b = blocks_b & ~movable
-    outside = special_blocks & ~swap
-    extras = movable & _with_neighbours(outside, grid)
-    rest = extras
-    while rest:
-        p = _lowest_bit(rest)
-        rest &= rest - _ONE
-        near = nbr_bits[p] & outside
-        extra = 0.0
-        while near:
-            q = _lowest_bit(near)
-            near &= near - _ONE
-            extra += beta * (potts[b, labels[q]] - potts[a, labels[q]])
-        floats[9, p] = extra
+    extras = special_blocks & ~swap & _with_neighbours(movable, grid)
+    if extras:
+        rest = special & ~((_ONE << np.uint64(a)) | (_ONE << np.uint64(b)))
+        while rest:
+            label = _lowest_bit(rest)
+            rest &= rest - _ONE
+            there = blocks[label] & extras
+            step = beta * (potts[b, label] - potts[a, label])
+            if there != _NO_BITS and step != 0.0:
+                for p in range(size):
+                    floats[9, p] += step * _count(nbr_bits[p] & there)
     # the idle test (a flip of one block that gains its links to blocks of the other label)
     # and the first round of settling
     busy = _NO_BITS
@@ -631,11 +639,9 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, special_blocks,
         reach = w * _count(around & movable)
         to_a |= np.uint64(cost >= reach - _EPS) << np.uint64(p)
         to_b |= np.uint64(cost < -reach - _EPS) << np.uint64(p)
-    rest = extras
-    while rest:
-        p = _lowest_bit(rest)
-        rest &= rest - _ONE
-        floats[9, p] = 0.0
+    if extras:
+        for p in range(size):
+            floats[9, p] = 0.0
     if busy & movable == _NO_BITS:
         return _NO_BITS
     to_a &= movable
@@ -661,7 +667,10 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, special_blocks,
         for p in range(size):
             around = nbr_bits[p]
             floats[1, p] = floats[0, p] + w * (_count(around & to_a) - _count(around & to_b))
-        to_b |= _bit_cut(undecided, w, grid, floats, ints)
+        if _count(undecided) <= _SMALL_CUT:
+            to_b |= _small_cut(undecided, w, grid, floats)
+        else:
+            to_b |= _bit_cut(undecided, w, grid, floats, ints)
     changed = (to_b & blocks_a) | (movable & blocks_b & ~to_b)
     rest = changed
     while rest:
@@ -669,6 +678,48 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, special_blocks,
         rest &= rest - _ONE
         labels[p] = b if _has(blocks_a, p) else a
     return changed
+
+
+_SMALL_CUT = 3  # up to this many undecided blocks, _small_cut tries every split
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _small_cut(undecided, w, grid, floats):
+    """_bit_cut for a few blocks: every sink side is tried, in Gray-code order (each one block
+    from the last). The smallest-sink minimum cut is the smallest set of least energy (the
+    minimum cuts are closed under intersection); energies within the max-flow's tolerance
+    count as equal."""
+    n = grid[3]
+    right = undecided & (undecided >> _ONE) & grid[1]  # undecided blocks with an undecided right neighbour
+    down = undecided & (undecided >> n)
+    sink = _NO_BITS
+    total = 0.0
+    best = 0.0
+    best_sink = _NO_BITS
+    best_size = 0
+    size = 0
+    k = _count(undecided)
+    for step in range(1, 1 << k):
+        # the block to flip: the i-th of undecided, i the lowest set bit of step
+        i = _lowest_bit(np.uint64(step))
+        rest = undecided
+        for _ in range(i):
+            rest &= rest - _ONE
+        p = _lowest_bit(rest)
+        bit = _ONE << np.uint64(p)
+        if sink & bit:
+            total -= floats[1, p]
+            size -= 1
+        else:
+            total += floats[1, p]
+            size += 1
+        sink ^= bit
+        energy = total + w * (_count((sink ^ (sink >> _ONE)) & right) + _count((sink ^ (sink >> n)) & down))
+        if energy < best - _EPS or (energy <= best + _EPS and size < best_size):
+            best = energy
+            best_sink = sink
+            best_size = size
+    return best_sink
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -845,8 +896,8 @@ def _label_grid_bits(unary, potts, beta, labels, ws, special, heaviest):
                 b = _highest_bit(wanted)
                 below = (_ONE << np.uint64(b)) - _ONE
                 movable = (own_a & candidate_of[b]) | (blocks[b] & reach_a)
-                changed = _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, special_blocks, grid,
-                                    nbr_bits, floats, ints)
+                changed = _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, special, special_blocks,
+                                    grid, nbr_bits, floats, ints)
                 if changed == _NO_BITS:
                     continue
                 moved = True
