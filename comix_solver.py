@@ -311,14 +311,18 @@ def _half_labels(counts, n_base, values, index, top, parents):
             used += 1
     if used < 2:
         return 0
-    if used == 2:
+    if used <= 3:  # the used inputs are the top 3 (the rest count 0)
         k = 0
         for i in range(n_base):
             if counts[i] > 0:
-                parents[0, k] = i
+                top[k] = i
                 k += 1
-        return 1
-    _top3_into(counts, values, index, top)
+        if used == 2:
+            parents[0, 0] = top[0]
+            parents[0, 1] = top[1]
+            return 1
+    else:
+        _top3_into(counts, values, index, top)
     parents[0, 0] = top[0]
     parents[0, 1] = top[1]
     parents[1, 0] = top[0]

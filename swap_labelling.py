@@ -843,6 +843,19 @@ def _bit_cut(undecided, w, grid, floats, ints):
         reach |= more
 
 
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
+def _wanted(a, blocks, candidate_of, n_labels):
+    """The labels b > a such that the swap of a and b has a block that can move: one of a
+    with b as a candidate, or one of b with a."""
+    wanted = _NO_BITS
+    own_a = blocks[a]
+    reach_a = candidate_of[a]
+    for b in range(a + 1, n_labels):
+        hit = (own_a & candidate_of[b]) | (blocks[b] & reach_a)
+        wanted |= np.uint64(hit != _NO_BITS) << np.uint64(b)
+    return wanted
+
+
 @njit(cache=True, nogil=True, _nrt=False)
 def _label_grid_bits(unary, potts, beta, labels, ws, special, heaviest):
     """_label_grid_any for grids of up to 64 blocks and up to 64 labels: the same moves.
@@ -881,26 +894,18 @@ def _label_grid_bits(unary, potts, beta, labels, ws, special, heaviest):
         for a in range(n_labels):
             if blocks[a] == _NO_BITS and candidate_of[a] == _NO_BITS:
                 continue  # no block of a, and none that could take a
-            below = ~_NO_BITS
-            while True:
-                # the labels b > a (below the last one visited) with a block that can move
-                wanted = _NO_BITS
-                own_a = blocks[a]
-                reach_a = candidate_of[a]
-                for b in range(a + 1, n_labels):
-                    hit = (own_a & candidate_of[b]) | (blocks[b] & reach_a)
-                    wanted |= np.uint64(hit != _NO_BITS) << np.uint64(b)
-                wanted &= below
-                if wanted == _NO_BITS:
-                    break
+            wanted = _wanted(a, blocks, candidate_of, n_labels)
+            while wanted:
                 b = _highest_bit(wanted)
-                below = (_ONE << np.uint64(b)) - _ONE
-                movable = (own_a & candidate_of[b]) | (blocks[b] & reach_a)
+                wanted &= (_ONE << np.uint64(b)) - _ONE
+                own_a = blocks[a]
+                movable = (own_a & candidate_of[b]) | (blocks[b] & candidate_of[a])
                 changed = _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, special, special_blocks,
                                     grid, nbr_bits, floats, ints)
                 if changed == _NO_BITS:
                     continue
                 moved = True
+                below_b = (_ONE << np.uint64(b)) - _ONE
                 to_b = own_a & changed
                 blocks[a] = (own_a & ~changed) | (blocks[b] & changed)
                 blocks[b] = (blocks[b] & ~changed) | to_b
@@ -913,6 +918,7 @@ def _label_grid_bits(unary, potts, beta, labels, ws, special, heaviest):
                     limit[p] = unary[labels[p], p] + heaviest * beta * _count(nbr_bits[p]) + _CANDIDATE_SLACK
                 for label in range(n_labels):
                     candidate_of[label] = _candidates_of(label, unary, limit, size)
+                wanted = _wanted(a, blocks, candidate_of, n_labels) & below_b
         if moved:
             energy = _labelling_energy(labels, unary, potts, beta, nbr)
 
