@@ -3,12 +3,18 @@
 solve_grid_labelling minimises sum_p unary[l_p, p] + beta * sum_{p~q} potts[l_p, l_q] on an
 n x n grid of blocks by alpha-beta swap moves in the order GCO's swap makes them (from label 0
 everywhere, pairs (a, b) with a ascending and b descending, cycles while the energy drops,
-ties to the source label), each move a small max-flow, so it retraces the published solver
-move for move. Bounds, and a memory of the pairs found idle, skip the moves that provably
-change nothing; a move settles the blocks whose own costs decide them and cuts only the rest.
-Grids of up to 64 blocks with up to 64 labels (every published setting but the 16 x 16 grid)
-run on 64-bit block and label sets, which also rule out most label pairs without looking at
-the grid; larger ones take the general path. Both make the same moves.
+ties to the source label), each move the smallest-sink minimum cut of its blocks, so it
+retraces the published solver move for move. Only moves that provably change nothing are
+skipped.
+
+Two paths make the same moves. Grids of up to 64 blocks with up to 64 labels (every published
+setting but the 16 x 16 grid) keep block and label sets in 64-bit words: a block's candidate
+labels (those cheap enough there that a swap could move it to them) rule out most label pairs
+and most blocks of a pair before any work; each swap's idle test, settling rounds and cut
+are branch-free loops over the blocks or searches that move whole bit sets, which the
+compiler turns into vector code. Larger problems take the general path: per-block loops, a
+bound on each pair's labels, a memory of the pairs found idle, and a max-flow over the blocks
+that the settling leaves undecided.
 
 Arrays are numpy, float64, blocks flattened row-major (p = row * n + col). The functions
 release the GIL and share work arrays across the labellings of a partition (make_workspace).
@@ -461,13 +467,13 @@ def _present_below(present, below, n_labels):
             last = label
 
 
-
-
 # ---- Grids of up to 64 blocks with up to 64 labels: block and label sets as 64-bit words ----
 
 _ONE = np.uint64(1)
 _NO_BITS = np.uint64(0)
 _CANDIDATE_SLACK = 1e-9  # keeps rounding from ruling out a label that a move might take
+
+
 @intrinsic
 def _trailing_zeros(typingctx, bits):
     """LLVM's count of trailing zero bits of a uint64 (one tzcnt instruction)."""
@@ -527,6 +533,7 @@ _BW_CANDIDATE_OF = 4
 _BW_FLOATS = 5
 _BW_INTS = 6
 _BW_GRID = 7
+_BW_RELATIVES = 8
 
 
 @njit(cache=True, nogil=True)
@@ -571,7 +578,8 @@ def _bit_workspace(n, max_labels):
             np.zeros(max_labels, dtype=np.uint64),  # the blocks that have the label as a candidate
             np.zeros((10, size)),  # flip cost; the cut's gain, capacities (rows 1 to 7); Potts extras (row 9)
             np.zeros((5, size), dtype=np.int64),  # the cut's path and layers (rows 2, 3)
-            _grid_masks(n))
+            _grid_masks(n),
+            np.zeros(max_labels, dtype=np.uint64))  # the labels with a weight other than 0 and 1 to the label
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
@@ -584,8 +592,7 @@ def _candidates_of(label, unary, limit, size):
 
 
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
-def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, special, special_blocks, grid, nbr_bits, floats,
-              ints):
+def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, relatives, grid, nbr_bits, floats, ints):
     """The alpha-beta swap of labels a < b, where only the blocks `movable` (a bit set) can
     change: every other block of a or b has costs that keep it where it is whatever its
     neighbours do, so it is fixed, and its links become costs of its movable neighbours.
@@ -598,12 +605,12 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, special, specia
     minimum cut of the swap, as _swap_move finds it. Each step is a loop over all the blocks
     with bit-set arithmetic and no branches, which the compiler turns into vector code.
 
-    special: the labels with a Potts weight other than 0 and 1 (half-half labels and their
-    parents), special_blocks: their blocks. Any other label has weight 1 to every label but
-    itself, so a neighbour outside the swap with such a label costs the same whether a block
-    takes a or b. floats[0]: each block's flip cost (energy change when it takes b rather
-    than a) with its fixed links; floats[9]: what its links to special blocks outside the swap
-    add to it (kept at 0 between swaps)."""
+    relatives[x]: the labels with a Potts weight other than 0 and 1 to label x (a half-half
+    label's parents, a parent's half-half labels). Every other weight between two labels is 1,
+    so a neighbour outside the swap costs the same whether a block takes a or b unless its
+    label is a relative of a or b. floats[0]: each block's flip cost (energy change when it
+    takes b rather than a) with its fixed links; floats[9]: what its links to relatives of a
+    or b outside the swap add to it (kept at 0 between swaps)."""
     size = nbr_bits.shape[0]
     w = beta * potts[a, b]
     blocks_a = blocks[a]
@@ -611,15 +618,17 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, special, specia
     swap = blocks_a | blocks_b
     fixed_a = blocks_a & ~movable
     fixed_b = blocks_b & ~movable
-    extras = special_blocks & ~swap & _with_neighbours(movable, grid)
-    if extras:
-        rest = special & ~((_ONE << np.uint64(a)) | (_ONE << np.uint64(b)))
-        while rest:
-            label = _lowest_bit(rest)
-            rest &= rest - _ONE
-            there = blocks[label] & extras
+    extras = False
+    related = (relatives[a] | relatives[b]) & ~((_ONE << np.uint64(a)) | (_ONE << np.uint64(b)))
+    if related:
+        near = _with_neighbours(movable, grid) & ~swap
+        while related:
+            label = _lowest_bit(related)
+            related &= related - _ONE
+            there = blocks[label] & near
             step = beta * (potts[b, label] - potts[a, label])
             if there != _NO_BITS and step != 0.0:
+                extras = True
                 for p in range(size):
                     floats[9, p] += step * _count(nbr_bits[p] & there)
     # the idle test (a flip of one block that gains its links to blocks of the other label)
@@ -872,6 +881,7 @@ def _label_grid_bits(unary, potts, beta, labels, ws, special, heaviest):
     limit = ws[_BW_LIMIT]
     blocks = ws[_BW_BLOCKS]
     candidate_of = ws[_BW_CANDIDATE_OF]
+    relatives = ws[_BW_RELATIVES]
     floats = ws[_BW_FLOATS]
     ints = ws[_BW_INTS]
     grid = ws[_BW_GRID]
@@ -883,9 +893,21 @@ def _label_grid_bits(unary, potts, beta, labels, ws, special, heaviest):
         limit[p] = unary[0, p] + heaviest * beta * links + _CANDIDATE_SLACK
     for label in range(n_labels):
         blocks[label] = _NO_BITS
+        relatives[label] = _NO_BITS
         candidate_of[label] = _candidates_of(label, unary, limit, size)
     blocks[0] = ~_NO_BITS if size == 64 else (_ONE << np.uint64(size)) - _ONE
-    special_blocks = blocks[0] if special & _ONE else _NO_BITS
+    rest = special
+    while rest:
+        label = _lowest_bit(rest)
+        rest &= rest - _ONE
+        related = _NO_BITS
+        others = special
+        while others:
+            other = _lowest_bit(others)
+            others &= others - _ONE
+            if potts[label, other] != 0.0 and potts[label, other] != 1.0:
+                related |= _ONE << np.uint64(other)
+        relatives[label] = related
     energy = _labelling_energy(labels, unary, potts, beta, nbr)
     previous = energy + 1.0
     while previous > energy:
@@ -900,8 +922,8 @@ def _label_grid_bits(unary, potts, beta, labels, ws, special, heaviest):
                 wanted &= (_ONE << np.uint64(b)) - _ONE
                 own_a = blocks[a]
                 movable = (own_a & candidate_of[b]) | (blocks[b] & candidate_of[a])
-                changed = _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, special, special_blocks,
-                                    grid, nbr_bits, floats, ints)
+                changed = _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, relatives, grid, nbr_bits,
+                                    floats, ints)
                 if changed == _NO_BITS:
                     continue
                 moved = True
@@ -909,8 +931,6 @@ def _label_grid_bits(unary, potts, beta, labels, ws, special, heaviest):
                 to_b = own_a & changed
                 blocks[a] = (own_a & ~changed) | (blocks[b] & changed)
                 blocks[b] = (blocks[b] & ~changed) | to_b
-                if _has(special, a) != _has(special, b):
-                    special_blocks ^= changed
                 rest = changed
                 while rest:
                     p = _lowest_bit(rest)

@@ -5,11 +5,9 @@ speed-up is measured on the same machine under the same load, against the whole 
 that time: its partition loop (dense masks, arrays made per output) and its grid labelling
 (GCO's alpha-beta swap, a cut over the whole grid for every move a weak bound did not rule
 out). Its answers are the current solver's, move for move (tests/test_fast_labelling.py).
-Not used by training; kept verbatim apart from comments, so do not improve it.
+Not used by training; kept verbatim (apart from comments and an unused import), so do not improve it.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 from numba import njit

@@ -1,4 +1,4 @@
-"""Benchmark: time of one partition's solve on one CPU thread, before and after the fast labelling.
+"""Benchmark: time of one partition's solve on one CPU thread, before and after the GPU-speed work.
 
     python bench/solver_speed.py --data_dir ../shared/data/cifar10-dev/train --train_epochs 4
     python bench/solver_speed.py --data_dir ../shared/data/cifar10-dev/train --resume MODEL
@@ -7,11 +7,11 @@
 Builds the partitions of a few batches exactly as Co-Mixup does (block costs with the Dirichlet
 prior, compatibility, random initial labelling; published defaults: 4x4 blocks, partitions of
 20, 4 iterations) and solves each with the current solver (comix_solver.solve_partition) and
-with the previous one (bench/reference_solver.py: the grid labelling as it was before, inside
-the same compiled partition loop), taking turns partition by partition so that both see the
-same load. Prints the median time per partition of each, on the wall clock and as CPU time of
-the solving thread (steadier on a shared machine), their ratio, and checks that both return the
-same masks.
+with the solver as it was before (bench/reference_solver.py, frozen at commit 92257cd: its
+partition loop and its grid labelling), taking turns partition by partition so that both see
+the same load. Prints the median time per partition of each, on the wall clock and as CPU time
+of the solving thread (steadier on a shared machine), their ratio, and checks that both return
+the same masks.
 """
 from __future__ import annotations
 
@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     saliencies, source = saliency_batches(args)
     jobs = partition_jobs(saliencies, args)
     solvers = {
-        "previous": lambda job: comix_solver.solve_partition(
-            *job, grid_solver=reference_solver.previous_grid_labelling),
+        "previous": lambda job: reference_solver.solve_partition(*job),
         "current": lambda job: comix_solver.solve_partition(*job),
     }
     for solve in solvers.values():

@@ -11,6 +11,7 @@ import torch
 
 import comix
 import comix_solver
+import swap_labelling
 
 REFERENCE = Path(__file__).with_name("data") / "reference_problems.npz"
 
@@ -41,7 +42,7 @@ def test_two_labels_reach_the_exhaustive_minimum(n):
     for _ in range(40):
         unary = rng.normal(0, 1, (2, n * n))
         beta = rng.uniform(0.05, 1.5)
-        labels = comix_solver.solve_grid_labelling(unary, potts_matrix(2), beta, n)
+        labels = swap_labelling.solve_grid_labelling(unary, potts_matrix(2), beta, n)
         assert grid_energy(labels, unary, potts_matrix(2), beta, n) == pytest.approx(brute_force(unary, potts_matrix(2), beta, n))
 
 
@@ -69,7 +70,7 @@ def test_three_labels_end_swap_optimal(n):
         for _ in range(15):
             unary = rng.normal(0, 1, (3, n * n))
             beta = rng.uniform(0.1, 1.0)
-            labels = comix_solver.solve_grid_labelling(unary, potts, beta, n)
+            labels = swap_labelling.solve_grid_labelling(unary, potts, beta, n)
             assert swap_optimal(labels, unary, potts, beta, n)
             assert grid_energy(labels, unary, potts, beta, n) <= grid_energy(np.zeros(n * n, int), unary, potts, beta, n)
 
@@ -79,14 +80,14 @@ def test_three_labels_often_reach_the_optimum():
     hits = 0
     for _ in range(30):
         unary = rng.normal(0, 1, (3, 4))
-        labels = comix_solver.solve_grid_labelling(unary, potts_matrix(3), 0.4, 2)
+        labels = swap_labelling.solve_grid_labelling(unary, potts_matrix(3), 0.4, 2)
         hits += np.isclose(grid_energy(labels, unary, potts_matrix(3), 0.4, 2), brute_force(unary, potts_matrix(3), 0.4, 2))
     assert hits >= 27
 
 
 def test_min_cut_ties_keep_the_first_label():
     # All-equal costs: GCO keeps the source label on ties; so does the solver (label 0 stays).
-    labels = comix_solver.solve_grid_labelling(np.zeros((3, 9)), potts_matrix(3), 0.5, 3)
+    labels = swap_labelling.solve_grid_labelling(np.zeros((3, 9)), potts_matrix(3), 0.5, 3)
     assert (labels == 0).all()
 
 
