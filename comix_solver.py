@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 from numba import njit
 
-from swap_labelling import label_grid, make_workspace, neighbour
+from swap_labelling import label_grid, make_workspace
 
 SOLVERS = ("fast", "bkgco", "gco")
 
@@ -133,10 +133,10 @@ def objective(cost, first, second, counts, n, beta, gamma):
             else:
                 total += cost[a, p] * 0.5
                 total += cost[b, p] * 0.5
-            for d in range(2):
-                q = neighbour(p, d, n)
-                if q >= 0:
-                    total = _add_link(total, half_beta, a, b, first[j, q], second[j, q])
+            if p % n < n - 1:  # the block to the right, then the one below
+                total = _add_link(total, half_beta, a, b, first[j, p + 1], second[j, p + 1])
+            if p + n < size:
+                total = _add_link(total, half_beta, a, b, first[j, p + n], second[j, p + n])
     own = 0.0
     P = np.zeros(m)
     for j in range(n_out):

@@ -33,7 +33,7 @@ _SINK = 1  # beta_label
 
 
 @njit(cache=True, nogil=True)
-def neighbour(p: int, d: int, n: int) -> int:
+def _neighbour(p: int, d: int, n: int) -> int:
     """Block next to p in direction d (0 right, 1 down, 2 left, 3 up), or -1 at the border."""
     row = p // n
     col = p - row * n
@@ -52,7 +52,7 @@ def _grid_neighbours(n: int) -> np.ndarray:
     table = np.empty((n * n, 4), dtype=np.int64)
     for p in range(n * n):
         for d in range(4):
-            table[p, d] = neighbour(p, d, n)
+            table[p, d] = _neighbour(p, d, n)
     return table
 
 
@@ -676,10 +676,7 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, relatives, grid
         for p in range(size):
             around = nbr_bits[p]
             floats[1, p] = floats[0, p] + w * (_count(around & to_a) - _count(around & to_b))
-        if _count(undecided) <= _SMALL_CUT:
-            to_b |= _small_cut(undecided, w, grid, floats)
-        else:
-            to_b |= _bit_cut(undecided, w, grid, floats, ints)
+        to_b |= _bit_cut(undecided, w, grid, floats, ints)
     changed = (to_b & blocks_a) | (movable & blocks_b & ~to_b)
     rest = changed
     while rest:
@@ -687,48 +684,6 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, relatives, grid
         rest &= rest - _ONE
         labels[p] = b if _has(blocks_a, p) else a
     return changed
-
-
-_SMALL_CUT = 3  # up to this many undecided blocks, _small_cut tries every split
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def _small_cut(undecided, w, grid, floats):
-    """_bit_cut for a few blocks: every sink side is tried, in Gray-code order (each one block
-    from the last). The smallest-sink minimum cut is the smallest set of least energy (the
-    minimum cuts are closed under intersection); energies within the max-flow's tolerance
-    count as equal."""
-    n = grid[3]
-    right = undecided & (undecided >> _ONE) & grid[1]  # undecided blocks with an undecided right neighbour
-    down = undecided & (undecided >> n)
-    sink = _NO_BITS
-    total = 0.0
-    best = 0.0
-    best_sink = _NO_BITS
-    best_size = 0
-    size = 0
-    k = _count(undecided)
-    for step in range(1, 1 << k):
-        # the block to flip: the i-th of undecided, i the lowest set bit of step
-        i = _lowest_bit(np.uint64(step))
-        rest = undecided
-        for _ in range(i):
-            rest &= rest - _ONE
-        p = _lowest_bit(rest)
-        bit = _ONE << np.uint64(p)
-        if sink & bit:
-            total -= floats[1, p]
-            size -= 1
-        else:
-            total += floats[1, p]
-            size += 1
-        sink ^= bit
-        energy = total + w * (_count((sink ^ (sink >> _ONE)) & right) + _count((sink ^ (sink >> n)) & down))
-        if energy < best - _EPS or (energy <= best + _EPS and size < best_size):
-            best = energy
-            best_sink = sink
-            best_size = size
-    return best_sink
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -967,7 +922,7 @@ def potts_summary(potts, n_labels):
     return special, heaviest
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def label_grid(unary, potts, beta, labels, ws, special, heaviest):
     """solve_grid_labelling into labels, with the work arrays ws of make_workspace, for
     unary (n_labels, n*n) and the first n_labels rows and columns of potts (non-negative
