@@ -474,34 +474,31 @@ _NO_BITS = np.uint64(0)
 _CANDIDATE_SLACK = 1e-9  # keeps rounding from ruling out a label that a move might take
 
 
-@intrinsic
-def _trailing_zeros(typingctx, bits):
-    """LLVM's count of trailing zero bits of a uint64 (one tzcnt instruction)."""
-    if not isinstance(bits, types.Integer):
-        return None
+def _zero_count(method: str):
+    """A numba intrinsic counting the trailing ("cttz") or leading ("ctlz") zero bits of a
+    uint64 with LLVM's instruction for it (tzcnt, lzcnt)."""
 
-    def codegen(context, builder, signature, args):
-        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+    @intrinsic
+    def count(typingctx, bits):
+        if not isinstance(bits, types.Integer):
+            return None
 
-    return types.int64(types.uint64), codegen
+        def codegen(context, builder, signature, args):
+            return getattr(builder, method)(args[0], ir.Constant(ir.IntType(1), 0))
+
+        return types.int64(types.uint64), codegen
+
+    return count
+
+
+_trailing_zeros = _zero_count("cttz")
+_leading_zeros = _zero_count("ctlz")
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _lowest_bit(bits):
     """Index of the lowest set bit of a non-zero word."""
     return _trailing_zeros(np.uint64(bits))
-
-
-@intrinsic
-def _leading_zeros(typingctx, bits):
-    """LLVM's count of leading zero bits of a uint64 (one lzcnt instruction)."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.ctlz(args[0], ir.Constant(ir.IntType(1), 0))
-
-    return types.int64(types.uint64), codegen
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -576,8 +573,8 @@ def _bit_workspace(n, max_labels):
             np.zeros(size),  # each block's candidate limit
             np.zeros(max_labels, dtype=np.uint64),  # each label's blocks
             np.zeros(max_labels, dtype=np.uint64),  # the blocks that have the label as a candidate
-            np.zeros((10, size)),  # flip cost; the cut's gain, capacities (rows 1 to 7); Potts extras (row 9)
-            np.zeros((5, size), dtype=np.int64),  # the cut's path and layers (rows 2, 3)
+            np.zeros((9, size)),  # flip cost (row 0); the cut's flip costs, capacities (1 to 7); links to relatives (8)
+            np.zeros((2, size), dtype=np.int64),  # the cut's path and layers
             _grid_masks(n),
             np.zeros(max_labels, dtype=np.uint64))  # the labels with a weight other than 0 and 1 to the label
 
@@ -609,7 +606,7 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, relatives, grid
     label's parents, a parent's half-half labels). Every other weight between two labels is 1,
     so a neighbour outside the swap costs the same whether a block takes a or b unless its
     label is a relative of a or b. floats[0]: each block's flip cost (energy change when it
-    takes b rather than a) with its fixed links; floats[9]: what its links to relatives of a
+    takes b rather than a) with its fixed links; floats[8]: what its links to relatives of a
     or b outside the swap add to it (kept at 0 between swaps)."""
     size = nbr_bits.shape[0]
     w = beta * potts[a, b]
@@ -630,7 +627,7 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, relatives, grid
             if there != _NO_BITS and step != 0.0:
                 extras = True
                 for p in range(size):
-                    floats[9, p] += step * _count(nbr_bits[p] & there)
+                    floats[8, p] += step * _count(nbr_bits[p] & there)
     # the idle test (a flip of one block that gains its links to blocks of the other label)
     # and the first round of settling
     busy = _NO_BITS
@@ -638,7 +635,7 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, relatives, grid
     to_b = _NO_BITS
     for p in range(size):
         around = nbr_bits[p]
-        diff = unary[b, p] - unary[a, p] + floats[9, p]
+        diff = unary[b, p] - unary[a, p] + floats[8, p]
         in_a = (blocks_a >> np.uint64(p)) & _ONE
         if_a = diff - w * _count(around & blocks_b)
         if_b = -diff - w * _count(around & blocks_a)
@@ -650,7 +647,7 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, relatives, grid
         to_b |= np.uint64(cost < -reach - _EPS) << np.uint64(p)
     if extras:
         for p in range(size):
-            floats[9, p] = 0.0
+            floats[8, p] = 0.0
     if busy & movable == _NO_BITS:
         return _NO_BITS
     to_a &= movable
@@ -697,8 +694,8 @@ def _bit_cut(undecided, w, grid, floats, ints):
     Graph (as in _swap_move): s -> p with capacity max(gain_p, 0), p -> t with max(-gain_p, 0),
     and for each link (p, q), q right of or below p, an arc p -> q of capacity 2w; gain_p is
     the flip cost plus w per link to a block right or below minus w per link to one left or
-    above. Work rows: floats[2], floats[3] the terminal capacities, floats[4 + d] the arcs'
-    (indexed by block), ints[2], ints[3] the path, floats[8] is left alone."""
+    above. Work rows, indexed by block: floats[2], floats[3] the terminal capacities,
+    floats[4 + d] the arcs'; ints[0] the augmenting path, ints[1] the search's layers."""
     n = grid[3]
     row = np.int64(n)  # the index step between a block and the one below
     # residual[d]: blocks whose arc in direction d (0 right, 1 down, 2 left, 3 up) has capacity
@@ -734,11 +731,11 @@ def _bit_cut(undecided, w, grid, floats, ints):
         if floats[3, p] > _EPS:
             sinks |= _ONE << np.uint64(p)
     while sources and sinks:
-        # breadth-first layers from the sources, stored as bit sets in ints[3]
+        # breadth-first layers from the sources, stored as bit sets in ints[1]
         layer = sources
         visited = sources
         depth = 0
-        ints[3, 0] = np.int64(layer)
+        ints[1, 0] = np.int64(layer)
         while layer & sinks == _NO_BITS:
             layer = (((layer & residual_right) << _ONE) | ((layer & residual_down) << n)
                      | ((layer & residual_left) >> _ONE) | ((layer & residual_up) >> n)) & ~visited
@@ -746,7 +743,7 @@ def _bit_cut(undecided, w, grid, floats, ints):
                 break
             visited |= layer
             depth += 1
-            ints[3, depth] = np.int64(layer)
+            ints[1, depth] = np.int64(layer)
         if layer == _NO_BITS:
             break
         # walk back from a sink block of the last layer, one predecessor per layer
@@ -754,7 +751,7 @@ def _bit_cut(undecided, w, grid, floats, ints):
         end = q
         flow = floats[3, q]
         for level in range(depth - 1, -1, -1):
-            previous = np.uint64(ints[3, level])
+            previous = np.uint64(ints[1, level])
             if q >= 1 and _has(previous & residual_right, q - 1):
                 p, d = q - 1, 0
             elif q >= row and _has(previous & residual_down, q - row):
@@ -763,7 +760,7 @@ def _bit_cut(undecided, w, grid, floats, ints):
                 p, d = q + 1, 2
             else:
                 p, d = q + row, 3
-            ints[2, level] = p * 4 + d
+            ints[0, level] = p * 4 + d
             flow = min(flow, floats[4 + d, p])
             q = p
         flow = min(flow, floats[2, q])
@@ -774,8 +771,8 @@ def _bit_cut(undecided, w, grid, floats, ints):
         if floats[3, end] <= _EPS:
             sinks &= ~(_ONE << np.uint64(end))
         for level in range(depth):
-            p = ints[2, level] // 4
-            d = ints[2, level] % 4
+            p = ints[0, level] // 4
+            d = ints[0, level] % 4
             q = p + (1 if d == 0 else row if d == 1 else -1 if d == 2 else -row)
             floats[4 + d, p] -= flow
             floats[4 + (d ^ 2), q] += flow
