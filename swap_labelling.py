@@ -12,7 +12,9 @@ setting but the 16 x 16 grid) keep block and label sets in 64-bit words: a block
 labels (those cheap enough there that a swap could move it to them) rule out most label pairs
 and most blocks of a pair before any work; each swap's idle test, settling rounds and cut
 are branch-free loops over the blocks or searches that move whole bit sets, which the
-compiler turns into vector code. Larger problems take the general path: per-block loops, a
+compiler turns into vector code; they allocate nothing and are compiled without numba's
+reference counting (_nrt=False), whose updates at each call with array arguments would cost
+more than a swap. Larger problems take the general path: per-block loops, a
 bound on each pair's labels, a memory of the pairs found idle, and a max-flow over the blocks
 that the settling leaves undecided.
 
