@@ -330,7 +330,7 @@ def _swap_move(alpha, beta_label, labels, unary, potts, beta, ws, clock):
 
 
 @njit(cache=True, nogil=True)
-def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, nbr, all_links=False):
+def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, nbr):
     """True when the alpha-beta swap provably changes nothing, so the cut can be skipped.
 
     Flipping a set F of the swapping blocks changes the energy by the sum over p in F of
@@ -339,9 +339,7 @@ def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, nbr, all_links=
     which is at least the sum over p in F of d_p - w * (p's neighbours of the other label).
     When that is >= 0 for every alpha block and > 0 for every beta block, no flip lowers the
     energy and every flip that keeps it moves alpha blocks only, so the smallest-sink minimum
-    cut is the current labelling. With 20 labels most pairs are skipped this way. all_links:
-    subtract w for every swapping neighbour, the weaker bound of the previous solver (which
-    bench/solver_speed.py times against this one).
+    cut is the current labelling. With 20 labels most pairs are skipped this way.
     """
     w = beta * potts[alpha, beta_label]
     for p in range(nbr.shape[0]):
@@ -355,7 +353,7 @@ def _swap_is_idle(alpha, beta_label, labels, unary, potts, beta, nbr, all_links=
             if q < 0:
                 continue
             label_q = labels[q]
-            if label_q == other or (all_links and label_q == own):
+            if label_q == other:
                 margin -= w
             elif label_q != own:
                 margin += beta * (potts[other, label_q] - potts[own, label_q])
