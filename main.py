@@ -18,9 +18,11 @@ DistributedDataParallel, one process per GPU: --batch_size is per process, each 
 own batch, the logged metrics are those of all processes together, and only rank 0 prints and
 writes files.
 
-Where things live: the command line in :mod:`options`, the run's state in
-:class:`engine.TrainingRun`, checkpoints in :mod:`checkpoints`, exit statuses, signals and the
-one-line errors in :mod:`lifecycle` (its docstring has the table), the methods in :mod:`methods`.
+Where things live (package ``comixup``): the command line in :mod:`comixup.train.options`, the
+run's state in :class:`comixup.train.engine.TrainingRun`, checkpoints in
+:mod:`comixup.train.checkpoints`, the methods' per-batch losses in :mod:`comixup.train.methods`,
+exit statuses, signals and the one-line errors in :mod:`comixup.core.lifecycle` (its docstring
+has the table).
 """
 from __future__ import annotations
 
@@ -42,27 +44,20 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-import distributed
-import lifecycle
-import methods
-from checkpoints import CHECKPOINT_NAME, CheckpointError, check_fits, load_checkpoint
-from engine import EpochPlan, TrainingRun, log_run_header
-from experiment import RunProgress, auto_resume_path, open_exp_dir
-from lifecycle import (
-    EXIT_DIVERGED,
-    EXIT_INPUT,
-    EXIT_IO,
-    EXIT_OK,
-    RunError,
-    error_line,
-    os_error_text,
-    report,
-    stop_on_signals,
-)
-from load_data import DataError, DeviceLoader, check_data_dir, dataset_info
-from options import (AUTO_RESUME, data_folders, experiment_name, get_args_parser, parse_command_line, resolve_method,
-                     validate_args)
-from utils import AverageMeter, LogPrinter, ScalarLog, accuracy, convert_secs2time, time_string, to_one_hot
+from comixup.core import lifecycle
+from comixup.core.lifecycle import (EXIT_DIVERGED, EXIT_INPUT, EXIT_IO, EXIT_OK, RunError, error_line, os_error_text,
+                                    report, stop_on_signals)
+from comixup.core.logs import LogPrinter, ScalarLog, convert_secs2time, time_string
+from comixup.core.metrics import AverageMeter, accuracy
+from comixup.core.tensors import to_one_hot
+from comixup.data.datasets import DataError, check_data_dir, dataset_info
+from comixup.data.device_loader import DeviceLoader
+from comixup.train import distributed, methods
+from comixup.train.checkpoints import CHECKPOINT_NAME, CheckpointError, check_fits, load_checkpoint
+from comixup.train.engine import EpochPlan, TrainingRun, log_run_header
+from comixup.train.experiment import RunProgress, auto_resume_path, open_exp_dir
+from comixup.train.options import (AUTO_RESUME, data_folders, experiment_name, get_args_parser, parse_command_line,
+                                   resolve_method, validate_args)
 
 __all__ = ["get_args_parser", "train_one_epoch", "evaluate", "train", "run", "main", "TrainingDiverged",
            "EXIT_OK", "EXIT_IO", "EXIT_INPUT", "EXIT_DIVERGED"]

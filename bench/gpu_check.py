@@ -37,12 +37,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import baselines  # noqa: E402
-import comix  # noqa: E402
-import comix_solver  # noqa: E402
-import models  # noqa: E402
-from load_data import crop_flip_normalise, draw_crops_and_flips  # noqa: E402
-from mixup_parallel import PartitionPool, default_workers  # noqa: E402
+from comixup import models  # noqa: E402
+from comixup.data.device_loader import crop_flip_normalise, draw_crops_and_flips  # noqa: E402
+from comixup.mixing import baselines  # noqa: E402
+from comixup.mixing import comix  # noqa: E402
+from comixup.mixing import comix_solver  # noqa: E402
+from comixup.mixing.parallel import PartitionPool, default_workers  # noqa: E402
 
 MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)

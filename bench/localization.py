@@ -26,11 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import localization  # noqa: E402
-import models  # noqa: E402
-from wsol import LocalizationScores, boxes_from_gray, box_from_gray, class_activation_maps, logits_and_features, to_gray  # noqa: E402
-from wsol_corrupt import PickledListWriter  # noqa: E402
-from wsol_data import CroppedSet, PickleSet, collate  # noqa: E402
+from comixup import models  # noqa: E402
+from comixup.localization import evaluate as localization  # noqa: E402
+from comixup.localization.cam import (LocalizationScores, box_from_gray, boxes_from_gray,  # noqa: E402
+                                      class_activation_maps, logits_and_features, to_gray)
+from comixup.localization.corrupt import PickledListWriter  # noqa: E402
+from comixup.localization.datasets import CroppedSet, PickleSet, collate  # noqa: E402
 
 SIDE = 256
 CROP = 224

@@ -65,15 +65,15 @@ def _children(pid: int) -> list[int]:
 def child(args: argparse.Namespace) -> None:
     """One configuration, in this process: prints one JSON line per epoch, then one summary line."""
     sys.path.insert(0, str(REPO))
-    sys.path.insert(0, str(REPO / "tests"))
     import torch
     import torchvision.datasets.cifar as cifar
 
-    from fakedata import write_cifar
+    from comixup.data.synthetic import write_cifar
 
     torch.set_num_threads(args.threads)
     cifar.check_integrity = lambda fpath, md5=None: os.path.isfile(fpath)  # our generated files
-    import engine
+    from comixup.train import engine
+
     import main
 
     save_epoch = engine.TrainingRun.save

@@ -25,10 +25,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import comix  # noqa: E402
-import comix_solver  # noqa: E402
-import models  # noqa: E402
-from mixup_parallel import PartitionPool, default_workers  # noqa: E402
+from comixup import models  # noqa: E402
+from comixup.mixing import comix  # noqa: E402
+from comixup.mixing import comix_solver  # noqa: E402
+from comixup.mixing.parallel import PartitionPool, default_workers  # noqa: E402
 
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{solver:>6} {label:<22} {1e3 * statistics.mean(times):8.1f} ms/batch (median "
                   f"{1e3 * statistics.median(times):.1f})  obj_fn {obj:9.3f}  obj_fn_thres {thr:9.3f}")
     if args.step:
-        import step_times  # bench/step_times.py, beside this script
+        from bench import step_times
 
         print()
         return step_times.main(["--methods", "comix", "--batch_size", str(args.batch_size), "--seed", str(args.seed)])

@@ -25,12 +25,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import comix  # noqa: E402
-import comix_solver  # noqa: E402
-import mixing  # noqa: E402  (bench/mixing.py: batches, saliency model)
-import reference_solver  # noqa: E402
+from bench import mixing, reference_solver  # noqa: E402  (batches and saliency model; the frozen solver)
+from comixup.mixing import comix  # noqa: E402
+from comixup.mixing import comix_solver  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:

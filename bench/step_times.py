@@ -35,11 +35,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from comixup import models  # noqa: E402
+from comixup.data.datasets import dataset_info  # noqa: E402
+from comixup.mixing.parallel import PartitionPool  # noqa: E402
+from comixup.train import methods  # noqa: E402
+
 import main as training  # noqa: E402
-import methods  # noqa: E402
-import models  # noqa: E402
-from load_data import dataset_info  # noqa: E402
-from mixup_parallel import PartitionPool  # noqa: E402
 
 DATASET = "cifar100"
 

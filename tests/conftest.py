@@ -31,7 +31,8 @@ def cifar_no_md5(monkeypatch):
 @pytest.fixture
 def cifar10_dir(tmp_path, cifar_no_md5):
     """A tiny CIFAR-10 in the official pickle format (see tests/runs.py for the sizes)."""
-    from fakedata import write_cifar
+    from comixup.data.synthetic import write_cifar
+
     from runs import TEST_PER_CLASS, TRAIN_PER_CLASS
 
     return write_cifar(tmp_path / "data", "cifar10", train_per_class=TRAIN_PER_CLASS, test_per_class=TEST_PER_CLASS)

@@ -33,7 +33,7 @@ def _lift_md5_check() -> None:
 
 
 def _record_reductions(folder: str) -> None:
-    import distributed
+    from comixup.train import distributed
 
     reduce = distributed.sum_across_ranks
     path = Path(folder) / f"rank{os.environ.get('RANK', '0')}.jsonl"
@@ -49,9 +49,9 @@ def _record_reductions(folder: str) -> None:
 
 
 def _stall_checkpoint_write(save: int, marker: str) -> None:
-    import utils
+    from comixup.core import files
 
-    write_fully = utils._write_fully
+    write_fully = files._write_fully
     seen: list[str] = []
 
     def stalling(fd, data):
@@ -68,11 +68,12 @@ def _stall_checkpoint_write(save: int, marker: str) -> None:
                 time.sleep(600)  # until killed
         return write_fully(fd, data)
 
-    utils._write_fully = stalling
+    files._write_fully = stalling
 
 
 def _poison(call: int, rank: int) -> None:
-    import methods
+    from comixup.train import methods
+
     from runs import poisoned_builder
 
     if int(os.environ.get("RANK", "0")) == rank:
@@ -82,7 +83,8 @@ def _poison(call: int, rank: int) -> None:
 def _signal_at(name: str, call: int, rank: int) -> None:
     import signal
 
-    import methods
+    from comixup.train import methods
+
     from runs import poisoned_builder
 
     if int(os.environ.get("RANK", "0")) == rank and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":

@@ -79,7 +79,7 @@ def assert_files_intact(exp: Path) -> None:
     """Every checkpoint on disk loads; log.pkl unpickles; no temporary file is left."""
     import pickle
 
-    from checkpoints import load_checkpoint
+    from comixup.train.checkpoints import load_checkpoint
 
     checkpoints = sorted(exp.glob("*.pth.tar"))
     assert checkpoints

@@ -10,20 +10,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from runs import (
-    TEST_RE,
-    TRAIN_PER_CLASS,
-    TRAIN_RE,
-    assert_one_error_line,
-    base_args,
-    only_experiment,
-)
 
-import comix
+from comixup import models
+from comixup.data.datasets import get_datasets
+from comixup.data.loaders import get_loaders
+from comixup.mixing import comix
+from comixup.train import methods
+
 import main
-import methods
-import models
-from load_data import get_datasets, get_loaders
+from runs import TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, assert_one_error_line, base_args, only_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,7 +95,7 @@ def test_other_methods_forward_under_autocast(real_batch, name):
     net = models.build_model("preactresnet18", 10, initial_channels=16)
     args = main.get_args_parser().parse_args(["--method", name])
     main.resolve_method(args)
-    from load_data import dataset_info
+    from comixup.data.datasets import dataset_info
 
     np.random.seed(0)
     method = methods.build_method(args, 10, dataset_info("cifar10"), precision=BF16)

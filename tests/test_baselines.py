@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import baselines
-import models
+from comixup import models
+from comixup.mixing import baselines
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

@@ -22,10 +22,11 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from torchvision.datasets import CIFAR10
 
-import checkpoints
+from comixup import models
+from comixup.data.synthetic import write_cifar
+from comixup.train import checkpoints
+
 import main
-import models
-from fakedata import write_cifar
 from runs import SAVED_FILES, base_args, one_error_line, only_experiment, read_checkpoint
 
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)

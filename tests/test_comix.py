@@ -7,11 +7,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import comix
-from mixup_parallel import MixupProcessParallel, PartitionPool
-from fakedata import blob_saliency
-
-
+from comixup.data.synthetic import blob_saliency
+from comixup.mixing import comix
+from comixup.mixing.parallel import MixupProcessParallel, PartitionPool
 
 
 def check_masks(masks):

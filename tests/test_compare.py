@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import compare
-import run_log
-from compare_plot import METHOD_COLOURS, draw_curves
+from comixup.compare import table as compare
+from comixup.compare.plot import METHOD_COLOURS, draw_curves
+from comixup.train import run_log
+
 from runs import base_args, only_experiment
 
 ROOT = Path(__file__).resolve().parents[1]

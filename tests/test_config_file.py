@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from config_file import ConfigError, load_config, parse_args_with_config
-from options import get_args_parser
-from recipe import Recipe
+from comixup.train.config_file import ConfigError, load_config, parse_args_with_config
+from comixup.train.options import get_args_parser
+from comixup.train.recipe import Recipe
 
 SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "imagenet_fast.yml"
 

@@ -1,4 +1,5 @@
-"""Tests of load_data.py on small data written in the real on-disk formats (tests/fakedata.py)."""
+"""Tests of the data sets and loaders (comixup.data, and the published load_data.py face) on small data
+written in the real on-disk formats (comixup.data.synthetic)."""
 from __future__ import annotations
 
 import errno
@@ -15,10 +16,13 @@ import torch.distributed as dist
 import torchvision.datasets as tv_datasets
 from torch.utils.data import TensorDataset
 
+from comixup.data.datasets import DataError, dataset_info, get_datasets, read_image
+from comixup.data.loaders import EpochSampler, get_loaders
+from comixup.data.synthetic import write_cifar, write_image_folder, write_tiny_imagenet_raw
+from comixup.data.tiny_imagenet import relayout_tiny_imagenet_val
+
 import load_data
 import main
-from fakedata import write_cifar, write_image_folder, write_tiny_imagenet_raw
-from load_data import DataError, EpochSampler, dataset_info, get_datasets, get_loaders, relayout_tiny_imagenet_val
 from runs import assert_one_error_line, base_args, one_error_line
 
 ROOT = Path(load_data.__file__).resolve().parent
@@ -345,8 +349,8 @@ def test_too_few_images_per_class_in_an_image_folder(tmp_path, capsys):
 def test_read_image_names_the_file(tmp_path):
     path = tmp_path / "x.jpg"
     path.write_bytes(b"not an image")
-    with pytest.raises(load_data.DataError, match=f"cannot read image {path}"):
-        load_data.read_image(str(path))
+    with pytest.raises(DataError, match=f"cannot read image {path}"):
+        read_image(str(path))
 
 
 @pytest.mark.usefixtures("one_thread")

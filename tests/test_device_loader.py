@@ -1,25 +1,19 @@
 """--data_on_device: CIFAR held on the training device as uint8 and augmented there in batches
-(load_data.DeviceLoader), checked on the CPU against the torchvision loaders."""
+(comixup.data.device_loader.DeviceLoader), checked on the CPU against the torchvision loaders."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
-from runs import TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, base_args, only_experiment
 from torch.utils.data import DistributedSampler
 
+from comixup.data.datasets import DataError, dataset_info, get_datasets
+from comixup.data.device_loader import DeviceLoader, crop_flip_normalise, draw_crops_and_flips, get_device_loaders
+from comixup.data.loaders import get_loaders
+
 import main
-from load_data import (
-    DataError,
-    DeviceLoader,
-    crop_flip_normalise,
-    dataset_info,
-    draw_crops_and_flips,
-    get_datasets,
-    get_device_loaders,
-    get_loaders,
-)
+from runs import TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, base_args, only_experiment
 
 CPU = torch.device("cpu")
 
@@ -157,7 +151,7 @@ def test_ddp_shards_as_the_distributed_sampler_does(cifar_sets, world_size):
 
 
 def test_other_data_sets_and_bad_input_are_refused(tmp_path, cifar_sets):
-    from fakedata import write_image_folder
+    from comixup.data.synthetic import write_image_folder
 
     folder = write_image_folder(tmp_path / "imagenet", num_classes=2, per_class=2, size=16)
     train_set, _, test_set, _ = get_datasets("imagenet", str(folder))

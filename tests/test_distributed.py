@@ -17,25 +17,15 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from processes import assert_files_intact, group_members, start_torchrun, wait_for
-from runs import (
-    FINAL_RE,
-    HEADER_RE,
-    TEST_RE,
-    TRAIN_RE,
-    assert_one_error_line,
-    base_args,
-    only_experiment,
-    read_checkpoint,
-)
 
-import checkpoints
-import engine
-import comix
-import distributed
+from comixup import models
+from comixup.mixing import comix
+from comixup.train import checkpoints, distributed, engine, methods
+
 import main
-import methods
-import models
+from processes import assert_files_intact, group_members, start_torchrun, wait_for
+from runs import (FINAL_RE, HEADER_RE, TEST_RE, TRAIN_RE, assert_one_error_line, base_args, only_experiment,
+                  read_checkpoint)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -167,7 +167,7 @@ def test_evaluate_prints_the_test_line_of_the_checkpoint(cifar10_dir, tmp_path, 
 def test_evaluate_runs_on_a_copy_with_fewer_training_images_than_labels_per_class(cifar10_dir, tmp_path, capsys):
     """Evaluation reads only the test split: a reduced copy (2 training images per class, fewer
     than the default --labels_per_class 500) evaluates as the full set does."""
-    from fakedata import write_cifar
+    from comixup.data.synthetic import write_cifar
 
     root = tmp_path / "exp"
     assert main.main(base_args(cifar10_dir, root)) == 0
@@ -220,7 +220,7 @@ def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(cifar10_d
     history are bit-identical to an uninterrupted run's (Co-Mixup on, 2 loader workers)."""
     import torch
 
-    import checkpoints
+    from comixup.train import checkpoints
 
     epochs = 5
     reference_root, root = tmp_path / "reference", tmp_path / "exp"

@@ -16,12 +16,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-import comix
-import engine
+from comixup import models
+from comixup.data.datasets import get_datasets
+from comixup.data.loaders import get_loaders
+from comixup.mixing import comix
+from comixup.train import engine, methods
+
 import main
-import methods
-import models
-from load_data import get_datasets, get_loaders
 from runs import SAVED_FILES, TRAIN_PER_CLASS, base_args, only_experiment, poisoned_builder, read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -130,7 +131,8 @@ def test_a_non_finite_loss_in_the_first_epoch_says_nothing_was_saved(cifar10_dir
 
 
 def test_train_one_epoch_raises_on_the_bad_step(cifar10_dir):
-    from load_data import get_datasets, get_loaders
+    from comixup.data.datasets import get_datasets
+    from comixup.data.loaders import get_loaders
 
     train_set, _, test_set, classes = get_datasets("cifar10", str(cifar10_dir), labels_per_class=6)
     loader, _, _ = get_loaders(train_set, None, test_set, batch_size=20, workers=0)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import engine
+from comixup.train import engine
+
 import main
 from runs import base_args, one_error_line, only_experiment
 

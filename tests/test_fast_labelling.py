@@ -1,20 +1,13 @@
 """The fast solver makes the same moves as the solver of commit 92257cd (bench/reference_solver.py):
 the candidate labels, the bit-set swaps and cuts, and the partition loop's bookkeeping on labels
 only skip or reorganise work, on random problems as on Co-Mixup partitions."""
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import comix
-import comix_solver
-import swap_labelling
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import reference_solver  # noqa: E402
+from bench import reference_solver
+from comixup.mixing import comix, comix_solver, swap_labelling
 
 
 def random_problem(rng, n, n_labels):

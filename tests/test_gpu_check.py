@@ -1,16 +1,11 @@
 """bench/gpu_check.py runs end to end on the CPU (--quick), so the GPU check cannot rot."""
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-from fakedata import write_image_folder
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import comix_solver  # noqa: E402
-import gpu_check  # noqa: E402
+from bench import gpu_check
+from comixup.data.synthetic import write_image_folder
+from comixup.mixing import comix_solver  # noqa: E402
 
 PHASES = ["clean pass", "saliency pooling", "copy to host", "solve", "copy to device", "mixing", "mixed pass",
           "optimiser"]

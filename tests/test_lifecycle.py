@@ -10,8 +10,8 @@ import signal
 import time
 
 import pytest
-from processes import assert_files_intact, finish, group_members, log_has, run_args, start, wait_for
 
+from processes import assert_files_intact, finish, group_members, log_has, run_args, start, wait_for
 
 # --------------------------------------------------------------------------- SIGINT / SIGTERM
 
@@ -19,7 +19,7 @@ from processes import assert_files_intact, finish, group_members, log_has, run_a
 def test_sigint_and_sigterm_end_the_run_cleanly(cifar10_dir, tmp_path, how):
     import torch
 
-    import checkpoints
+    from comixup.train import checkpoints
 
     signum = signal.SIGTERM if how == "SIGTERM" else signal.SIGINT
     root = tmp_path / "exp"

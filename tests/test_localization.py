@@ -17,17 +17,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import localization
+from comixup import models
+from comixup.data.synthetic import write_image_folder as write_class_folder
+from comixup.localization import evaluate as localization
+from comixup.localization.cam import NO_BOX, LocalizationScores, box_from_gray, box_iou, class_activation_maps, to_gray
+from comixup.localization.corrupt import Corruption, background_mask, build_corrupted_set
+from comixup.localization.datasets import CroppedSet, FolderSet, PickleSet, _LazyArray, _Payload, read_restricted_pickle
+from comixup.localization.report import tables_markdown, tables_text
+
 import main as train_main
-import models
-from fakedata import write_image_folder as write_class_folder
 from runs import assert_one_error_line
-from wsol import NO_BOX, LocalizationScores, box_from_gray, box_iou, class_activation_maps, to_gray
-from wsol_corrupt import Corruption, background_mask, build_corrupted_set
-from wsol_data import CroppedSet, FolderSet, PickleSet, _LazyArray, _Payload, read_restricted_pickle
 from wsol_fakes import (CROP, FAKE_SET, ColourCAMNet, images_and_boxes, write_box_csv, write_box_xml,
                         write_image_folder, write_pickles)
-from wsol_report import tables_markdown, tables_text
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

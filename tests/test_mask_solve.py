@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-import comix
-from fakedata import blob_saliency
-from mixup_parallel import PartitionPool
+from comixup.data.synthetic import blob_saliency
+from comixup.mixing import comix
+from comixup.mixing.parallel import PartitionPool
 
 
 def published_mix(x, targets, saliency, m_part, seed):

@@ -12,14 +12,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import baselines
-import comix
+from comixup.data.datasets import dataset_info
+from comixup.mixing import baselines, comix, puzzlemix
+from comixup.models.mixable import MixableClassifier
+from comixup.train import methods
+
 import main
-import methods
-import puzzlemix
-from load_data import dataset_info
-from models.mixable import MixableClassifier
-from runs import assert_one_error_line, TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, base_args, only_experiment, read_checkpoint
+from runs import TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, assert_one_error_line, base_args, only_experiment, read_checkpoint
 
 NUM_CLASSES = 5
 BATCH = 8
@@ -385,7 +384,8 @@ def test_loss_and_settings_name_the_folder(cifar10_dir, tmp_path):
 
 
 def test_train_one_epoch_reports_mix_time(cifar10_dir):
-    from load_data import get_datasets, get_loaders
+    from comixup.data.datasets import get_datasets
+    from comixup.data.loaders import get_loaders
 
     train_set, _, test_set, num_classes = get_datasets("cifar10", str(cifar10_dir), labels_per_class=TRAIN_PER_CLASS)
     loader, _, _ = get_loaders(train_set, None, test_set, batch_size=20, workers=0, seed=0)
@@ -418,7 +418,7 @@ def test_resume_is_bit_identical(cifar10_dir, tmp_path, name):
 
 def test_resume_would_differ_without_the_numpy_state(cifar10_dir, tmp_path, monkeypatch):
     """The resume test above has teeth: with numpy's saved state ignored, the second epoch differs."""
-    import checkpoints
+    from comixup.train import checkpoints
 
     straight, first, resumed = tmp_path / "straight", tmp_path / "first", tmp_path / "resumed"
     assert main.main(base_args(cifar10_dir, straight, "--method", "mixup", "--epochs", "2")) == 0

@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-import models
-from models.init import FC_STD, apply_init, conv_std, init_published_imagenet
+from comixup import models
+from comixup.models.init import FC_STD, apply_init, conv_std, init_published_imagenet
 
 
 def _check_normal(weight: torch.Tensor, std: float, what: str) -> None:

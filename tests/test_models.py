@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-import models
-from models import MODELS, MixableClassifier, build_model, model_names
+from comixup import models
+from comixup.models import MODELS, MixableClassifier, build_model, model_names
 
 ALL_ARCHS = [
     "preactresnet18", "preactresnet34", "preactresnet50", "preactresnet101", "preactresnet152",

@@ -10,7 +10,8 @@ import pytest
 import torchvision.datasets as tv_datasets
 import torchvision.datasets.utils as tv_utils
 
-import engine
+from comixup.train import engine
+
 import load_data
 import main
 from runs import assert_one_error_line, base_args
@@ -149,7 +150,7 @@ def test_labels_per_class_bounds_come_from_the_dataset_info():
 
 
 def test_options_module_holds_the_command_line():
-    import options
+    from comixup.train import options
 
     assert main.get_args_parser is options.get_args_parser
     assert main.validate_args is options.validate_args

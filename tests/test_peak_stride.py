@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import comix
-from fakedata import blob_saliency
+from comixup.data.synthetic import blob_saliency
+from comixup.mixing import comix
 
 
 def test_stride_8_finds_the_8x8_cell_of_each_blob():

@@ -8,11 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import comix
-import puzzlemix as pm
-from fakedata import blob_saliency
-
-
+from comixup.data.synthetic import blob_saliency
+from comixup.mixing import comix
+from comixup.mixing import puzzlemix as pm
 
 
 def all_labellings(n, n_labels):

@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-import models
-from recipe import Phase, Recipe, RecipeError, param_groups, per_process_batch, piecewise_linear
+from comixup import models
+from comixup.train.recipe import Phase, Recipe, RecipeError, param_groups, per_process_batch, piecewise_linear
 
 SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "imagenet_fast.yml"
 PUBLISHED_EPOCHS = [0, 8, 15, 15, 40, 40, 65, 90, 100]

@@ -13,17 +13,16 @@ import pytest
 import torch
 import torch.nn as nn
 from PIL import Image
-from runs import HEADER_RE, TEST_RE, assert_one_error_line, only_experiment, read_checkpoint
 from torchvision.models.resnet import BasicBlock
 
-import distributed
-import engine
+from comixup import models
+from comixup.core.logs import LogPrinter
+from comixup.data.synthetic import write_image_folder
+from comixup.train import distributed, engine, options
+from comixup.train.experiment import RunProgress
+
 import main
-import models
-import options
-from experiment import RunProgress
-from fakedata import write_image_folder
-from utils import LogPrinter
+from runs import HEADER_RE, TEST_RE, assert_one_error_line, only_experiment, read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import comix
-import comix_solver
-import swap_labelling
+from comixup.mixing import comix, comix_solver, swap_labelling
 
 REFERENCE = Path(__file__).with_name("data") / "reference_problems.npz"
 

@@ -9,13 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-import baselines
-import comix
-import models
-import puzzlemix
-import visualize
-from fakedata import blob_saliency, write_cifar, write_image_folder
-from load_data import dataset_info
+from comixup import models
+from comixup.data.datasets import dataset_info
+from comixup.data.synthetic import blob_saliency, write_cifar, write_image_folder
+from comixup.mixing import baselines, comix, puzzlemix
+from comixup.visualize import mixed_batch as visualize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

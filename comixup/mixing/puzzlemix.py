@@ -83,8 +83,8 @@ import torch.nn.functional as F
 from numba import njit
 from torch import Tensor
 
-from baselines import draw_lambda, draw_permutation, mix_targets
-from saliency_blocks import BLOCK_CHOICES, NamespaceConfig, block_saliency, draw_grid_size
+from comixup.mixing.baselines import draw_lambda, draw_permutation, mix_targets
+from comixup.mixing.saliency_blocks import BLOCK_CHOICES, NamespaceConfig, block_saliency, draw_grid_size
 
 __all__ = [
     "PuzzleMix", "PuzzleMixConfig", "PuzzlePlan", "BLOCK_CHOICES", "block_saliency", "boundary_mismatch", "graph_terms",

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from utils import atomic_write, atomic_write_bytes
+from comixup.core.files import atomic_write, atomic_write_bytes
 
 __all__ = ["PUBLISHED_MODELS", "read_results", "tables_text", "tables_markdown", "write_tables", "draw_figure"]
 

@@ -11,8 +11,8 @@ import socket
 import tempfile
 from dataclasses import dataclass
 
-from lifecycle import EXIT_INPUT, RunError
-from utils import remove_stale_temp_files
+from comixup.core.files import remove_stale_temp_files
+from comixup.core.lifecycle import EXIT_INPUT, RunError
 
 __all__ = ["open_exp_dir", "RunProgress", "FolderLock", "LOCK_NAME", "auto_resume_path"]
 

@@ -35,8 +35,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-import distributed
-from utils import atomic_write_bytes
+from comixup.core.files import atomic_write_bytes
+from comixup.train import distributed
 
 __all__ = [
     "CHECKPOINT_NAME", "BEST_NAME", "CHECKPOINT_FORMAT", "HISTORY_KEYS", "CheckpointError", "TrainingState",

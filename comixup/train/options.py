@@ -14,16 +14,15 @@ from typing import Sequence
 
 import torch
 
-import comix_solver
-import distributed
-import lifecycle
-import methods
-import models
-from config_file import parse_args_with_config
-from load_data import DATASETS, dataset_info
-from lifecycle import str2bool
-from models.init import INITS
-from recipe import Recipe, RecipeError
+from comixup import models
+from comixup.core import lifecycle
+from comixup.core.lifecycle import str2bool
+from comixup.data.datasets import DATASETS, dataset_info
+from comixup.mixing import comix_solver
+from comixup.models.init import INITS
+from comixup.train import distributed, methods
+from comixup.train.config_file import parse_args_with_config
+from comixup.train.recipe import Recipe, RecipeError
 
 __all__ = ["AUTO_RESUME", "experiment_name", "get_args_parser", "parse_command_line", "resolve_method",
            "validate_args", "data_folders"]
@@ -258,7 +257,7 @@ def validate_args(args: argparse.Namespace) -> None:
     combinations; the --config recipe's phases and lr_points, their global batches against the
     number of processes, and --m_block_num against every phase's crop) and an existing --resume
     file. Unknown names (dataset, arch, method, solver, ...) are refused by the parser itself. The
-    data folders (:func:`data_folders`) are checked by load_data.check_data_dir, the experiment
+    data folders (:func:`data_folders`) are checked by comixup.data.datasets.check_data_dir, the experiment
     folder by main when it creates it.
     """
     if getattr(args, "method", None) not in methods.METHODS:
@@ -390,7 +389,7 @@ def _train_image_sizes(args: argparse.Namespace) -> list[int]:
 
 
 def data_folders(args: argparse.Namespace) -> list[str]:
-    """The data folders a validated run reads, for load_data.check_data_dir before any heavy
+    """The data folders a validated run reads, for comixup.data.datasets.check_data_dir before any heavy
     work: --data_dir, or with phases every phase's folder (--evaluate: only the last phase's,
     the one evaluation reads)."""
     recipe = Recipe.from_args(args)

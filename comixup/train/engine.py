@@ -21,28 +21,17 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-import checkpoints
-import distributed
-import methods
-import models
-from experiment import RunProgress
-from load_data import (
-    DeviceLoader,
-    EpochSampler,
-    dataset_info,
-    get_datasets,
-    get_device_loaders,
-    get_folder_test_set,
-    get_loaders,
-    get_resized_crop_train_set,
-    get_test_loader,
-    get_train_loader,
-    shutdown_workers,
-)
-from mixup_parallel import PartitionPool
-from models.init import apply_init
-from recipe import Phase, Recipe, param_groups
-from utils import LogPrinter, atomic_pickle_dump, plot_curves
+from comixup import models
+from comixup.core.files import atomic_pickle_dump
+from comixup.core.logs import LogPrinter, plot_curves
+from comixup.data.datasets import dataset_info, get_datasets, get_folder_test_set, get_resized_crop_train_set
+from comixup.data.device_loader import DeviceLoader, get_device_loaders
+from comixup.data.loaders import EpochSampler, get_loaders, get_test_loader, get_train_loader, shutdown_workers
+from comixup.mixing.parallel import PartitionPool
+from comixup.models.init import apply_init
+from comixup.train import checkpoints, distributed, methods
+from comixup.train.experiment import RunProgress
+from comixup.train.recipe import Phase, Recipe, param_groups
 
 __all__ = ["TrainingRun", "EpochProgress", "EpochPlan", "adjust_learning_rate", "warmup_factor", "epoch_seed",
            "set_train_epoch"]
@@ -93,7 +82,7 @@ def set_train_epoch(loader: Loader, seed: int, epoch: int, rank: int = 0, skip_b
     many epochs this process ran before, so a resumed run sees the batches an uninterrupted one
     would.
 
-    A loader of load_data.get_loaders has an :class:`load_data.EpochSampler` (order and loader
+    A loader of :func:`comixup.data.loaders.get_loaders` has an :class:`~comixup.data.loaders.EpochSampler` (order and loader
     workers' per-image seeds from its seed and the epoch), which takes the epoch; its generator
     (used only for the workers' start-up seeds) is re-seeded from (seed, epoch, rank). A
     DeviceLoader takes the epoch. ``skip_batches``: the epoch's first batches already trained on
@@ -104,7 +93,7 @@ def set_train_epoch(loader: Loader, seed: int, epoch: int, rank: int = 0, skip_b
         return
     if not isinstance(loader.sampler, EpochSampler) or loader.generator is None:
         raise ValueError("the training loader needs an EpochSampler and its own generator "
-                         "(build it with load_data.get_loaders)")
+                         "(build it with comixup.data.loaders.get_loaders)")
     loader.sampler.set_epoch(epoch, skip=skip_batches * loader.batch_size)
     loader.generator.manual_seed(epoch_seed(seed, epoch, rank))
 

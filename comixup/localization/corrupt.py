@@ -33,8 +33,8 @@ from typing import IO, Any, Callable, Iterable
 import numpy as np
 from PIL import Image
 
-from load_data import DataError
-from wsol_data import LocalizationSource, Sample, resize_shorter
+from comixup.data.datasets import DataError
+from comixup.localization.datasets import LocalizationSource, Sample, resize_shorter
 
 __all__ = ["CORRUPTIONS", "Corruption", "PickledListWriter", "background_mask", "corrupt", "build_corrupted_set"]
 

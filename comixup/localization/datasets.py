@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from load_data import DataError
+from comixup.data.datasets import DataError
 
 __all__ = ["Sample", "LocalizationSource", "PickleSet", "FolderSet", "CroppedSet", "collate", "open_source",
            "resize_shorter", "read_restricted_pickle", "PICKLE_FILES", "IMAGE_EXTENSIONS"]

@@ -59,10 +59,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
-import baselines
-import comix
-import puzzlemix
-from mixup_parallel import default_workers
+from comixup.mixing import baselines, comix, puzzlemix
+from comixup.mixing.parallel import default_workers
 
 __all__ = [
     "METHODS", "LOSSES", "PUBLISHED_MIXUP_ALPHA", "PUBLISHED_CLEAN_LAM", "PUZZLE_CHUNKS", "StepResult", "Method",
@@ -671,7 +669,7 @@ def build_method(args: Any, num_classes: int, dataset_info: Any, executor: Execu
     """The :class:`Method` that ``args`` (a namespace of main.py's flags, or any object with the
     same attributes) asks for: ``args.method`` in METHODS, ``args.loss`` (default bce), the
     method's flags; a None ``mixup_alpha`` / ``clean_lam`` means the method's published value.
-    ``dataset_info`` (load_data.DatasetInfo) gives Puzzle Mix the images' mean/std; ``executor``
+    ``dataset_info`` (comixup.data.datasets.DatasetInfo) gives Puzzle Mix the images' mean/std; ``executor``
     (a thread pool) solves Co-Mixup partitions / Puzzle Mix pairs concurrently; ``precision``
     (default float32) becomes the method's :attr:`Method.precision`."""
     built = method_class(args.method).from_args(args, num_classes, dataset_info, executor)

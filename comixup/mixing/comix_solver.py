@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 from numba import njit
 
-from swap_labelling import label_grid, make_workspace
+from comixup.mixing.swap_labelling import label_grid, make_workspace
 
 SOLVERS = ("fast", "bkgco", "gco")
 

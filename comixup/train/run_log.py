@@ -223,7 +223,7 @@ def _checkpoint_settings(folder: str, log_path: str) -> dict[str, Any]:
                           f"{{'arch': ..., 'dataset': ...}}) and the folder has no {CHECKPOINT} with them")
     if not os.path.isfile(checkpoint):
         raise missing
-    from checkpoints import CheckpointError, load_checkpoint  # torch: only for this rare case
+    from comixup.train.checkpoints import CheckpointError, load_checkpoint  # torch: only for this rare case
 
     try:
         args = load_checkpoint(checkpoint)["args"]

@@ -1,0 +1,66 @@
+"""Co-Mixup (Kim et al., ICLR 2021): saliency-guided joint mixup with supermodular diversity, and the
+mixup baselines it is compared with, as a library.
+
+    from comixup import CoMixup, saliency_and_clean_loss
+
+    mixer = CoMixup(num_classes=100)
+    saliency, clean_loss, logits = saliency_and_clean_loss(model, x, y, clean_lam=1.0, num_classes=100)
+    mixed_x, mixed_y = mixer(x, y, saliency)
+
+Subpackages, lower layers first (a layer imports only the ones before it):
+
+- :mod:`comixup.core`: atomic files, run logs, metrics, tensor helpers, exit statuses;
+- :mod:`comixup.models`, :mod:`comixup.mixing`, :mod:`comixup.data`: the classifiers, the mixing
+  methods with their solvers, the data sets and loaders;
+- :mod:`comixup.train`: the training run behind ``main.py``;
+- :mod:`comixup.localization`, :mod:`comixup.compare`, :mod:`comixup.visualize`: the evaluation,
+  comparison and drawing commands.
+
+The names below are loaded on first use, so ``import comixup`` itself loads nothing heavy.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "1.0.0"
+
+_EXPORTS = {
+    # Co-Mixup
+    "CoMixup": "comixup.mixing.comix",
+    "CoMixupConfig": "comixup.mixing.comix",
+    "saliency_and_clean_loss": "comixup.mixing.comix",
+    "PartitionPool": "comixup.mixing.parallel",
+    # the baselines
+    "PuzzleMix": "comixup.mixing.puzzlemix",
+    "PuzzleMixConfig": "comixup.mixing.puzzlemix",
+    "input_mixup": "comixup.mixing.baselines",
+    "cutmix": "comixup.mixing.baselines",
+    "ManifoldMix": "comixup.mixing.baselines",
+    "PairMix": "comixup.mixing.baselines",
+    # saliency pooled into blocks, shared by Co-Mixup and Puzzle Mix
+    "block_saliency": "comixup.mixing.saliency_blocks",
+    # models
+    "build_model": "comixup.models",
+    "model_names": "comixup.models",
+    "MixableClassifier": "comixup.models",
+    # the per-batch training loss of every method, as main.py trains them
+    "build_method": "comixup.train.methods",
+    "METHODS": "comixup.train.methods",
+    # helpers
+    "to_one_hot": "comixup.core.tensors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'comixup' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

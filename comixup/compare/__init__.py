@@ -1,0 +1,2 @@
+"""Run comparison: one table (and optionally a figure) from experiment folders; ``compare.py`` is
+its command."""

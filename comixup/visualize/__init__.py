@@ -1,0 +1,1 @@
+"""Pictures of mixed batches; ``visualize.py`` is its command."""
