@@ -9,6 +9,8 @@ import torch
 from bench import reference_solver
 from comixup.mixing import comix, comix_solver, swap_labelling
 
+from solver_calls import grid_labelling, potts_summary, top3
+
 
 def random_problem(rng, n, n_labels):
     """Continuous costs (no exact ties): plain Potts, or with half-half labels built as the
@@ -29,7 +31,7 @@ def test_same_labelling_as_the_reference_solver(n, max_labels):
     rng = np.random.default_rng(n * 100 + max_labels)
     for _ in range(40 if n < 8 else 12):
         unary, potts, beta = random_problem(rng, n, int(rng.integers(2, max_labels + 1)))
-        fast = swap_labelling.solve_grid_labelling(unary, potts, beta, n)
+        fast = grid_labelling(unary, potts, beta, n)
         reference = reference_solver.solve_grid_labelling(unary, potts, beta, n)
         np.testing.assert_array_equal(fast, reference)
 
@@ -39,7 +41,7 @@ def test_bit_set_and_general_paths_agree():
     for _ in range(60):
         n = int(rng.integers(2, 9))
         unary, potts, beta = random_problem(rng, n, int(rng.integers(2, 24)))
-        special, heaviest = swap_labelling.potts_summary(potts, unary.shape[0])
+        special, heaviest = potts_summary(potts, unary.shape[0])
         bits = swap_labelling.make_workspace(n, unary.shape[0])
         general = (swap_labelling._bit_workspace(0, 0), swap_labelling._any_workspace(n, unary.shape[0]))
         labels = [np.zeros(n * n, dtype=np.int64) for _ in range(2)]
@@ -94,4 +96,4 @@ def test_top3_matches_torch_topk_on_random_counts():
         size = int(rng.integers(3, 40))
         counts = rng.integers(0, 6, size) * 0.5 if rng.random() < 0.7 else rng.random(size)
         expected = sorted(torch.topk(torch.from_numpy(counts), 3).indices.tolist())
-        assert comix_solver._top3_like_torch(counts).tolist() == expected
+        assert top3(counts).tolist() == expected

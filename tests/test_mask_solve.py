@@ -1,5 +1,7 @@
-"""CoMixup.start / finish (the solve in flight while the caller works on): same mixed batch and
-targets as the published per-partition functions, with or without threads, on the CPU."""
+"""CoMixup.start / finish (the solve in flight while the caller works on): a self-consistency
+check, the same mixed batch and targets as this project's own per-partition path (the functions
+that keep the published names: get_onehot_matrix, mix_input), with or without threads, on the
+CPU. Parity with the published solver's masks is tested in test_solver.py."""
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,9 @@ from comixup.mixing import comix
 from comixup.mixing.parallel import PartitionPool
 
 
-def published_mix(x, targets, saliency, m_part, seed):
-    """The batch mixed partition by partition with the published functions, draws from seed."""
+def per_partition_mix(x, targets, saliency, m_part, seed):
+    """The batch mixed partition by partition, one get_onehot_matrix and mix_input call each,
+    draws from seed."""
     np.random.seed(seed)
     a_dist = comix.saliency_peak_distance(saliency)
     costs = comix.block_cost(saliency, 4)
@@ -26,12 +29,12 @@ def published_mix(x, targets, saliency, m_part, seed):
 
 
 @pytest.mark.parametrize("batch,m_part", [(60, 20), (47, 20)])
-def test_overlapped_solve_mixes_exactly_as_the_published_functions(batch, m_part):
+def test_overlapped_solve_mixes_exactly_as_the_per_partition_path(batch, m_part):
     torch.manual_seed(0)
     x = torch.randn(batch, 3, 32, 32)
     targets = torch.nn.functional.one_hot(torch.arange(batch) % 7, 7).float()
     saliency = blob_saliency(batch, seed=4) * torch.rand(batch, 1, 1)
-    expected = published_mix(x, targets, saliency, m_part, seed=11)
+    expected = per_partition_mix(x, targets, saliency, m_part, seed=11)
     model = torch.nn.Conv2d(3, 4, 3)
     with PartitionPool(2) as pool:
         mixer = comix.CoMixup(num_classes=7, executor=pool, m_part=m_part)

@@ -142,20 +142,20 @@ def test_the_hooks_see_a_good_command_line(tmp_path, heavy_work):
     assert heavy_work == ["get_datasets", "download"]
 
 
-def test_labels_per_class_bounds_come_from_the_dataset_info():
-    assert load_data.dataset_info("cifar10").train_per_class == 5000
-    assert load_data.dataset_info("cifar100").train_per_class == 500
-    assert load_data.dataset_info("tiny-imagenet-200").train_per_class == 500
-    assert load_data.dataset_info("imagenet").train_per_class is None
-
-
-def test_options_module_holds_the_command_line():
-    from comixup.train import options
-
-    assert main.get_args_parser is options.get_args_parser
-    assert main.validate_args is options.validate_args
-    assert main.experiment_name is options.experiment_name
-    assert main.resolve_method is options.resolve_method
+@pytest.mark.parametrize("dataset, per_class", [("cifar10", 5000), ("cifar100", 500), ("tiny-imagenet-200", 500)])
+def test_labels_per_class_is_bounded_by_the_images_per_class(tmp_path, capsys, heavy_work, dataset, per_class):
+    """Every training image of a class may be asked for: the run goes on to read the data set;
+    one more is refused with one line that gives the allowed range."""
+    if dataset == "tiny-imagenet-200":  # a prepared folder's layout, which is checked first
+        for folder in ("train", "val/images"):
+            (tmp_path / "all" / "data" / folder).mkdir(parents=True)
+    with pytest.raises(Attempted):
+        _run(tmp_path / "all", ["--dataset", dataset, "--labels_per_class", str(per_class)])
+    assert heavy_work == ["get_datasets"]
+    capsys.readouterr()
+    assert _run(tmp_path / "more", ["--dataset", dataset, "--labels_per_class", str(per_class + 1)]) == 2
+    assert_one_error_line(capsys, f"--labels_per_class {per_class + 1}", f"use 1 to {per_class}")
+    assert heavy_work == ["get_datasets"]
 
 
 def test_missing_resume_file_exits_2(cifar10_dir, tmp_path, capsys):

@@ -12,6 +12,8 @@ from comixup.data.synthetic import blob_saliency
 from comixup.mixing import comix
 from comixup.mixing import puzzlemix as pm
 
+from puzzle_calls import level_energy, linear_assignment, transport_cost
+
 
 def all_labellings(n, n_labels):
     return np.array(list(itertools.product(range(n_labels), repeat=n * n))).reshape(-1, n, n)
@@ -46,9 +48,9 @@ def test_graph_cut_reaches_the_brute_force_minimum(n, n_labels):
     labels = pm.solve_levels(unary, np.stack([p[1] for p in problems]), np.stack([p[2] for p in problems]))
     assert labels.shape == (len(problems), n, n) and labels.min() >= 0 and labels.max() < n_labels
     for (u, wd, wr), found in zip(problems, labels):
-        energies = pm.level_energy(every, u, wd, wr)
-        assert pm.level_energy(found, u, wd, wr) == pytest.approx(energies.min(), abs=1e-9)
-        assert pm.level_energy(found, u, wd, wr) == pytest.approx(energy_by_loops(found, u, wd, wr), abs=1e-12)
+        energies = level_energy(every, u, wd, wr)
+        assert level_energy(found, u, wd, wr) == pytest.approx(energies.min(), abs=1e-9)
+        assert level_energy(found, u, wd, wr) == pytest.approx(energy_by_loops(found, u, wd, wr), abs=1e-12)
     assert len({tuple(lab.ravel()) for lab in labels}) > 3  # the problems were not all trivial
 
 
@@ -86,7 +88,7 @@ def test_pipeline_energy_is_the_papers_binary_energy():
         return total
 
     reference = np.array([papers(z) for z in every])
-    ours = pm.level_energy(every, unary[0], w_down[0], w_right[0])
+    ours = level_energy(every, unary[0], w_down[0], w_right[0])
     np.testing.assert_allclose(ours - reference, (ours - reference)[0], atol=1e-12)  # a constant apart
     found = pm.solve_levels(unary, w_down, w_right)[0]
     assert papers(found) == pytest.approx(reference.min(), abs=1e-12)
@@ -151,7 +153,7 @@ def test_linear_assignment_is_exact(m):
         cost = rng.normal(size=(m, m)) if trial % 3 else rng.integers(-1, 2, size=(m, m)).astype(float)
         if trial == 0:
             cost[:] = 1.0  # every assignment ties
-        dest = pm.linear_assignment(cost)
+        dest = linear_assignment(cost)
         assert sorted(dest.tolist()) == list(range(m))
         best = min(objective(cost, np.array(p)) for p in itertools.permutations(range(m)))
         assert objective(cost, dest) == pytest.approx(best, abs=1e-12)
@@ -169,7 +171,7 @@ def test_transport_keeps_every_block_once_and_never_loses_to_identity(side):
     keep[2] = False  # ... nothing kept
     for t_eps in (0.0, 0.05, 0.8):
         dest = pm.solve_transport(sal, keep, t_eps)
-        cost = pm.transport_cost(sal, keep, t_eps)
+        cost = transport_cost(sal, keep, t_eps)
         for b in range(batch):
             assert sorted(dest[b].tolist()) == list(range(side * side))
             assert objective(cost[b], dest[b]) <= objective(cost[b], np.arange(side * side)) + 1e-12
@@ -180,7 +182,7 @@ def test_transport_keeps_every_block_once_and_never_loses_to_identity(side):
             assert (dest[1] == np.arange(side * side)).all() and (dest[2] == np.arange(side * side)).all()
     # with a small move cost, salient blocks do move into the kept part
     dest = pm.solve_transport(sal, keep, 0.05)
-    cost = pm.transport_cost(sal, keep, 0.05)
+    cost = transport_cost(sal, keep, 0.05)
     if side > 2:
         identity = np.arange(side * side)
         assert any(objective(cost[b], dest[b]) < objective(cost[b], identity) - 1e-6 for b in range(3, 6))

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from comixup.mixing import comix, comix_solver, swap_labelling
+from comixup.mixing import comix, comix_solver
+
+from solver_calls import grid_labelling, modular_penalty, resolve_cost, top3
 
 REFERENCE = Path(__file__).with_name("data") / "reference_problems.npz"
 
@@ -40,7 +42,7 @@ def test_two_labels_reach_the_exhaustive_minimum(n):
     for _ in range(40):
         unary = rng.normal(0, 1, (2, n * n))
         beta = rng.uniform(0.05, 1.5)
-        labels = swap_labelling.solve_grid_labelling(unary, potts_matrix(2), beta, n)
+        labels = grid_labelling(unary, potts_matrix(2), beta, n)
         assert grid_energy(labels, unary, potts_matrix(2), beta, n) == pytest.approx(brute_force(unary, potts_matrix(2), beta, n))
 
 
@@ -68,7 +70,7 @@ def test_three_labels_end_swap_optimal(n):
         for _ in range(15):
             unary = rng.normal(0, 1, (3, n * n))
             beta = rng.uniform(0.1, 1.0)
-            labels = swap_labelling.solve_grid_labelling(unary, potts, beta, n)
+            labels = grid_labelling(unary, potts, beta, n)
             assert swap_optimal(labels, unary, potts, beta, n)
             assert grid_energy(labels, unary, potts, beta, n) <= grid_energy(np.zeros(n * n, int), unary, potts, beta, n)
 
@@ -78,14 +80,14 @@ def test_three_labels_often_reach_the_optimum():
     hits = 0
     for _ in range(30):
         unary = rng.normal(0, 1, (3, 4))
-        labels = swap_labelling.solve_grid_labelling(unary, potts_matrix(3), 0.4, 2)
+        labels = grid_labelling(unary, potts_matrix(3), 0.4, 2)
         hits += np.isclose(grid_energy(labels, unary, potts_matrix(3), 0.4, 2), brute_force(unary, potts_matrix(3), 0.4, 2))
     assert hits >= 27
 
 
 def test_min_cut_ties_keep_the_first_label():
     # All-equal costs: GCO keeps the source label on ties; so does the solver (label 0 stays).
-    labels = swap_labelling.solve_grid_labelling(np.zeros((3, 9)), potts_matrix(3), 0.5, 3)
+    labels = grid_labelling(np.zeros((3, 9)), potts_matrix(3), 0.5, 3)
     assert (labels == 0).all()
 
 
@@ -95,7 +97,7 @@ def test_top3_follows_torch_topk_on_ties():
         size = int(rng.integers(3, 40))
         counts = rng.integers(0, 4, size) * 0.5
         expected = sorted(torch.topk(torch.tensor(counts), 3).indices.tolist())
-        assert comix_solver._top3_like_torch(counts).tolist() == expected
+        assert top3(counts).tolist() == expected
 
 
 def test_modular_penalty_hard_and_soft():
@@ -103,9 +105,9 @@ def test_modular_penalty_hard_and_soft():
     A = np.array([[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [0.0, 0.0, 1.0]])
     q = A @ P  # [13.6, 10.4, 20]
     gamma, tau = 0.5, 13.0
-    soft = comix_solver.modular_penalty(P, A, gamma, tau, False)
+    soft = modular_penalty(P, A, gamma, tau, False)
     np.testing.assert_allclose(soft, 2 * gamma * np.maximum(q - tau, 0))
-    hard = comix_solver.modular_penalty(P, A, gamma, tau, True)
+    hard = modular_penalty(P, A, gamma, tau, True)
     over = (q > tau).astype(float)  # inputs 0 and 2
     np.testing.assert_allclose(hard, 2 * gamma * (over * A) @ P)  # the published parse of the formula
     assert hard[1] > 0  # input 1 is under the threshold but shares A with an overused input
@@ -117,7 +119,7 @@ def test_resolve_cost_separates_identical_outputs():
     mask[1, :, 1] = mask[1, 0, 1] = 0.5
     mask[1, :, 3] = 0.5  # also {1, 3}
     mask[2, :, 2] = 1  # {2}
-    add = comix_solver.resolve_cost(mask)
+    add = resolve_cost(mask)
     expected = np.zeros((3, 4))
     expected[0, 1] = 1  # first used input of the first output
     expected[1, 3] = 1  # second used input of the second
@@ -197,12 +199,22 @@ def test_quality_parity_with_the_published_solver():
         assert mine[3] <= 1.10 * published[3], f"{n}x{n} boundary: {mine[3]} vs {published[3]}"
 
 
+# The reference problems whose fast-solver mask differs from the published one, as measured
+# (67 of the 72 are identical). They differ by the published code's rounding of the costs to
+# integers inside GCO (gco-wrapper), which the fast solver does not copy (it computes in
+# float64, as bkgco does). A new problem on this list means the solver's moves or tie rules
+# changed; one leaving it means they changed too: either way, find out why before updating it.
+DIFFERS_FROM_PUBLISHED = [24, 60, 62, 69, 70]
+
+
 def test_fast_solver_retraces_the_published_one():
-    # Same move sequence and tie rules as the published solver: most masks are identical; the
-    # rest differ by the published code's integer rounding of costs inside GCO.
+    # Same move sequence and tie rules as the published solver: every mask but the measured few
+    # is identical to the published one.
     params, problems = load_reference()
-    same = sum(np.array_equal(solve_reference(p, params, "fast").numpy(), p["mask2"] / 2.0) for p in problems)
-    assert same >= 60
+    assert len(problems) == 72
+    differ = [p["index"] for p in problems
+              if not np.array_equal(solve_reference(p, params, "fast").numpy(), p["mask2"] / 2.0)]
+    assert differ == DIFFERS_FROM_PUBLISHED
 
 
 @pytest.mark.skipif(not comix_solver.solver_available("gco"), reason="gco-wrapper is not installed")

@@ -28,26 +28,17 @@ _HALF_PARENT_WEIGHT = 0.25  # published Potts weight between a half-half label a
 
 
 @njit(cache=True, nogil=True)
-def modular_penalty(P, A, gamma, tau, hard):
-    """Per-input cost of the diversity term with the other outputs fixed.
+def _modular_penalty_into(P, A_T, gamma, tau, hard, q, penalty):
+    """Per-input cost of the diversity term with the other outputs fixed, written into penalty
+    (m,), from the inputs' use P (m,) by the other outputs and the transposed compatibility
+    A_T = A.T, with q (m,) as scratch: the partition loop calls it once per output and keeps
+    all three.
 
     q = A @ P. Soft: 2 gamma max(q - tau, 0). Hard, as the published code computes it
     (`(q > tau).float() * A @ P` parses as `((q > tau) * A) @ P`): 2 gamma sum_k A_ik [q_k > tau] P_k,
     which equals the documented 2 gamma [q_i > tau] q_i when A is the identity and differs by
-    O(omega) otherwise. The reference answers follow this form.
-    """
-    m = P.shape[0]
-    penalty = np.zeros(m)
-    _modular_penalty_into(P, np.ascontiguousarray(A.T), gamma, tau, hard, np.zeros(m), penalty)
-    return penalty
-
-
-@njit(cache=True, nogil=True)
-def _modular_penalty_into(P, A_T, gamma, tau, hard, q, penalty):
-    """modular_penalty written into penalty, from the transposed compatibility A_T = A.T, with
-    q (m,) as scratch: the partition loop calls it once per output and keeps all three. Each
-    sum runs over k in order, as the row-by-row loops would; running k outermost lets the
-    compiler vectorise over i."""
+    O(omega) otherwise. The reference answers follow this form. Each sum runs over k in order,
+    as the row-by-row loops would; running k outermost lets the compiler vectorise over i."""
     m = P.shape[0]
     q[:] = 0.0
     for k in range(m):  # q = A @ P, written out: numba's matrix product would need scipy's BLAS
@@ -67,25 +58,11 @@ def _modular_penalty_into(P, A_T, gamma, tau, hard, q, penalty):
 
 
 @njit(cache=True, nogil=True)
-def resolve_cost(mask):
-    """Extra per-input cost that pulls apart outputs using exactly the same set of inputs.
-
-    For each pair j1 < j2 with identical input sets of two or more inputs, the first input
-    costs one more in j1 and the second one more in j2 (scaled by gamma by the caller).
-    mask: (n_out, blocks, m).
-    """
-    n_out = mask.shape[0]
-    m = mask.shape[2]
-    counts = np.zeros((n_out, m))
-    for j in range(n_out):
-        for i in range(m):
-            counts[j, i] = mask[j, :, i].sum()
-    return _resolve_from_counts(counts)
-
-
-@njit(cache=True, nogil=True)
 def _resolve_from_counts(counts):
-    """resolve_cost from each output's input counts (n_out, m)."""
+    """Extra per-input cost (n_out, m) that pulls apart outputs using exactly the same set of
+    inputs, from each output's input counts (n_out, m): for each pair j1 < j2 with identical
+    input sets of two or more inputs, the first input costs one more in j1 and the second one
+    more in j2 (scaled by gamma by the caller)."""
     n_out, m = counts.shape
     add = np.zeros((n_out, m))
     for j1 in range(n_out):
@@ -177,16 +154,6 @@ def _add_link(total, half_beta, a, b, c, e):
             k += 1
         if diff != 0.0:
             total += half_beta * diff * diff
-
-
-@njit(cache=True, nogil=True)
-def _top3_like_torch(counts):
-    """Indices of the 3 largest counts, ties resolved as the published code's torch.topk(k=3)
-    (_top3_into with its own work arrays)."""
-    n = counts.shape[0]
-    top = np.zeros(3, dtype=np.int64)
-    _top3_into(counts, np.zeros(n), np.zeros(n, dtype=np.int64), top)
-    return top
 
 
 @njit(cache=True, nogil=True)
@@ -360,8 +327,9 @@ def _output_problem(parents, n_half, n_base, unary, potts):
 
 @njit(cache=True, nogil=True)
 def _special_labels(parents, n_half, n_base):
-    """potts_summary's special labels of an output's problem: its n_half half-half labels
-    (after the n_base inputs) and their parents, as a bit set (0 past 64 labels)."""
+    """label_grid's special labels of an output's problem (those with a Potts weight other
+    than 0 and 1): its n_half half-half labels (after the n_base inputs) and their parents, as
+    a bit set (0 past 64 labels)."""
     special = np.uint64(0)
     if n_base + n_half > 64:
         return special

@@ -88,7 +88,7 @@ from comixup.mixing.saliency_blocks import BLOCK_CHOICES, NamespaceConfig, block
 
 __all__ = [
     "PuzzleMix", "PuzzleMixConfig", "PuzzlePlan", "BLOCK_CHOICES", "block_saliency", "boundary_mismatch", "graph_terms",
-    "level_prior", "level_energy", "solve_levels", "transport_cost", "linear_assignment", "solve_transport",
+    "level_prior", "solve_levels", "solve_transport",
     "move_blocks",
 ]
 
@@ -209,18 +209,6 @@ def graph_terms(sal_self: np.ndarray, sal_partner: np.ndarray, down: np.ndarray,
     return unary.reshape(batch, n_labels, n * n), w_down, w_right
 
 
-def level_energy(labels: np.ndarray, unary: np.ndarray, w_down: np.ndarray, w_right: np.ndarray) -> np.ndarray:
-    """E(k) of level labellings: labels (..., n, n) ints in 0..L-1 for one problem (unary
-    (L, n*n), w_down (n-1, n), w_right (n, n-1)); returns the energies (...,) in float64."""
-    labels = np.asarray(labels)
-    n_labels = unary.shape[0]
-    n = labels.shape[-1]
-    flat = labels.reshape(labels.shape[:-2] + (n * n,))
-    energy = np.take_along_axis(np.broadcast_to(unary, flat.shape[:-1] + unary.shape),
-                                flat[..., None, :], axis=-2)[..., 0, :].sum(-1)
-    mask = labels / (n_labels - 1)
-    energy = energy + (w_down * (mask[..., :-1, :] - mask[..., 1:, :]) ** 2).sum((-1, -2))
-    return energy + (w_right * (mask[..., :, :-1] - mask[..., :, 1:]) ** 2).sum((-1, -2))
 
 
 # --------------------------------------------------------------------------- compiled graph cut
@@ -453,8 +441,9 @@ def _in_chunks(solve: Callable[..., np.ndarray], arrays: Sequence[np.ndarray], e
 
 def solve_levels(unary: np.ndarray, w_down: np.ndarray, w_right: np.ndarray,
                  executor: Executor | None = None, chunks: int = 8) -> np.ndarray:
-    """Exact minimisers (B, n, n) of :func:`level_energy` for a batch of problems (unary
-    (B, L, n*n), w_down (B, n-1, n), w_right (B, n, n-1), weights >= 0)."""
+    """Exact minimisers (B, n, n) of the mask energy for a batch of problems (unary (B, L, n*n),
+    w_down (B, n-1, n), w_right (B, n, n-1), weights >= 0): labels k (n, n) in 0..L-1 minimising
+    sum_p unary[k_p, p] + sum of w * (k_p - k_q)^2 / (L-1)^2 over the down and right neighbours."""
     unary = np.ascontiguousarray(unary, dtype=np.float64)
     batch, n_labels, size = unary.shape
     n = math.isqrt(size)
@@ -558,35 +547,16 @@ def _transport_batch(saliency, keep, t_eps, side):
     return dest
 
 
-def linear_assignment(cost: np.ndarray) -> np.ndarray:
-    """dest (M,): the permutation minimising sum_i cost[i, dest[i]] for a square cost matrix."""
-    cost = np.ascontiguousarray(cost, dtype=np.float64)
-    if cost.ndim != 2 or cost.shape[0] != cost.shape[1] or not np.isfinite(cost).all():
-        raise ValueError(f"cost must be a finite square matrix, got shape {cost.shape}")
-    m = cost.shape[0]
-    dest = np.empty(m, np.int64)
-    _assign(cost, dest, np.empty(m, np.int64), np.empty(m), np.empty(m), np.empty(m), np.empty(m, np.int64),
-            np.empty(m, np.bool_), np.empty(m, np.bool_))
-    return dest
 
 
-def transport_cost(saliency: np.ndarray, keep: np.ndarray, t_eps: float) -> np.ndarray:
-    """The transport cost matrices (B, M, M), M = T*T: moving block i (row-major) of an image
-    with block saliency (B, T, T) to position j costs t_eps |pos_i - pos_j|^2 / (T-1)^2 -
-    saliency_i * keep_j."""
-    saliency = np.asarray(saliency, dtype=np.float64)
-    batch, side, _ = saliency.shape
-    rows, cols = np.divmod(np.arange(side * side), side)
-    dist = (rows[:, None] - rows[None]) ** 2 + (cols[:, None] - cols[None]) ** 2
-    dist = dist / (side - 1) ** 2 if side > 1 else dist * 0.0
-    return t_eps * dist[None] - saliency.reshape(batch, -1, 1) * np.asarray(keep, np.float64).reshape(batch, 1, -1)
 
 
 def solve_transport(saliency: np.ndarray, keep: np.ndarray, t_eps: float,
                     executor: Executor | None = None, chunks: int = 8) -> np.ndarray:
     """Exact transport of a batch of images: dest (B, T*T), dest[b, i] the position (row-major)
-    block i of image b moves to, minimising the sum of :func:`transport_cost` entries; every
-    block is used exactly once. saliency (B, T, T) normalised block saliency, keep (B, T, T)."""
+    block i of image b moves to, minimising the sum over blocks of the cost of moving block i to
+    position j, t_eps |pos_i - pos_j|^2 / (T-1)^2 - saliency_i * keep_j; every block is used
+    exactly once. saliency (B, T, T) normalised block saliency, keep (B, T, T)."""
     saliency = np.ascontiguousarray(saliency, dtype=np.float64)
     batch, side, _ = saliency.shape
     flat_sal = saliency.reshape(batch, side * side)

@@ -1,6 +1,6 @@
 """The grid labelling of one Co-Mixup output: GCO's alpha-beta swap, compiled.
 
-solve_grid_labelling minimises sum_p unary[l_p, p] + beta * sum_{p~q} potts[l_p, l_q] on an
+label_grid minimises sum_p unary[l_p, p] + beta * sum_{p~q} potts[l_p, l_q] on an
 n x n grid of blocks by alpha-beta swap moves in the order GCO's swap makes them (from label 0
 everywhere, pairs (a, b) with a ascending and b descending, cycles while the energy drops,
 ties to the source label), each move the smallest-sink minimum cut of its blocks, so it
@@ -33,17 +33,45 @@ _UNDECIDED = -1
 _SOURCE = 0  # alpha
 _SINK = 1  # beta_label
 
+# Directions of a block's links (and of a cut-graph node's arcs); the reverse of d is d ^ 2.
+_RIGHT = 0
+_DOWN = 1
+_LEFT = 2
+_UP = 3
+
+# Work arrays are 2-d, one row per role, indexed by these module-level constants (compile-time
+# constants to numba, so the compiled code is that of literal row numbers).
+#
+# Rows of the float work array of both paths that hold the cut graph, by node: residual
+# capacities, changed in place by the cut (_min_cut, _bit_cut).
+_CUT_SOURCE = 2  # s -> node
+_CUT_SINK = 3  # node -> t
+_CUT_ARC = 4  # rows _CUT_ARC + d: the node's arc in direction d
+
+# The general path (_any_workspace, _swap_move, _min_cut). Float rows:
+_ANY_FLIP = 0  # by block: energy change when it takes beta_label instead of alpha, its fixed links included
+_ANY_GAIN = 1  # by cut-graph node: the flip cost with the node's links to other nodes folded in
+_ANY_FLOAT_ROWS = _CUT_ARC + 4
+# Int rows, by block while settling, by cut-graph node in _min_cut:
+_ANY_NODE = 0  # the block's node in the cut graph, -1 for none
+_ANY_SIDE = 1  # _SOURCE, _SINK or _UNDECIDED
+_ANY_DEGREE = 2  # links to swapping blocks still undecided (read while settling only)
+_CUT_QUEUE = 2  # _min_cut's search queue: the degree row, free once settling is done
+_CUT_PARENT = 3  # _min_cut: the node an augmenting path reached the node from (-1 source, -2 unseen)
+_CUT_PARENT_ARC = 4  # _min_cut: the parent's arc that leads to the node
+_ANY_INT_ROWS = 5
+
 
 @njit(cache=True, nogil=True)
 def _neighbour(p: int, d: int, n: int) -> int:
-    """Block next to p in direction d (0 right, 1 down, 2 left, 3 up), or -1 at the border."""
+    """Block next to p in direction d (_RIGHT, _DOWN, _LEFT, _UP), or -1 at the border."""
     row = p // n
     col = p - row * n
-    if d == 0:
+    if d == _RIGHT:
         return p + 1 if col < n - 1 else -1
-    if d == 1:
+    if d == _DOWN:
         return p + n if row < n - 1 else -1
-    if d == 2:
+    if d == _LEFT:
         return p - 1 if col > 0 else -1
     return p - n if row > 0 else -1
 
@@ -61,93 +89,96 @@ def _grid_neighbours(n: int) -> np.ndarray:
 @njit(cache=True, nogil=True, _nrt=False)
 def _min_cut(size, arcs, floats, ints, sink_side):
     """Minimum s-t cut by shortest augmenting paths, on the graph of nodes 0..size-1 (the
-    arrays may be longer), node i having up to 4 arcs (arcs[i, d]: the node that arc d leads to, or -1; that node's arc d ^ 2 leads back).
+    arrays may be longer), node i having up to 4 arcs (arcs[i, d]: the node that arc d leads
+    to, or -1; that node's arc d ^ 2 leads back).
 
-    floats[2, i] / floats[3, i]: capacities s->i and i->t; floats[4 + d, i]: capacity of arc d
-    of i. All are residual capacities, changed in place. Writes sink_side[i]: True for the nodes that can
-    still reach t, i.e. the smallest sink side over all minimum cuts. That is the side the
-    Boykov-Kolmogorov max-flow inside GCO reports (nodes in neither search tree default to the
-    source), so ties resolve as in the published solver. ints[2], ints[3], ints[4]: work rows
-    (queue, parent, arc from the parent). Rows, not slices: numba counts references to each slice.
+    floats[_CUT_SOURCE, i] / floats[_CUT_SINK, i]: capacities s->i and i->t;
+    floats[_CUT_ARC + d, i]: capacity of arc d of i. All are residual capacities, changed in
+    place. Writes sink_side[i]: True for the nodes that can still reach t, i.e. the smallest
+    sink side over all minimum cuts. That is the side the Boykov-Kolmogorov max-flow inside GCO
+    reports (nodes in neither search tree default to the source), so ties resolve as in the
+    published solver. Work rows of ints: _CUT_QUEUE, _CUT_PARENT, _CUT_PARENT_ARC (the caller's
+    degree row among them: see _swap_move). floats and ints are the caller's whole work arrays,
+    so the cut allocates nothing.
     """
     for p in range(size):
-        through = min(floats[2, p], floats[3, p])
-        floats[2, p] -= through
-        floats[3, p] -= through
+        through = min(floats[_CUT_SOURCE, p], floats[_CUT_SINK, p])
+        floats[_CUT_SOURCE, p] -= through
+        floats[_CUT_SINK, p] -= through
     # Most of the flow runs s -> p -> q -> t: push it directly, then search for longer paths.
     # The nodes that reach t after a maximum flow are the same whatever paths carried it.
     for p in range(size):
-        if floats[2, p] <= _EPS:
+        if floats[_CUT_SOURCE, p] <= _EPS:
             continue
         for d in range(4):
             q = arcs[p, d]
-            if q >= 0 and floats[3, q] > _EPS and floats[4 + d, p] > _EPS:
-                flow = min(floats[2, p], floats[4 + d, p], floats[3, q])
-                floats[2, p] -= flow
-                floats[3, q] -= flow
-                floats[4 + d, p] -= flow
-                floats[4 + (d ^ 2), q] += flow
-                if floats[2, p] <= _EPS:
+            if q >= 0 and floats[_CUT_SINK, q] > _EPS and floats[_CUT_ARC + d, p] > _EPS:
+                flow = min(floats[_CUT_SOURCE, p], floats[_CUT_ARC + d, p], floats[_CUT_SINK, q])
+                floats[_CUT_SOURCE, p] -= flow
+                floats[_CUT_SINK, q] -= flow
+                floats[_CUT_ARC + d, p] -= flow
+                floats[_CUT_ARC + (d ^ 2), q] += flow
+                if floats[_CUT_SOURCE, p] <= _EPS:
                     break
     while True:
         head = 0
         tail = 0
         for p in range(size):
-            if floats[2, p] > _EPS:
-                ints[3, p] = -1
-                ints[2, tail] = p
+            if floats[_CUT_SOURCE, p] > _EPS:
+                ints[_CUT_PARENT, p] = -1
+                ints[_CUT_QUEUE, tail] = p
                 tail += 1
             else:
-                ints[3, p] = -2
+                ints[_CUT_PARENT, p] = -2
         found = -1
         while head < tail:
-            p = ints[2, head]
+            p = ints[_CUT_QUEUE, head]
             head += 1
-            if floats[3, p] > _EPS:
+            if floats[_CUT_SINK, p] > _EPS:
                 found = p
                 break
             for d in range(4):
                 q = arcs[p, d]
-                if q >= 0 and ints[3, q] == -2 and floats[4 + d, p] > _EPS:
-                    ints[3, q] = p
-                    ints[4, q] = d
-                    ints[2, tail] = q
+                if q >= 0 and ints[_CUT_PARENT, q] == -2 and floats[_CUT_ARC + d, p] > _EPS:
+                    ints[_CUT_PARENT, q] = p
+                    ints[_CUT_PARENT_ARC, q] = d
+                    ints[_CUT_QUEUE, tail] = q
                     tail += 1
         if found < 0:
             break
-        flow = floats[3, found]
+        flow = floats[_CUT_SINK, found]
         q = found
-        while ints[3, q] != -1:
-            p = ints[3, q]
-            flow = min(flow, floats[4 + ints[4, q], p])
+        while ints[_CUT_PARENT, q] != -1:
+            p = ints[_CUT_PARENT, q]
+            flow = min(flow, floats[_CUT_ARC + ints[_CUT_PARENT_ARC, q], p])
             q = p
-        flow = min(flow, floats[2, q])
-        floats[3, found] -= flow
+        flow = min(flow, floats[_CUT_SOURCE, q])
+        floats[_CUT_SINK, found] -= flow
         q = found
-        while ints[3, q] != -1:
-            p = ints[3, q]
-            d = ints[4, q]
-            floats[4 + d, p] -= flow
-            floats[4 + (d ^ 2), q] += flow
+        while ints[_CUT_PARENT, q] != -1:
+            p = ints[_CUT_PARENT, q]
+            d = ints[_CUT_PARENT_ARC, q]
+            floats[_CUT_ARC + d, p] -= flow
+            floats[_CUT_ARC + (d ^ 2), q] += flow
             q = p
-        floats[2, q] -= flow
+        floats[_CUT_SOURCE, q] -= flow
     # Nodes that reach t through unsaturated arcs: search backwards from t.
     head = 0
     tail = 0
     for p in range(size):
-        sink_side[p] = floats[3, p] > _EPS
+        sink_side[p] = floats[_CUT_SINK, p] > _EPS
         if sink_side[p]:
-            ints[2, tail] = p
+            ints[_CUT_QUEUE, tail] = p
             tail += 1
     while head < tail:
-        q = ints[2, head]
+        q = ints[_CUT_QUEUE, head]
         head += 1
         for d in range(4):
             p = arcs[q, d]
             # the arc p -> q runs in the direction opposite to d as seen from p
-            if p >= 0 and not sink_side[p] and floats[4 + (d ^ 2), p] > _EPS:
+            if p >= 0 and not sink_side[p] and floats[_CUT_ARC + (d ^ 2), p] > _EPS:
                 sink_side[p] = True
-                ints[2, tail] = p
+                ints[_CUT_QUEUE, tail] = p
                 tail += 1
 
 
@@ -157,7 +188,7 @@ def _labelling_energy(labels, unary, potts, beta, nbr):
     energy = 0.0
     for p in range(size):
         energy += unary[labels[p], p]
-        for d in range(2):
+        for d in range(2):  # _RIGHT and _DOWN: each link once
             q = nbr[p, d]
             if q >= 0:
                 energy += beta * potts[labels[p], labels[q]]
@@ -187,8 +218,8 @@ def _any_workspace(n, max_labels):
     size = n * n
     return (_grid_neighbours(n),
             np.zeros((size, 4), dtype=np.int64),  # arcs of the cut graph
-            np.zeros((8, size)),  # flip cost; gain, src, snk, cap[4] of the cut graph
-            np.zeros((5, size), dtype=np.int64),  # graph index, side, degree, parent, pdir
+            np.zeros((_ANY_FLOAT_ROWS, size)),  # rows _ANY_* and _CUT_*
+            np.zeros((_ANY_INT_ROWS, size), dtype=np.int64),  # rows _ANY_* and _CUT_*
             np.zeros(5 * size, dtype=np.int64),  # queue: each block enters it at most 5 times
             np.zeros(size, dtype=np.bool_),  # sink side
             np.zeros(max_labels, dtype=np.int64),  # blocks per label
@@ -222,10 +253,10 @@ def _swap_move(alpha, beta_label, labels, unary, potts, beta, ws, clock):
     block_stamp = ws[_WS_BLOCK_STAMP]
     label_stamp = ws[_WS_LABEL_STAMP]
     size = nbr.shape[0]
-    flip = floats[0]  # energy change when the block takes beta_label instead of alpha
-    local = ints[0]
-    side = ints[1]
-    degree = ints[2]
+    flip = floats[_ANY_FLIP]
+    node = ints[_ANY_NODE]
+    side = ints[_ANY_SIDE]
+    degree = ints[_ANY_DEGREE]
     w = beta * potts[alpha, beta_label]
     tail = 0
     for p in range(size):
@@ -279,35 +310,35 @@ def _swap_move(alpha, beta_label, labels, unary, potts, beta, ws, clock):
     for p in range(size):
         own = labels[p]
         if (own == alpha or own == beta_label) and side[p] == _UNDECIDED:
-            local[p] = k
+            node[p] = k
             queue[k] = p
             k += 1
         else:
-            local[p] = -1
+            node[p] = -1
     if k > 0:
-        gain = floats[1]
-        src = floats[2]
-        snk = floats[3]
-        cap = floats[4:8]
+        # the cut graph of the undecided blocks; _min_cut then reuses the degree row as its queue
+        gain = floats[_ANY_GAIN]
+        source = floats[_CUT_SOURCE]
+        sink = floats[_CUT_SINK]
         for i in range(k):
             gain[i] = flip[queue[i]]
         for i in range(k):
             p = queue[i]
             for d in range(4):
-                cap[d, i] = 0.0
+                floats[_CUT_ARC + d, i] = 0.0
                 arcs[i, d] = -1
                 q = nbr[p, d]
-                j = local[q] if q >= 0 else -1
+                j = node[q] if q >= 0 else -1
                 if j >= 0:
                     arcs[i, d] = j
-                    if d < 2:
+                    if d == _RIGHT or d == _DOWN:
                         # E(a,a) = E(b,b) = 0, E(a,b) = E(b,a) = w: y_p costs w, y_q gets -w, arc p->q 2w
                         gain[i] += w
                         gain[j] -= w
-                        cap[d, i] = 2.0 * w
+                        floats[_CUT_ARC + d, i] = 2.0 * w
         for i in range(k):
-            src[i] = gain[i] if gain[i] > 0 else 0.0
-            snk[i] = -gain[i] if gain[i] < 0 else 0.0
+            source[i] = gain[i] if gain[i] > 0 else 0.0
+            sink[i] = -gain[i] if gain[i] < 0 else 0.0
         _min_cut(k, arcs, floats, ints, sink_side)
         for i in range(k):
             side[queue[i]] = _SINK if sink_side[i] else _SOURCE
@@ -388,7 +419,7 @@ def _unchanged_since(seen, alpha, beta_label, labels, ws):
 
 @njit(cache=True, nogil=True)
 def _label_grid_any(unary, potts, beta, labels, ws):
-    """solve_grid_labelling into labels (n*n,) for any grid and label count, with the work
+    """label_grid into labels (n*n,) for any grid and label count, with the work
     arrays ws of _any_workspace.
 
     Stamps count moves over all the labellings that share ws, so nothing is reset between
@@ -532,35 +563,53 @@ _BW_INTS = 6
 _BW_GRID = 7
 _BW_RELATIVES = 8
 
+# Rows of the bit-set path's float work array (ws[_BW_FLOATS]), by block; rows _CUT_SOURCE,
+# _CUT_SINK and _CUT_ARC + d hold _bit_cut's graph.
+_BIT_FLIP = 0  # energy change when the block takes b rather than a, its fixed links included
+_BIT_CUT_FLIP = 1  # the flip cost given the settled blocks: what _bit_cut decides from
+_BIT_RELATIVE_LINKS = 8  # what its links to relatives of a or b outside the swap add (0 between swaps)
+_BIT_FLOAT_ROWS = 9
+# Rows of its int work array (ws[_BW_INTS]), by search depth (_bit_cut):
+_BIT_PATH = 0  # the augmenting path, one step per depth: block * 4 + direction of the arc taken
+_BIT_LAYERS = 1  # the breadth-first search's layers, each a bit set (stored as int64)
+_BIT_INT_ROWS = 2
+
+
+# Entries of the grid's bit masks (_grid_masks).
+_GRID_NOT_FIRST_COLUMN = 0
+_GRID_NOT_LAST_COLUMN = 1
+_GRID_ALL = 2
+_GRID_SIDE = 3  # n, the blocks per row
+
 
 @njit(cache=True, nogil=True)
 def _grid_masks(n):
-    """[blocks not in the first column, blocks not in the last column, all blocks, n]."""
+    """The bit masks of an n x n grid, entries _GRID_*: blocks not in the first column, blocks
+    not in the last column, all blocks, and n."""
     masks = np.zeros(4, dtype=np.uint64)
     for p in range(n * n):
         bit = _ONE << np.uint64(p)
         if p % n != 0:
-            masks[0] |= bit
+            masks[_GRID_NOT_FIRST_COLUMN] |= bit
         if p % n != n - 1:
-            masks[1] |= bit
-        masks[2] |= bit
-    masks[3] = np.uint64(n)
+            masks[_GRID_NOT_LAST_COLUMN] |= bit
+        masks[_GRID_ALL] |= bit
+    masks[_GRID_SIDE] = np.uint64(n)
     return masks
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _with_neighbours(bits, grid):
     """The blocks of bits and their 4 neighbours (grid: _grid_masks)."""
-    n = grid[3]
-    return (bits | ((bits << _ONE) & grid[0]) | ((bits >> _ONE) & grid[1]) | ((bits << n) & grid[2])
-            | (bits >> n))
+    n = grid[_GRID_SIDE]
+    return (bits | ((bits << _ONE) & grid[_GRID_NOT_FIRST_COLUMN]) | ((bits >> _ONE) & grid[_GRID_NOT_LAST_COLUMN])
+            | ((bits << n) & grid[_GRID_ALL]) | (bits >> n))
 
 
 @njit(cache=True, nogil=True)
 def _bit_workspace(n, max_labels):
     """Work arrays of the bit-set labelling of an n x n grid (n * n <= 64, max_labels <= 64),
-    made once per partition (fields _BW_*). Rows of 2-d arrays are indexed, never sliced:
-    numba counts the references to every slice, which would cost more than a swap."""
+    made once per partition (fields _BW_*; rows of the float and int arrays: _BIT_*, _CUT_*)."""
     size = n * n
     nbr = _grid_neighbours(n)
     nbr_bits = np.zeros(size, dtype=np.uint64)
@@ -573,8 +622,8 @@ def _bit_workspace(n, max_labels):
             np.zeros(size),  # each block's candidate limit
             np.zeros(max_labels, dtype=np.uint64),  # each label's blocks
             np.zeros(max_labels, dtype=np.uint64),  # the blocks that have the label as a candidate
-            np.zeros((9, size)),  # flip cost (row 0); the cut's flip costs, capacities (1 to 7); links to relatives (8)
-            np.zeros((2, size), dtype=np.int64),  # the cut's path and layers
+            np.zeros((_BIT_FLOAT_ROWS, size)),  # rows _BIT_* and _CUT_*
+            np.zeros((_BIT_INT_ROWS, size), dtype=np.int64),  # rows _BIT_PATH, _BIT_LAYERS
             _grid_masks(n),
             np.zeros(max_labels, dtype=np.uint64))  # the labels with a weight other than 0 and 1 to the label
 
@@ -605,9 +654,8 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, relatives, grid
     relatives[x]: the labels with a Potts weight other than 0 and 1 to label x (a half-half
     label's parents, a parent's half-half labels). Every other weight between two labels is 1,
     so a neighbour outside the swap costs the same whether a block takes a or b unless its
-    label is a relative of a or b. floats[0]: each block's flip cost (energy change when it
-    takes b rather than a) with its fixed links; floats[8]: what its links to relatives of a
-    or b outside the swap add to it (kept at 0 between swaps)."""
+    label is a relative of a or b. Rows of floats: _BIT_FLIP, _BIT_RELATIVE_LINKS (kept at 0
+    between swaps), and _BIT_CUT_FLIP, which it fills for _bit_cut."""
     size = nbr_bits.shape[0]
     w = beta * potts[a, b]
     blocks_a = blocks[a]
@@ -627,7 +675,7 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, relatives, grid
             if there != _NO_BITS and step != 0.0:
                 extras = True
                 for p in range(size):
-                    floats[8, p] += step * _count(nbr_bits[p] & there)
+                    floats[_BIT_RELATIVE_LINKS, p] += step * _count(nbr_bits[p] & there)
     # the idle test (a flip of one block that gains its links to blocks of the other label)
     # and the first round of settling
     busy = _NO_BITS
@@ -635,19 +683,19 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, relatives, grid
     to_b = _NO_BITS
     for p in range(size):
         around = nbr_bits[p]
-        diff = unary[b, p] - unary[a, p] + floats[8, p]
+        diff = unary[b, p] - unary[a, p] + floats[_BIT_RELATIVE_LINKS, p]
         in_a = (blocks_a >> np.uint64(p)) & _ONE
         if_a = diff - w * _count(around & blocks_b)
         if_b = -diff - w * _count(around & blocks_a)
         busy |= np.uint64((if_a < 0.0) if in_a else (if_b <= 0.0)) << np.uint64(p)
         cost = diff + w * (_count(around & fixed_a) - _count(around & fixed_b))
-        floats[0, p] = cost
+        floats[_BIT_FLIP, p] = cost
         reach = w * _count(around & movable)
         to_a |= np.uint64(cost >= reach - _EPS) << np.uint64(p)
         to_b |= np.uint64(cost < -reach - _EPS) << np.uint64(p)
     if extras:
         for p in range(size):
-            floats[8, p] = 0.0
+            floats[_BIT_RELATIVE_LINKS, p] = 0.0
     if busy & movable == _NO_BITS:
         return _NO_BITS
     to_a &= movable
@@ -659,7 +707,7 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, relatives, grid
         now_b = _NO_BITS
         for p in range(size):
             around = nbr_bits[p]
-            flip = floats[0, p] + w * (_count(around & to_a) - _count(around & to_b))
+            flip = floats[_BIT_FLIP, p] + w * (_count(around & to_a) - _count(around & to_b))
             reach = w * _count(around & undecided)
             now_a |= np.uint64(flip >= reach - _EPS) << np.uint64(p)
             now_b |= np.uint64(flip < -reach - _EPS) << np.uint64(p)
@@ -672,7 +720,7 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, relatives, grid
     if undecided:
         for p in range(size):
             around = nbr_bits[p]
-            floats[1, p] = floats[0, p] + w * (_count(around & to_a) - _count(around & to_b))
+            floats[_BIT_CUT_FLIP, p] = floats[_BIT_FLIP, p] + w * (_count(around & to_a) - _count(around & to_b))
         to_b |= _bit_cut(undecided, w, grid, floats, ints)
     changed = (to_b & blocks_a) | (movable & blocks_b & ~to_b)
     rest = changed
@@ -685,21 +733,22 @@ def _bit_swap(a, b, movable, labels, unary, potts, beta, blocks, relatives, grid
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _bit_cut(undecided, w, grid, floats, ints):
-    """The smallest-sink minimum cut deciding the undecided blocks (a bit set; floats[1, p]:
-    the flip cost of block p given the settled blocks, a link between two undecided blocks
-    costing w when cut), as _min_cut finds it, with the graph and its searches on bit sets:
-    a breadth-first search moves a whole layer of blocks one step in each of the 4 directions
-    at once. Returns the blocks on the sink side (those that take b).
+    """The smallest-sink minimum cut deciding the undecided blocks (a bit set;
+    floats[_BIT_CUT_FLIP, p]: the flip cost of block p given the settled blocks, a link between
+    two undecided blocks costing w when cut), as _min_cut finds it, with the graph and its
+    searches on bit sets: a breadth-first search moves a whole layer of blocks one step in each
+    of the 4 directions at once. Returns the blocks on the sink side (those that take b).
 
     Graph (as in _swap_move): s -> p with capacity max(gain_p, 0), p -> t with max(-gain_p, 0),
     and for each link (p, q), q right of or below p, an arc p -> q of capacity 2w; gain_p is
     the flip cost plus w per link to a block right or below minus w per link to one left or
-    above. Work rows, indexed by block: floats[2], floats[3] the terminal capacities,
-    floats[4 + d] the arcs'; ints[0] the augmenting path, ints[1] the search's layers."""
-    n = grid[3]
+    above. Work rows, indexed by block: floats[_CUT_SOURCE], floats[_CUT_SINK] the terminal
+    capacities, floats[_CUT_ARC + d] the arcs'; ints[_BIT_PATH] the augmenting path,
+    ints[_BIT_LAYERS] the search's layers."""
+    n = grid[_GRID_SIDE]
     row = np.int64(n)  # the index step between a block and the one below
-    # residual[d]: blocks whose arc in direction d (0 right, 1 down, 2 left, 3 up) has capacity
-    right = undecided & (undecided >> _ONE) & grid[1]
+    # residual_*: the blocks whose arc in that direction has capacity left
+    right = undecided & (undecided >> _ONE) & grid[_GRID_NOT_LAST_COLUMN]
     down = undecided & (undecided >> n)
     residual_right = right if 2.0 * w > _EPS else _NO_BITS
     residual_down = down if 2.0 * w > _EPS else _NO_BITS
@@ -711,7 +760,7 @@ def _bit_cut(undecided, w, grid, floats, ints):
     while rest:
         p = _lowest_bit(rest)
         rest &= rest - _ONE
-        gain = floats[1, p]
+        gain = floats[_BIT_CUT_FLIP, p]
         if _has(right, p):
             gain += w
         if _has(down, p):
@@ -720,22 +769,22 @@ def _bit_cut(undecided, w, grid, floats, ints):
             gain -= w
         if p >= row and _has(down, p - row):
             gain -= w
-        floats[4, p] = 2.0 * w if _has(right, p) else 0.0
-        floats[5, p] = 2.0 * w if _has(down, p) else 0.0
-        floats[6, p] = 0.0
-        floats[7, p] = 0.0
-        floats[2, p] = gain if gain > 0 else 0.0
-        floats[3, p] = -gain if gain < 0 else 0.0
-        if floats[2, p] > _EPS:
+        floats[_CUT_ARC + _RIGHT, p] = 2.0 * w if _has(right, p) else 0.0
+        floats[_CUT_ARC + _DOWN, p] = 2.0 * w if _has(down, p) else 0.0
+        floats[_CUT_ARC + _LEFT, p] = 0.0
+        floats[_CUT_ARC + _UP, p] = 0.0
+        floats[_CUT_SOURCE, p] = gain if gain > 0 else 0.0
+        floats[_CUT_SINK, p] = -gain if gain < 0 else 0.0
+        if floats[_CUT_SOURCE, p] > _EPS:
             sources |= _ONE << np.uint64(p)
-        if floats[3, p] > _EPS:
+        if floats[_CUT_SINK, p] > _EPS:
             sinks |= _ONE << np.uint64(p)
     while sources and sinks:
-        # breadth-first layers from the sources, stored as bit sets in ints[1]
+        # breadth-first layers from the sources, stored as bit sets in ints[_BIT_LAYERS]
         layer = sources
         visited = sources
         depth = 0
-        ints[1, 0] = np.int64(layer)
+        ints[_BIT_LAYERS, 0] = np.int64(layer)
         while layer & sinks == _NO_BITS:
             layer = (((layer & residual_right) << _ONE) | ((layer & residual_down) << n)
                      | ((layer & residual_left) >> _ONE) | ((layer & residual_up) >> n)) & ~visited
@@ -743,55 +792,55 @@ def _bit_cut(undecided, w, grid, floats, ints):
                 break
             visited |= layer
             depth += 1
-            ints[1, depth] = np.int64(layer)
+            ints[_BIT_LAYERS, depth] = np.int64(layer)
         if layer == _NO_BITS:
             break
         # walk back from a sink block of the last layer, one predecessor per layer
         q = _lowest_bit(layer & sinks)
         end = q
-        flow = floats[3, q]
+        flow = floats[_CUT_SINK, q]
         for level in range(depth - 1, -1, -1):
-            previous = np.uint64(ints[1, level])
+            previous = np.uint64(ints[_BIT_LAYERS, level])
             if q >= 1 and _has(previous & residual_right, q - 1):
-                p, d = q - 1, 0
+                p, d = q - 1, _RIGHT
             elif q >= row and _has(previous & residual_down, q - row):
-                p, d = q - row, 1
+                p, d = q - row, _DOWN
             elif q + 1 < 64 and _has(previous & residual_left, q + 1):
-                p, d = q + 1, 2
+                p, d = q + 1, _LEFT
             else:
-                p, d = q + row, 3
-            ints[0, level] = p * 4 + d
-            flow = min(flow, floats[4 + d, p])
+                p, d = q + row, _UP
+            ints[_BIT_PATH, level] = p * 4 + d
+            flow = min(flow, floats[_CUT_ARC + d, p])
             q = p
-        flow = min(flow, floats[2, q])
-        floats[2, q] -= flow
-        if floats[2, q] <= _EPS:
+        flow = min(flow, floats[_CUT_SOURCE, q])
+        floats[_CUT_SOURCE, q] -= flow
+        if floats[_CUT_SOURCE, q] <= _EPS:
             sources &= ~(_ONE << np.uint64(q))
-        floats[3, end] -= flow
-        if floats[3, end] <= _EPS:
+        floats[_CUT_SINK, end] -= flow
+        if floats[_CUT_SINK, end] <= _EPS:
             sinks &= ~(_ONE << np.uint64(end))
         for level in range(depth):
-            p = ints[0, level] // 4
-            d = ints[0, level] % 4
-            q = p + (1 if d == 0 else row if d == 1 else -1 if d == 2 else -row)
-            floats[4 + d, p] -= flow
-            floats[4 + (d ^ 2), q] += flow
+            p = ints[_BIT_PATH, level] // 4
+            d = ints[_BIT_PATH, level] % 4
+            q = p + (1 if d == _RIGHT else row if d == _DOWN else -1 if d == _LEFT else -row)
+            floats[_CUT_ARC + d, p] -= flow
+            floats[_CUT_ARC + (d ^ 2), q] += flow
             bit_p = _ONE << np.uint64(p)
             bit_q = _ONE << np.uint64(q)
-            if d == 0:
-                if floats[4, p] <= _EPS:
+            if d == _RIGHT:
+                if floats[_CUT_ARC + _RIGHT, p] <= _EPS:
                     residual_right &= ~bit_p
                 residual_left |= bit_q
-            elif d == 1:
-                if floats[5, p] <= _EPS:
+            elif d == _DOWN:
+                if floats[_CUT_ARC + _DOWN, p] <= _EPS:
                     residual_down &= ~bit_p
                 residual_up |= bit_q
-            elif d == 2:
-                if floats[6, p] <= _EPS:
+            elif d == _LEFT:
+                if floats[_CUT_ARC + _LEFT, p] <= _EPS:
                     residual_left &= ~bit_p
                 residual_right |= bit_q
             else:
-                if floats[7, p] <= _EPS:
+                if floats[_CUT_ARC + _UP, p] <= _EPS:
                     residual_up &= ~bit_p
                 residual_down |= bit_q
     # the blocks that can still reach t: backwards from the blocks with sink capacity left
@@ -897,51 +946,32 @@ def _label_grid_bits(unary, potts, beta, labels, ws, special, heaviest):
 
 @njit(cache=True, nogil=True)
 def make_workspace(n, max_labels):
-    """Work arrays for the labellings of an n x n grid with up to max_labels labels (label_grid)."""
+    """Work arrays for the labellings of an n x n grid with up to max_labels labels (label_grid):
+    (the bit-set path's, the general path's), the one that will not run made empty."""
     if n * n <= 64 and max_labels <= 64:
         return _bit_workspace(n, max_labels), _any_workspace(0, 0)
     return _bit_workspace(0, 0), _any_workspace(n, max_labels)
 
 
-@njit(cache=True, nogil=True)
-def potts_summary(potts, n_labels):
-    """(special, heaviest) of label_grid for the first n_labels labels of potts: the bit set of
-    the labels with a weight other than 0 and 1 (0 past 64 labels, where label_grid does not
-    use it), and the largest weight."""
-    special = _NO_BITS
-    heaviest = 0.0
-    for label in range(n_labels):
-        for other in range(n_labels):
-            weight = potts[label, other]
-            heaviest = max(heaviest, weight)
-            if weight != 0.0 and weight != 1.0 and n_labels <= 64:
-                special |= _ONE << np.uint64(label)
-    return special, heaviest
-
-
 @njit(cache=True, nogil=True, _nrt=False)
 def label_grid(unary, potts, beta, labels, ws, special, heaviest):
-    """solve_grid_labelling into labels, with the work arrays ws of make_workspace, for
-    unary (n_labels, n*n) and the first n_labels rows and columns of potts (non-negative
-    weights). special, heaviest: potts_summary(potts, n_labels), which a caller that builds
-    potts knows without looking."""
-    if ws[0][0].shape[0] == labels.shape[0] and unary.shape[0] <= 64:
-        _label_grid_bits(unary, potts, beta, labels, ws[0], special, heaviest)
-    else:
-        _label_grid_any(unary, potts, beta, labels, ws[1])
-
-
-@njit(cache=True, nogil=True)
-def solve_grid_labelling(unary, potts, beta, n):
     """Alpha-beta swap minimisation of sum_p unary[l_p, p] + beta * sum_{p~q} potts[l_p, l_q]
     on an n x n grid, the move sequence of the published solver (GCO's swap): start from label
     0 everywhere; each cycle visits the pairs (a, b), a ascending, b descending from the last
-    label to a + 1; cycles repeat while the energy decreases. Returns the labels (n*n,).
+    label to a + 1; cycles repeat while the energy decreases. Writes the labels into labels
+    (n*n,). Moves that provably change nothing are skipped, which leaves the result, move for
+    move, as it was.
 
-    Moves that provably change nothing are skipped, which leaves the result, move for move,
-    as it was.
+    unary (n_labels, n*n); potts: its first n_labels rows and columns, non-negative weights;
+    ws: make_workspace(n, at least n_labels), shared by the labellings of a partition. special:
+    the labels with a weight other than 0 and 1 to some label, as a bit set (read up to 64
+    labels only); heaviest: the largest weight, or any bound above it (a tighter bound rules
+    out more moves before any work). The caller that builds potts knows both without looking
+    (the partition loop: the half-half labels and their parents, and 1).
     """
-    labels = np.zeros(n * n, dtype=np.int64)
-    special, heaviest = potts_summary(potts, unary.shape[0])
-    label_grid(unary, potts, beta, labels, make_workspace(n, unary.shape[0]), special, heaviest)
-    return labels
+    bit_ws = ws[0]
+    any_ws = ws[1]
+    if bit_ws[_BW_NBR_BITS].shape[0] == labels.shape[0] and unary.shape[0] <= 64:
+        _label_grid_bits(unary, potts, beta, labels, bit_ws, special, heaviest)
+    else:
+        _label_grid_any(unary, potts, beta, labels, any_ws)

@@ -27,7 +27,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 __all__ = ["LaunchError", "DistInfo", "env_world", "env_rank", "session", "init", "shutdown",
-           "sum_across_ranks", "all_true", "max_across_ranks", "gather_objects", "broadcast_buffers", "rank_seed"]
+           "sum_across_ranks", "max_across_ranks", "gather_objects", "broadcast_buffers", "rank_seed"]
 
 
 class LaunchError(Exception):
@@ -157,17 +157,6 @@ def sum_across_ranks(values: Sequence[float], info: DistInfo) -> list[float]:
     buffer = torch.tensor([float(v) for v in values], dtype=torch.float64, device=info.device)
     dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
     return buffer.tolist()
-
-
-def all_true(flag: bool, info: DistInfo) -> bool:
-    """True when ``flag`` is True on every rank (a MIN all-reduce, so every rank gets the same
-    answer and can take the same branch); ``flag`` itself in a single process. Every rank must
-    call it."""
-    if not info.distributed:
-        return bool(flag)
-    buffer = torch.tensor([1.0 if flag else 0.0], device=info.device)
-    dist.all_reduce(buffer, op=dist.ReduceOp.MIN)
-    return bool(buffer.item() > 0.5)
 
 
 def max_across_ranks(values: Sequence[float], info: DistInfo) -> list[float]:
