@@ -4,7 +4,8 @@
     python bench/gpu_check.py --device cpu --quick --data_dir DIR        # seconds; the test suite runs it
 
 DIR holds CIFAR-format images as class folders: DIR/train/<class>/*.png and DIR/test/<class>/*.png
-(the 5,000 + 1,000 CIFAR-10 development images). Everything runs on images held on the device
+(for instance 5,000 + 1,000 CIFAR-10 images, written from the CIFAR-10 archive as docs/data.md
+shows; the default DIR is that folder). Everything runs on images held on the device
 (uint8, cropped, flipped and normalised there), preactresnet18 at full width, batch 100. Prints
 and writes to --out (JSON, written whole or not at all):
 
@@ -58,7 +59,8 @@ class UsageError(Exception):
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
-    parser.add_argument("--data_dir", default="data/cifar10-dev", help="folder with train/ and test/ class folders")
+    parser.add_argument("--data_dir", default="data/cifar10-images",
+                        help="folder with train/ and test/ class folders of 32x32 images")
     parser.add_argument("--out", default="gpu_check.json", help="results file (JSON)")
     parser.add_argument("--quick", action="store_true",
                         help="batch 40, one step each, a narrow model, one epoch on 80 images: checks that it runs")

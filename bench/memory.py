@@ -5,7 +5,7 @@
     python bench/memory.py --collect              # a full garbage collection after each epoch
 
 Each configuration runs ``main.main`` in a fresh process (so that its peak RSS is its own) on a
-generated CIFAR-10 (tests/fakedata.write_cifar, --per_class training images per class, in a
+generated CIFAR-10 (comixup.data.synthetic.write_cifar, --per_class training images per class, in a
 temporary folder), with Co-Mixup on, checkpoints and logs written as usual. After every
 epoch's files are saved it records: the training process's resident memory (VmRSS of
 /proc/self/status), its thread count (the mixing thread pool included), the loader worker

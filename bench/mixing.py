@@ -1,6 +1,6 @@
 """Benchmark: Co-Mixup mixing time per batch, its objective, and the training-step cost.
 
-    python bench/mixing.py --data_dir ../shared/data/cifar10-dev/train
+    python bench/mixing.py --data_dir ./data/cifar10-images/train --train_epochs 4
     python bench/mixing.py                      # generated saliency instead of real images
 
 Prints, for each solver backend available here (fast = the compiled solver, bkgco / gco = the
@@ -9,7 +9,9 @@ GCO alpha-beta swap from Python, the published design), the time of `mixup_proce
 mean published objective (obj_fn) and thresholded objective per partition. With --step it then
 runs bench/step_times.py for Co-Mixup: one training step of preactresnet18 (clean pass + mixing +
 mixed pass) against a vanilla step, and their ratio. Saliency is the real input gradient of a model on real images
-(`--data_dir`, an ImageFolder of CIFAR-sized images), from a fresh model or a `--resume`d one.
+(`--data_dir`, an ImageFolder of CIFAR-sized images, e.g. the one docs/data.md shows how to write
+from the CIFAR-10 archive), from a fresh model, one trained --train_epochs epochs on those images,
+or a `--resume`d one.
 """
 from __future__ import annotations
 

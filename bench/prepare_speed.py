@@ -54,7 +54,8 @@ def main() -> None:
         print(f"{args.images} JPEGs of {', '.join(f'{w}x{h}' for w, h in SHAPES)}; sizes 160 and 352; "
               f"{os.cpu_count()} cores")
         for workers in args.workers:
-            job = prepare_imagenet.Job(src=src, dst=Path(tmp) / f"dst{workers}", sizes=(160, 352), quality=90)
+            job = prepare_imagenet.Job(src=src, dst=Path(tmp) / f"dst{workers}", sizes=(160, 352),
+                                       quality=prepare_imagenet.DEFAULT_QUALITY)
             start = time.perf_counter()
             summary = prepare_imagenet.prepare(job, workers, progress=False)
             seconds = time.perf_counter() - start

@@ -1,7 +1,7 @@
 """Benchmark: time of one partition's solve on one CPU thread, before and after the GPU-speed work.
 
-    python bench/solver_speed.py --data_dir ../shared/data/cifar10-dev/train --train_epochs 4
-    python bench/solver_speed.py --data_dir ../shared/data/cifar10-dev/train --resume MODEL
+    python bench/solver_speed.py --data_dir ./data/cifar10-images/train --train_epochs 4
+    python bench/solver_speed.py --data_dir ./data/cifar10-images/train --resume MODEL
     python bench/solver_speed.py                        # generated saliency instead of real images
 
 Builds the partitions of a few batches exactly as Co-Mixup does (block costs with the Dirichlet
@@ -11,7 +11,8 @@ with the solver as it was before (bench/reference_solver.py, frozen at commit 92
 partition loop and its grid labelling), taking turns partition by partition so that both see
 the same load. Prints the median time per partition of each, on the wall clock and as CPU time
 of the solving thread (steadier on a shared machine), their ratio, and checks that both return
-the same masks.
+the same masks. ``--data_dir`` is an ImageFolder of 32x32 images (docs/data.md shows how to
+write one from the CIFAR-10 archive).
 """
 from __future__ import annotations
 

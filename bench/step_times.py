@@ -3,7 +3,7 @@
     python bench/step_times.py                                # CPU, preactresnet18, batch 100
     python bench/step_times.py --device cuda --steps 20 --amp bf16
     python bench/step_times.py --methods vanilla,puzzle --threads 2
-    python bench/step_times.py --methods comix --data_dir ../shared/data/cifar10-dev/train
+    python bench/step_times.py --methods comix --data_dir ./data/cifar10-images/train
 
 A step is what main.py's train_one_epoch does per batch: zero_grad, the method's forward passes
 (for comix and puzzle the clean pass that gives the saliency, then the mixing, then the mixed
@@ -15,8 +15,9 @@ True). Prints, per method, the median over --steps timed steps (after --warmup u
 which also compile the numba solvers) of the step time, its ratio to vanilla's, and the median
 time spent mixing, and the training throughput in images per second. Methods take turns step
 by step, so a change of the machine's load during the run affects them alike. ``--data_dir``
-(an ImageFolder of 32x32 images) uses real images instead, whose saliency makes the mask
-solvers work harder; ``--amp`` runs the forward passes under autocast as main.py's ``--amp``.
+(an ImageFolder of 32x32 images, e.g. CIFAR-10's: see docs/data.md) uses real images instead,
+whose saliency makes the mask solvers work harder; ``--amp`` runs the forward passes under
+autocast as main.py's ``--amp``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``python tests/main_fake_cifar.py ARGS``: main.main(ARGS) on CIFAR files written by fakedata.write_cifar,
+"""``python tests/main_fake_cifar.py ARGS``: main.main(ARGS) on CIFAR files written by synthetic.write_cifar,
 for tests that start main.py in other processes (alone or under torchrun), where the cifar_no_md5
 fixture cannot reach.
 

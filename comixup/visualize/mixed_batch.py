@@ -1,7 +1,7 @@
 """Draw one batch mixed by Co-Mixup (or a baseline) as a three-row PNG.
 
-    python visualize.py --dataset cifar10 --data_dir ../shared/data/cifar10-dev/test \\
-        --resume checkpoint/model_best.pth.tar --num_images 8 --out images/figure.png
+    python visualize.py --dataset cifar10 --data_dir ./data/cifar10-images/test \\
+        --resume experiments/<name>/model_best.pth.tar --num_images 8 --out images/figure.png
 
 Row 1 shows the inputs (de-normalised), row 2 their input-gradient saliency maps as heat maps,
 row 3 the mixed outputs, each annotated with the inputs it draws from and their shares
@@ -10,8 +10,8 @@ the mixing weights for mixup and CutMix. ``--grid`` outlines the mask blocks (Cu
 
 ``--data_dir`` is either the data set's usual folder (read with ``comixup.data.datasets.get_datasets``,
 never downloading; ``--split`` picks train or test) or one ImageFolder of images of the data
-set's size (class folders of images, e.g. ``cifar10-dev/test``). Either way the data set's
-test transform applies (no random augmentation). An ImageFolder's labels are its sorted folder
+set's size (class folders of images, e.g. ``./data/cifar10-images/test``, see docs/data.md).
+Either way the data set's test transform applies (no random augmentation). An ImageFolder's labels are its sorted folder
 positions, as for the folder data sets in training; folders named after the CIFAR classes get
 CIFAR's indices (both orders are alphabetical). The images come from distinct classes where
 the data allows.

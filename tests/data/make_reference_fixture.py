@@ -1,11 +1,14 @@
-"""Rebuild reference_problems.npz from the project's shared reference file.
+"""Rebuild reference_problems.npz from a full file of reference labelling problems.
 
-    python tests/data/make_reference_fixture.py ../shared/reference/solver_problems.pt
+    python tests/data/make_reference_fixture.py SOLVER_PROBLEMS.pt
 
-The shared file (72 labelling problems with the published solver's answers, see its README)
-is not part of a user's checkout, so the tests read this compact copy: block costs, A, the
-initial labelling, the published masks (as 2 x mask, uint8) and objectives, plus the saliency
-maps and peak distances of one problem per grid size (the rest are left out).
+SOLVER_PROBLEMS.pt is a torch-saved dict: ``params`` (the solver settings beta, gamma, thres,
+niter) and ``problems``, a list of 72 labelling problems (48 of 4x4 blocks, 12 of 2x2, 12 of
+8x8), each with its inputs (block costs, compatibility A, initial labelling, saliency maps and
+saliency-peak distances) and the published solver's answers to it (mask and both objectives).
+The full file is not part of the repository, so the tests read this compact copy: block costs,
+A, the initial labelling, the published masks (as 2 x mask, uint8) and objectives, plus the
+saliency maps and peak distances of one problem per grid size (the rest are left out).
 """
 import sys
 from pathlib import Path
