@@ -9,7 +9,10 @@ loop. Each epoch writes ``log.txt``, ``log.pkl``, ``loss.png``, ``acc.png``,
 ``checkpoint.pth.tar`` and, when the test accuracy improves, ``model_best.pth.tar`` to
 ``--root_dir/<experiment name>`` (nothing with ``--log_off``). ``--resume`` continues a run from
 our checkpoints bit-identically on the CPU, and also reads the published checkpoint;
-``python main.py --evaluate --resume FILE`` only evaluates on the test set.
+``python main.py --evaluate --resume FILE`` only evaluates on the test set. After every Test
+line a ``**Calib**`` line gives the test set's expected calibration error (--ece_bins bins);
+with --evaluate, ``--fgsm EPS ...`` and ``--corruption_dir DIR`` add the FGSM and CIFAR-C errors
+(:mod:`comixup.evaluation`).
 ``--config FILE.yml`` takes flag values from a YAML file, and its ``phases:`` and ``lr_points:``
 a multi-phase run (the published ImageNet recipe: configs/imagenet_fast.yml).
 
@@ -45,13 +48,16 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from comixup.core import lifecycle
+from comixup.core.calibration import DEFAULT_BINS, CalibrationMeter
 from comixup.core.lifecycle import (EXIT_DIVERGED, EXIT_INPUT, EXIT_IO, EXIT_OK, RunError, error_line, os_error_text,
                                     report, stop_on_signals)
 from comixup.core.logs import LogPrinter, ScalarLog, convert_secs2time, time_string
 from comixup.core.metrics import AverageMeter, accuracy
 from comixup.core.tensors import to_one_hot
+from comixup.data.cifar_c import open_release
 from comixup.data.datasets import DataError, check_data_dir, dataset_info
 from comixup.data.device_loader import DeviceLoader
+from comixup.evaluation.report import RobustnessRequest, report_robustness
 from comixup.train import distributed, methods
 from comixup.train.checkpoints import CHECKPOINT_NAME, CheckpointError, check_fits, load_checkpoint
 from comixup.train.engine import EpochPlan, TrainingRun, log_run_header
@@ -163,9 +169,11 @@ def train_one_epoch(model: nn.Module, loader: DataLoader | DeviceLoader, optimiz
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader | DeviceLoader, num_classes: int,
              precision: methods.Precision | None = None,
-             dist_info: distributed.DistInfo | None = None) -> dict[str, float]:
+             dist_info: distributed.DistInfo | None = None, ece_bins: int = DEFAULT_BINS) -> dict[str, float]:
     """Top-1/top-5 accuracy (percent) and the published loss, BCE(softmax(logits), one-hot)
     averaged over images, of ``model`` in eval mode on ``loader``; the model's mode is restored.
+    Also its calibration (:mod:`comixup.core.calibration`): ece (percent, ``ece_bins`` bins), nll
+    (mean, nats) and confidence (mean top-1 softmax probability, percent).
 
     Forwards run under ``precision``'s autocast (the loss in float32). Under DDP each rank
     evaluates its shard of the set with the plain (unwrapped) model, and the sums and counts are
@@ -176,6 +184,7 @@ def evaluate(model: nn.Module, loader: DataLoader | DeviceLoader, num_classes: i
     was_training = model.training
     model.eval()
     losses, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
+    calibration = CalibrationMeter(ece_bins)
     try:
         for images, target in loader:
             images = images.to(dist_info.device, non_blocking=True)
@@ -188,13 +197,17 @@ def evaluate(model: nn.Module, loader: DataLoader | DeviceLoader, num_classes: i
             losses.update(loss.item(), images.shape[0])
             top1.update(prec1, images.shape[0])
             top5.update(prec5, images.shape[0])
+            calibration.update(logits, target)
     finally:
         model.train(was_training)
-    loss_sum, top1_sum, top5_sum, count = distributed.sum_across_ranks(
-        [losses.sum, top1.sum, top5.sum, losses.count], dist_info)
+    # one all-reduce: the published sums first, then the calibration's raw sums (never averages)
+    loss_sum, top1_sum, top5_sum, count, *calibration_sums = distributed.sum_across_ranks(
+        [losses.sum, top1.sum, top5.sum, losses.count, *calibration.sums()], dist_info)
+    calibration = CalibrationMeter.from_sums(calibration_sums)
     if not count:
-        return {"top1": 0.0, "top5": 0.0, "loss": 0.0, "images": 0}
-    return {"top1": top1_sum / count, "top5": top5_sum / count, "loss": loss_sum / count, "images": int(count)}
+        return {"top1": 0.0, "top5": 0.0, "loss": 0.0, "images": 0, "ece": 0.0, "nll": 0.0, "confidence": 0.0}
+    return {"top1": top1_sum / count, "top5": top5_sum / count, "loss": loss_sum / count, "images": int(count),
+            "ece": calibration.ece, "nll": calibration.nll, "confidence": calibration.mean_confidence}
 
 
 def _train_line(stats: dict[str, float]) -> str:
@@ -206,6 +219,11 @@ def _eval_line(label: str, stats: dict[str, float]) -> str:
     # label is 5 characters wide ("Test ", "Valid") like the published "**Test **"; trailing space kept.
     return (f"**{label}** Prec@1 {stats['top1']:.2f} Prec@5 {stats['top5']:.2f} "
             f"Error@1 {100 - stats['top1']:.2f} Loss: {stats['loss']:.3f} ")
+
+
+def _calibration_line(stats: dict[str, float], bins: int) -> str:
+    return (f"**Calib** ECE {stats['ece']:.2f} NLL {stats['nll']:.4f} Conf {stats['confidence']:.2f} "
+            f"({bins} bins)")
 
 
 def _final_line(test_acc: list[float]) -> str:
@@ -248,8 +266,10 @@ def train(run: TrainingRun) -> None:
             if run.valid_loader is not None:
                 valid_stats = evaluate(run.eval_net, run.valid_loader, run.num_classes, run.precision, run.dist)
                 log(_eval_line("Valid", valid_stats))
-            test_stats = evaluate(run.eval_net, run.test_loader, run.num_classes, run.precision, run.dist)
+            test_stats = evaluate(run.eval_net, run.test_loader, run.num_classes, run.precision, run.dist,
+                                  ece_bins=args.ece_bins)
             log(_eval_line("Test ", test_stats))
+            log(_calibration_line(test_stats, args.ece_bins))
             scalars.add(epoch, _epoch_scalars(lr, train_stats, valid_stats, test_stats))
 
             is_best = run.record(train_stats, valid_stats, test_stats)
@@ -266,7 +286,7 @@ def _epoch_scalars(lr: float, train_stats: dict, valid_stats: dict | None, test_
     if valid_stats is not None:
         scalars.update({"valid/loss": valid_stats["loss"], "valid/top1": valid_stats["top1"]})
     scalars.update({"test/loss": test_stats["loss"], "test/top1": test_stats["top1"],
-                    "test/top5": test_stats["top5"]})
+                    "test/top5": test_stats["top5"], "test/ece": test_stats["ece"], "test/nll": test_stats["nll"]})
     return scalars
 
 
@@ -326,8 +346,12 @@ def _train_or_evaluate(args: argparse.Namespace, dist_info: distributed.DistInfo
             with TrainingRun.build(args, dist_info, log, progress, checkpoint) as training:
                 if args.evaluate:
                     training.share_batchnorm_statistics()
-                    log(_eval_line("Test ", evaluate(training.eval_net, training.test_loader, training.num_classes,
-                                                     training.precision, dist_info)))
+                    test_stats = evaluate(training.eval_net, training.test_loader, training.num_classes,
+                                          training.precision, dist_info, ece_bins=args.ece_bins)
+                    log(_eval_line("Test ", test_stats))
+                    log(_calibration_line(test_stats, args.ece_bins))
+                    report_robustness(training.eval_net, training.test_loader, RobustnessRequest.from_args(args),
+                                      precision=training.precision, dist_info=dist_info, log=log)
                 else:
                     train(training)
             return EXIT_OK
@@ -375,6 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         validate_args(args)
         for folder in data_folders(args):
             check_data_dir(args.dataset, folder)
+        if args.corruption_dir:  # its file headers and labels: the images are read after the test set
+            open_release(args.corruption_dir, dataset_info(args.dataset).num_classes)
     except (ValueError, DataError) as err:
         if rank == 0:
             report(f"error: {err}")

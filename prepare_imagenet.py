@@ -2,7 +2,8 @@
 
     python prepare_imagenet.py --src DIR --dst DIR --sizes 160 352
 
-writes ``DST/<size>/{train,val}/<class>/<file>`` with the short side resized to each size. The
+writes ``DST/<size>/{train,val}/<class>/<file>`` with the short side resized to each size (sides
+truncated to whole pixels as the published resize step does). The
 command lives in :mod:`comixup.data.imagenet_resize`; ``python prepare_imagenet.py --help``
 lists its flags.
 """

@@ -9,12 +9,14 @@ mixup baselines it is compared with, as a library.
 
 Subpackages, lower layers first (a layer imports only the ones before it):
 
-- :mod:`comixup.core`: atomic files, run logs, metrics, tensor helpers, exit statuses;
+- :mod:`comixup.core`: atomic files, run logs, metrics, calibration, tables, tensor helpers, exit
+  statuses;
 - :mod:`comixup.models`, :mod:`comixup.mixing`, :mod:`comixup.data`: the classifiers, the mixing
   methods with their solvers, the data sets and loaders;
 - :mod:`comixup.train`: the training run behind ``main.py``;
-- :mod:`comixup.localization`, :mod:`comixup.compare`, :mod:`comixup.visualize`: the evaluation,
-  comparison and drawing commands.
+- :mod:`comixup.localization`, :mod:`comixup.compare`, :mod:`comixup.visualize`,
+  :mod:`comixup.evaluation`: the localization, comparison, drawing, and calibration and robustness
+  commands.
 
 The names below are loaded on first use, so ``import comixup`` itself loads nothing heavy.
 """

@@ -307,6 +307,51 @@ def test_per_run_csv_and_split_by(tmp_path, capsys):
         ("exp/lr1", "0", "finished", "2", "20.00"), ("exp/lr2", "1", "finished", "2", "40.00")]
 
 
+def with_calibration(lines: list[str], eces: list[float]) -> list[str]:
+    """``lines`` with the Calib line main.py writes after each Test line, of the given ECEs."""
+    out, left = [], list(eces)
+    for line in lines:
+        out.append(line)
+        if line.startswith("**Test **"):
+            out.append(f"**Calib** ECE {left.pop(0):.2f} NLL 1.2345 Conf 80.00 (15 bins)")
+    return out
+
+
+def test_the_last_test_ece_beside_the_accuracies(tmp_path, capsys):
+    root = tmp_path / "exp"
+    for seed, eces in ((0, [9.0, 4.0]), (1, [8.0, 6.0])):
+        lines = session_lines(our_settings("comix", seed=seed, epochs=2), [(0, 40.0, 0.5), (1, 50.0, 0.4)])
+        write_log(root / f"comix_{seed}", with_calibration(lines, eces) + FINAL_LINES)
+    # an --evaluate run appended to seed 0's log: its Calib line is no epoch's
+    evaluation = [str(our_settings("comix", seed=0, epochs=2, evaluate=True)),
+                  "**Test ** Prec@1 50.00 Prec@5 99.00 Error@1 50.00 Loss: 0.400 ",
+                  "**Calib** ECE 77.00 NLL 1.0000 Conf 90.00 (15 bins)"]
+    log = root / "comix_0" / "log.txt"
+    log.write_text(log.read_text() + "\n".join(evaluation) + "\n")
+    finished_run(root / "vanilla", published_settings(comix=False, epochs=2), [30.0, 35.0])  # no Calib lines
+
+    assert run_log.read_run(str(root / "comix_0")).test_ece == [9.0, 4.0]
+    assert run_log.read_run(str(root / "vanilla")).test_ece == [None, None]
+    code, out, err = run_compare(capsys, root, "--format", "csv")
+    assert code == 0 and err == ""
+    rows = {row["method"]: row for row in csv_rows(out)}
+    assert float(rows["comix"]["last_ece_mean"]) == pytest.approx(5.0)
+    assert float(rows["comix"]["last_ece_std"]) == pytest.approx(math.sqrt(2), abs=1e-4)
+    assert rows["vanilla"]["last_ece_mean"] == rows["vanilla"]["last_ece_std"] == ""
+
+    code, out, _ = run_compare(capsys, root)
+    header, *lines = out.splitlines()
+    assert header.index("last ECE") > header.index("best acc")
+    assert "5.00 ± 1.41" in next(line for line in lines if " comix " in line)
+    code, out, _ = run_compare(capsys, root, "--runs", "--format", "csv")
+    assert [(r["folder"], r["last_ECE"]) for r in csv_rows(out)] == [
+        ("exp/comix_0", "4.00"), ("exp/comix_1", "6.00"), ("exp/vanilla", "")]  # cifar10 before cifar100
+
+    # logs without Calib lines (the published ones, older runs): the table has no ECE column at all
+    code, out, _ = run_compare(capsys, root / "vanilla")
+    assert code == 0 and "ECE" not in out
+
+
 def test_ascii_terminal_gets_plus_minus(tmp_path, monkeypatch):
     stream = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
     monkeypatch.setattr(sys, "stdout", stream)

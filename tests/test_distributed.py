@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from comixup import models
+from comixup.core.calibration import CalibrationMeter
 from comixup.mixing import comix
 from comixup.train import checkpoints, distributed, engine, methods
 
@@ -98,6 +99,10 @@ def test_two_processes_train_together_and_only_rank_0_speaks(cifar10_dir, tmp_pa
         assert train.group(1) == f"{train_sums[1] / train_sums[3]:.2f}"
         assert test.group(1) == f"{test_sums[1] / test_sums[3]:.2f}"
         assert test.group(4) == f"{test_sums[0] / test_sums[3]:.3f}"
+        # the ECE line after it: the whole set's, from the bin counts and sums of both ranks
+        whole = CalibrationMeter.from_sums(test_sums[4:])
+        assert whole.count == test_sums[3] == 20
+        assert out[out.index(test.group(0)) + 1].startswith(f"**Calib** ECE {whole.ece:.2f} NLL {whole.nll:.4f} ")
 
     # the checkpoint: plain keys, every rank's own random streams
     checkpoint = read_checkpoint(exp / "checkpoint.pth.tar")

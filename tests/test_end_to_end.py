@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import shutil
 import signal
 import time
@@ -20,6 +21,8 @@ from runs import (FINAL_RE, HEADER_RE, TEST_PER_CLASS, TEST_RE, TRAIN_RE, VALID_
                   read_checkpoint)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+CALIB_RE = re.compile(r"^\*\*Calib\*\* ECE (\d+\.\d\d) NLL \d+\.\d{4} Conf \d+\.\d\d \((\d+) bins\)$")
 
 
 @pytest.mark.parametrize("comix_on", [False, True], ids=["vanilla", "comix"])
@@ -63,8 +66,11 @@ def test_one_epoch_writes_the_published_files(cifar10_dir, tmp_path, capsys, com
 
     with open(exp / "log.pkl", "rb") as f:
         log = pickle.load(f)
-    assert set(log) == {"train_loss", "train_acc", "test_loss", "test_acc"}
+    assert set(log) == {"train_loss", "train_acc", "test_loss", "test_acc", "test_ece"}
     assert all(len(v) == 1 for v in log.values())
+    # the test set's calibration right after the Test line, as log.pkl has it
+    calibration = CALIB_RE.match(lines[lines.index(tests[0].group(0)) + 1])
+    assert calibration and calibration.group(1) == f"{log['test_ece'][0]:.2f}" and calibration.group(2) == "15"
     train_top1, _, train_err = map(float, trains[0].groups())
     test_top1, _, test_err, _ = map(float, tests[0].groups())
     assert f"{log['train_acc'][0]:.2f}" == trains[0].group(1)
@@ -204,7 +210,8 @@ def test_tensorboard_scalars_next_to_the_log(cifar10_dir, tmp_path):
     accumulator = EventAccumulator(str(exp))
     accumulator.Reload()
     tags = set(accumulator.Tags()["scalars"])
-    assert {"train/loss", "train/top1", "test/loss", "test/top1", "learning_rate", "mix_seconds_per_step"} <= tags
+    assert {"train/loss", "train/top1", "test/loss", "test/top1", "test/ece", "learning_rate",
+            "mix_seconds_per_step"} <= tags
     test_acc = [event.value for event in accumulator.Scalars("test/top1")]
     history = pickle.load(open(exp / "log.pkl", "rb"))
     assert [event.step for event in accumulator.Scalars("test/top1")] == [0, 1]

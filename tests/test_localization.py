@@ -22,12 +22,13 @@ from comixup.data.synthetic import write_image_folder as write_class_folder
 from comixup.localization import evaluate as localization
 from comixup.localization.cam import NO_BOX, LocalizationScores, box_from_gray, box_iou, class_activation_maps, to_gray
 from comixup.localization.corrupt import Corruption, background_mask, build_corrupted_set
-from comixup.localization.datasets import CroppedSet, FolderSet, PickleSet, _LazyArray, _Payload, read_restricted_pickle
-from comixup.localization.report import tables_markdown, tables_text
+from comixup.localization.datasets import (CroppedSet, FolderSet, PickleSet, _LazyArray, _Payload, boxes_in_crop,
+                                           center_crop, read_restricted_pickle)
+from comixup.localization.report import FORMULA_ONLY_NOTE, tables_markdown, tables_text
 
 import main as train_main
 from runs import assert_one_error_line
-from wsol_fakes import (CROP, FAKE_SET, ColourCAMNet, images_and_boxes, write_box_csv, write_box_xml,
+from wsol_fakes import (CROP, FAKE_SET, RED, ColourCAMNet, images_and_boxes, write_box_csv, write_box_xml,
                         write_image_folder, write_pickles)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -140,6 +141,111 @@ def test_published_iou_counts_a_miss_as_a_hit():
         assert scores.summary()["top1_loc_published_iou"] == 100.0
 
 
+def test_threshold_zero_keeps_every_lit_pixel():
+    gray = np.zeros((20, 20), dtype=np.uint8)
+    gray[2:6, 3:9] = 200
+    gray[12:18, 10:19] = 1  # the larger blob, kept only at th 0: pixels strictly above int(0 x 200) = 0
+    assert box_from_gray(gray, 0.0) == (10.0, 12.0, 19.0, 18.0)
+    assert box_from_gray(gray, 0.25) == (3.0, 2.0, 9.0, 6.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Centre crop and GT boxes in crop pixels
+# ------------------------------------------------------------------------------------------------
+
+def marked_box(image_chw: torch.Tensor) -> tuple[float, float, float, float]:
+    """Pixel edges (x0, y0, x1, y1) of the pixels whose first channel is 255."""
+    ys, xs = torch.nonzero(image_chw[0] == 255, as_tuple=True)
+    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+
+
+@pytest.mark.parametrize("crop", [8, 9])
+def test_center_crop_is_torchvisions(crop):
+    """Pixels and GT boxes as torchvision's CenterCrop: every height and width from crop - 3 to
+    crop + 3 (padding of 1, 2, 3 pixels, odd and even differences); the GT box, a rectangle
+    marked in the image, must lie where the crop shows it."""
+    import torchvision.transforms.functional as TF
+
+    rng = np.random.default_rng(crop)
+    for height in range(crop - 3, crop + 4):
+        for width in range(crop - 3, crop + 4):
+            image = rng.integers(0, 200, (height, width, 3), dtype=np.uint8)
+            x0, y0, x1, y1 = 1, 1, width - 1, height - 1  # cut by the crop where the image is larger
+            image[y0:y1, x0:x1, 0] = 255
+            expected = TF.center_crop(torch.from_numpy(image).permute(2, 0, 1), [crop, crop])
+            cropped = center_crop(image, crop)
+            assert cropped.shape == (crop, crop, 3), (height, width)
+            np.testing.assert_array_equal(cropped.transpose(2, 0, 1), expected.numpy(), err_msg=f"{height}x{width}")
+            normalised = np.array([[x0 / width, y0 / height, x1 / width, y1 / height]])
+            np.testing.assert_allclose(boxes_in_crop(normalised, height, width, crop)[0], marked_box(expected),
+                                       atol=1e-9, err_msg=f"{height}x{width}")
+
+
+def test_images_around_the_crop_size_evaluate_in_batches(tmp_path):
+    """Stored images of 223, 224 and 225 pixels a side (every combination), four per batch, cropped
+    to 224: each item is torchvision's CenterCrop of its image, the GT box is where the object
+    lies in the crop, and the evaluation completes and finds every object."""
+    import torchvision.transforms.functional as TF
+
+    images, boxes = [], []
+    for k, (height, width) in enumerate([(h, w) for h in (223, 224, 225) for w in (223, 224, 225)]):
+        image = np.full((height, width, 3), 128, dtype=np.uint8)
+        x0, y0 = 40 + 7 * k, 60 + 5 * k
+        image[y0:y0 + 70, x0:x0 + 90] = RED
+        images.append(image)
+        boxes.append(np.array([[x0 / width, y0 / height, (x0 + 90) / width, (y0 + 70) / height]], dtype=np.float32))
+    folder = tmp_path / "sizes"
+    folder.mkdir()
+    for name, obj in (("input.pkl", images), ("label.pkl", [0] * len(images)), ("bbox.pkl", boxes)):
+        with open(folder / name, "wb") as f:
+            pickle.dump(obj, f, protocol=4)
+    dataset = CroppedSet(PickleSet(folder), 224)
+    for k, image in enumerate(images):
+        tensor, _label, gt, _index = dataset[k]
+        expected = TF.center_crop(torch.from_numpy(image).permute(2, 0, 1), [224, 224])
+        torch.testing.assert_close(tensor, expected, rtol=0, atol=0)
+        red = (expected[0] == RED[0]) & (expected[2] == RED[2])
+        ys, xs = torch.nonzero(red, as_tuple=True)
+        np.testing.assert_allclose(gt[0], [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=1e-4)
+    summary = localization.evaluate(ColourCAMNet().eval(), dataset, LocalizationScores(0.25, SWEEP),
+                                    torch.device("cpu"), localization.Throughput(batch_size=4))
+    assert summary["images"] == 9 and summary["top1_loc"] == 100.0
+
+
+def published_crop_boxes(boxes: np.ndarray, height: int, width: int, crop: int) -> np.ndarray:
+    """The published GT box arithmetic on float32 boxes, every step rounded to float32 explicitly."""
+    f32 = np.float32
+    out = np.empty(boxes.shape, dtype=np.int32)
+    for i, row in enumerate(boxes):
+        for j, side in enumerate((width, height, width, height)):
+            off = f32((side - crop) / 2)
+            pixel = f32(f32(row[j]) * f32(side))
+            out[i, j] = int(f32(min(max(pixel, off), f32(side) - off) - off))
+    return out.astype(np.float64)
+
+
+def test_published_boxes_are_computed_in_the_stored_dtype(tmp_path):
+    """float32 boxes at exact fractions k / side of a 300 x 260 image: the published code multiplies
+    in float32, where some products round up to k and their float64 counterparts truncate to k - 1."""
+    height, width, crop = 260, 300, 224
+    xs = np.arange(width) / width
+    ys = np.arange(width) % height / height
+    boxes = np.stack([xs, ys, np.minimum(xs + 1 / width, 1), np.minimum(ys + 1 / height, 1)], axis=1).astype(np.float32)
+    folder = tmp_path / "float32"
+    folder.mkdir()
+    for name, obj in (("input.pkl", [np.zeros((height, width, 3), dtype=np.uint8)]), ("label.pkl", [0]),
+                      ("bbox.pkl", [boxes])):
+        with open(folder / name, "wb") as f:
+            pickle.dump(obj, f, protocol=4)
+    source = PickleSet(folder)
+    assert source.sample(0).boxes.dtype == np.float32
+    published = CroppedSet(source, crop, published_boxes=True)[0][2]
+    np.testing.assert_array_equal(published, published_crop_boxes(boxes, height, width, crop))
+    in_float64 = boxes_in_crop(boxes.astype(np.float64), height, width, crop, published=True)
+    assert (published != in_float64).sum() > 10  # the dtype matters on these boxes
+    assert published.dtype == np.float64 and np.all(published == np.round(published))
+
+
 # ------------------------------------------------------------------------------------------------
 # Metrics on a model whose CAM is known, in every data format
 # ------------------------------------------------------------------------------------------------
@@ -236,6 +342,7 @@ def test_corrupted_sets_keep_the_boxes(tmp_path, kind):
     np.testing.assert_array_equal(corrupted.labels, source.labels)
     for index in range(len(source)):
         clean, bad = source.sample(index), corrupted.sample(index)
+        assert bad.boxes.dtype == np.float32  # as build writes them, kept for --iou published
         np.testing.assert_allclose(bad.boxes, clean.boxes, atol=1e-6)
         height, width = clean.image.shape[:2]
         for x0, y0, x1, y1 in clean.boxes:
@@ -318,7 +425,7 @@ def test_published_layout_and_checkpoint(tmp_path, monkeypatch, capsys):
     result = json.loads((tmp_path / "result" / "resnet18@comix-blk4@clean" / "result.json").read_text())
     assert result["top1"] == pytest.approx(direct_top1(model, PickleSet(tmp_path / "data" / "clean")))
     assert result["images"] == 6 and result["arch"] == "resnet18" and result["iou"] == "correct"
-    assert "** result localization **" in out and "** result robustness (image replacement dataset) **" in out
+    assert "** result localization **" in out and "** result robust (image replacement dataset) **" in out
     row = next(line for line in out.splitlines() if line.startswith("comix-blk4") and "\t" in line)
     assert row.split()[1:] == [f"{result[k]:.2f}" for k in ("top1", "top5", "top1_loc")]
     assert "| comix-blk4 |" in (tmp_path / "result" / "tables.md").read_text()
@@ -361,11 +468,19 @@ def test_tables_text_and_markdown():
     results = [{"model": m, "data": d, "top1": 70.0 + i, "top5": 90.0, "top1_loc": 50.0 + i, "iou": "correct"}
                for i, m in enumerate(["comix-blk4", "vanilla"]) for d in ("noise", "clean", "rep", "mine")]
     text = tables_text(results)
-    heads = ["** result localization **", "** result robustness (image replacement dataset) **",
-             "** result robustness (noise dataset) **", "** result on mine **"]
+    # the published parse_result.py's titles, word for word
+    heads = ["** result localization **", "** result robust (image replacement dataset) **",
+             "** result robust (noise dataset) **", "** result on mine **"]
     positions = [text.index(h) for h in heads]
     assert positions == sorted(positions)
-    assert "| vanilla | 71.00 | 90.00 | 51.00 |" in tables_markdown(results)
+    markdown = tables_markdown(results)
+    assert "| vanilla | 71.00 | 90.00 | 51.00 |" in markdown
+    # the published-formula column of a run on the corrected boxes is labelled and explained
+    assert "loc-top1 (published IoU formula only)" in text and FORMULA_ONLY_NOTE in text
+    assert FORMULA_ONLY_NOTE in markdown and "--iou published" in FORMULA_ONLY_NOTE
+    all_metrics = text[text.index("** all metrics"):].splitlines()
+    assert all_metrics[1].split()[:3] == ["model", "data", "IoU"]
+    assert [line.split()[2] for line in all_metrics[2:2 + len(results)]] == ["correct"] * len(results)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -417,10 +532,52 @@ def test_box_file_of_other_classes(published_tree, capsys, boxes):
     assert_one_error_line(capsys, "lies in class folder n0000000", "use the box file of this folder's images")
 
 
-@pytest.mark.parametrize("th", ["0", "1", "1.5", "-0.2"])
-def test_threshold_outside_the_open_unit_interval(published_tree, capsys, th):
+@pytest.mark.parametrize("th", ["1", "1.5", "-0.2"])
+def test_threshold_outside_zero_to_one(published_tree, capsys, th):
     run_bad(published_tree, capsys, "--num_classes", "2", "--th", th)
-    assert_one_error_line(capsys, "--th", "between 0 and 1")
+    assert_one_error_line(capsys, "--th", "0 <= th < 1")
+
+
+def test_threshold_zero_is_accepted():
+    """As the published eval.py: 0 <= th < 1 (th 0: every pixel above 0 takes part)."""
+    assert localization.get_args_parser().parse_args(["--th", "0"]).th == 0.0
+    assert localization.get_figure_parser().parse_args(["--th", "0"]).th == 0.0
+
+
+def inverted(fake):
+    x0, y0, x1, y1 = fake.gt[0]
+    return dataclasses.replace(fake, gt=[(x1, y0, x0, y1)])
+
+
+def with_coordinate(value: float):
+    return lambda fake: dataclasses.replace(fake, gt=[(fake.gt[0][0], value, *fake.gt[0][2:])])
+
+
+BAD_BOXES = {  # defect: (change to image 1's boxes, what the line says)
+    "inverted": (inverted, "is inverted"),
+    "nan": (with_coordinate(float("nan")), "not finite"),
+    "infinite": (with_coordinate(float("inf")), "not finite"),
+    "no object": (lambda fake: dataclasses.replace(fake, gt=[]), "holds no <object>"),
+}
+
+
+@pytest.mark.parametrize("fmt, defect", [("csv", "inverted"), ("csv", "nan"), ("csv", "infinite"),
+                                         ("xml", "inverted"), ("xml", "nan"), ("xml", "no object"),
+                                         ("pickle", "inverted"), ("pickle", "nan")])
+def test_bad_boxes_are_refused_by_file_and_image(published_tree, capsys, fmt, defect):
+    change, says = BAD_BOXES[defect]
+    fakes = [change(fake) if k == 1 else fake for k, fake in enumerate(FAKE_SET)]
+    if fmt == "pickle":
+        bad = write_pickles(published_tree / "data" / "bad", fakes)
+        run_bad(published_tree, capsys, "--num_classes", "2", "--data_name", "bad")
+        assert_one_error_line(capsys, str(bad / "bbox.pkl"), "image 1", says)
+        return
+    folder = write_image_folder(published_tree / "val")
+    path = (write_box_csv(published_tree / "boxes.csv", fakes) if fmt == "csv"
+            else write_box_xml(published_tree / "xml", fakes) / "ILSVRC2012_val_00000002.xml")
+    boxes = path.parent if fmt == "xml" else path
+    run_bad(published_tree, capsys, "--num_classes", "2", "--data", str(folder), "--boxes", str(boxes))
+    assert_one_error_line(capsys, str(path), "ILSVRC2012_val_00000002", says)
 
 
 def test_checkpoint_of_another_class_count(published_tree, capsys):

@@ -73,9 +73,9 @@ def test_short_side_aspect_and_unreadable_images_named(tree, capsys):
             with Image.open(dst / str(size) / rel) as out:
                 assert out.format == "JPEG" and out.mode == "RGB"
                 ow, oh = out.size
-            assert min(ow, oh) == size, (rel, out.size)  # smaller sources are enlarged as well
-            short, long = min(w, h), max(w, h)
-            assert abs(max(ow, oh) - long * size / short) <= 0.5, (rel, out.size)
+            ratio = min(w, h) / size  # the published sizing: each side truncated
+            assert (ow, oh) == (int(w / ratio), int(h / ratio)), (rel, out.size)
+            assert size - 1 <= min(ow, oh) <= size, (rel, out.size)  # smaller sources are enlarged as well
             assert (ow >= oh) == (w >= h)  # orientation kept
 
 
@@ -147,11 +147,51 @@ def test_bad_arguments_one_error_line_exit_2(tree, capsys, change, message):
     assert not dst.exists()
 
 
-def test_resized_shape_rounds_the_long_side():
+def test_resized_shape_truncates_as_published():
     assert prepare_imagenet.resized_shape(500, 375, 160) == (213, 160)  # 213.33
     assert prepare_imagenet.resized_shape(375, 500, 352) == (352, 469)  # 469.33
     assert prepare_imagenet.resized_shape(333, 500, 160) == (160, 240)  # 240.24
+    assert prepare_imagenet.resized_shape(500, 333, 160) == (240, 160)
     assert prepare_imagenet.resized_shape(100, 3, 352) == (11733, 352)
+    assert prepare_imagenet.resized_shape(399, 300, 160) == (212, 160)  # 212.8: rounding would give 213
+    # 100 / (100 / 352) is 351.99999999999994 in floating point: the short side comes out 351
+    assert prepare_imagenet.resized_shape(100, 101, 352) == (351, 355)  # 355.52, rounded down
+    assert prepare_imagenet.resized_shape(101, 100, 352) == (355, 351)
+
+
+def _published_jpeg(source: Path, size: int, **save_options) -> bytes:
+    """What the published resize step writes for ``source`` at ``size`` (PIL's default quality
+    unless ``save_options`` says otherwise)."""
+    import io
+
+    with Image.open(source) as image:
+        w, h = image.size
+        ratio = min(h / size, w / size)
+        resized = image.resize((int(w / ratio), int(h / ratio)), resample=Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    resized.convert("RGB").save(out, format="JPEG", **save_options)
+    return out.getvalue()
+
+
+def test_default_quality_is_the_published_one_and_quality_sets_it(tmp_path, capsys):
+    src = tmp_path / "src"
+    rng = np.random.default_rng(2)
+    for split in ("train", "val"):
+        (src / split / "n01").mkdir(parents=True)
+    sources = {"train/n01/a.JPEG": (101, 100), "val/n01/b.JPEG": (90, 133)}
+    for rel, (w, h) in sources.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(src / rel, quality=95)
+    assert prepare_imagenet.main(["--src", str(src), "--dst", str(tmp_path / "d75"), "--sizes", "352", "64",
+                                  "--workers", "1"]) == 0
+    assert prepare_imagenet.main(["--src", str(src), "--dst", str(tmp_path / "d90"), "--sizes", "352",
+                                  "--quality", "90", "--workers", "1"]) == 0
+    for rel in sources:
+        for size in (352, 64):
+            assert (tmp_path / "d75" / str(size) / rel).read_bytes() == _published_jpeg(src / rel, size), rel
+        written = (tmp_path / "d90" / "352" / rel).read_bytes()
+        assert written == _published_jpeg(src / rel, 352, quality=90) != _published_jpeg(src / rel, 352)
+    with Image.open(tmp_path / "d75" / "352" / "train/n01/a.JPEG") as out:
+        assert out.size == (355, 351)
 
 
 def test_a_run_killed_midway_leaves_no_broken_output_and_the_rerun_finishes(tmp_path):

@@ -29,6 +29,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
 LR_EPOCHS = [0, 1, 2, 2, 3]
 LR_VALUES = [0.05, 0.1, 0.02, 0.04, 0.004]
+# the published script runs each phase with its own points: phase 1 ends at 2 with 0.02, phase 2 starts from 0.04
+PHASE_LR_POINTS = {0: ([0, 1, 2], [0.05, 0.1, 0.02]), 1: ([0, 1, 2], [0.05, 0.1, 0.02]), 2: ([2, 3], [0.04, 0.004])}
 # 12 training images (3 classes x 4): phase 1, 2 epochs of 2 steps of 6 images at 32 pixels;
 # phase 2, 1 epoch of 3 steps of 4 images at 64 pixels.
 PHASES = [{"epochs": [0, 2], "data_dir": "small", "crop": 32, "batch_size": 6, "min_scale": 0.35},
@@ -103,8 +105,9 @@ def eval_shapes(seen: dict) -> list[tuple]:
 
 
 def expected_step_lrs(epochs) -> list[float]:
-    """The published loop's np.interp(epoch + (i + 1) / len(loader), points, values) per step."""
-    return [float(np.interp(e + (i + 1) / STEPS[e], LR_EPOCHS, LR_VALUES)) for e in epochs for i in range(STEPS[e])]
+    """The published loop's np.interp(epoch + (i + 1) / len(loader), points, values) per step, over
+    the running phase's own points."""
+    return [float(np.interp(e + (i + 1) / STEPS[e], *PHASE_LR_POINTS[e])) for e in epochs for i in range(STEPS[e])]
 
 
 # --------------------------------------------------------------------------- one process
@@ -120,10 +123,12 @@ def test_phases_change_crop_and_batch_and_the_lr_follows_the_points(recipe_dir, 
     # in the last phase's batches
     assert eval_shapes(recorder) == [(4, 3, 224, 224), (2, 3, 224, 224)] * 3
     # the rate of every step, in both parameter groups, is np.interp's value at epoch + (i + 1) / steps
+    # over the phase's own points
     expected = expected_step_lrs(range(3))
     assert [lrs[0] for lrs in recorder["lrs"]] == expected
     assert all(len(lrs) == 2 and lrs[0] == lrs[1] for lrs in recorder["lrs"])
-    assert expected[3] == 0.04 and expected[4] == pytest.approx(0.028)  # the jump at 2, then the decay
+    # the last step of phase 1 (x = 2) before the jump at 2, the first of phase 2 after it, then the decay
+    assert expected[3] == 0.02 and expected[4] == pytest.approx(0.028)
     headers = [HEADER_RE.match(line) for line in out if HEADER_RE.match(line)]
     assert [float(m.group(3)) for m in headers] == [round(expected[0], 4), round(expected[2], 4),
                                                     round(expected[4], 4)]
@@ -198,6 +203,12 @@ def test_resume_inside_a_phase_across_its_boundary_is_bit_identical(recipe_dir, 
     epoch 0 (inside phase 1), then resumed: epoch 1 at 32 pixels, the boundary, epoch 2 at 64."""
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert main.main(recipe_args(recipe_dir, straight, config="comix.yml")) == 0
+    # --m_part 3 divides phase 1's 6 images per process but not phase 2's 4: one warning, when phase 2 starts
+    out = capsys.readouterr().out.splitlines()
+    warnings = [line for line in out if line.startswith("warning:")]
+    assert len(warnings) == 1 and "--m_part 3" in warnings[0] and "in phase 2/2" in warnings[0]
+    assert "partitions of 3 and 1" in warnings[0]
+    assert out.index(warnings[0]) == out.index(next(line for line in out if line.startswith("=> phase 2/2"))) + 1
 
     save = engine.TrainingRun.save
 
@@ -253,6 +264,77 @@ def test_a_phase_that_continues_the_previous_ones_settings_keeps_its_loader(reci
         second = run.train_loader
         run.begin_epoch(2)
         assert second is not first and run.train_loader is second and second.batch_size == 4
+
+
+# --------------------------------------------------------------------------- batches of 16, partitions, drop_last
+
+ONE_PHASE_LR_POINTS = [[0, 0.5], [1, 0.125], [1, 0.2], [2, 0.02]]
+
+
+@pytest.fixture(scope="module")
+def sixteen_dir(tmp_path_factory) -> Path:
+    """data/ with train/ of 18 images (3 classes x 6) and val/ of 3, and one.yml: one phase of one
+    epoch, 32-pixel crops, 16 images per step, Co-Mixup with --m_part 5, a jump at the end of the epoch."""
+    base = tmp_path_factory.mktemp("sixteen")
+    write_image_folder(base / "data", num_classes=3, per_class=6, size=40, seed=2)
+    for path in (base / "data" / "val").rglob("[1-5].png"):
+        path.unlink()
+    phase = {"epochs": [0, 1], "data_dir": ".", "crop": 32, "batch_size": 16, "min_scale": 0.35}
+    lines = ["dataset: imagenet", "arch: resnet18", "labels_per_class: 0", "epochs: 1", "method: comix",
+             "m_part: 5", "m_block_num: 4", "m_niter: 1", "m_peak_stride: 8", "phases:", f"  - {phase}",
+             f"lr_points: {ONE_PHASE_LR_POINTS}"]
+    (base / "one.yml").write_text("\n".join(lines) + "\n")
+    return base
+
+
+def test_a_jump_at_the_last_step_partition_warnings_and_the_dropped_partial_batch(sixteen_dir, tmp_path, recorder,
+                                                                                   capsys):
+    """lr_points [[0, 0.5], [1, 0.125], [1, 0.2], [2, 0.02]] and one epoch: the last step runs at
+    0.125 (the value before the jump at 1). 16 images per process: a warning with --m_part 5
+    (partitions of 5, 5, 5 and 1), none with --m_part 4. 18 images: one step of 16, the last 2 left out."""
+    assert main.main(recipe_args(sixteen_dir, tmp_path / "five", config="one.yml")) == 0
+    out = capsys.readouterr().out.splitlines()
+    warnings = [line for line in out if line.startswith("warning:")]
+    assert len(warnings) == 1, warnings
+    assert "--m_part 5" in warnings[0] and "16 images per process" in warnings[0]
+    assert "partitions of 5, 5, 5 and 1" in warnings[0] and "in phase 1/1 (16 over 1 process)" in warnings[0]
+    assert train_shapes(recorder) == [(16, 3, 32, 32)] * 2  # one step (its clean and its mixed forward)
+    assert recorder["lrs"] == [[0.125]]
+    ckpt = read_checkpoint(only_experiment(tmp_path / "five") / "checkpoint.pth.tar")
+    assert ckpt["epoch"] == 1 and [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == [0.125]
+
+    assert main.main(recipe_args(sixteen_dir, tmp_path / "four", "--m_part", "4", config="one.yml")) == 0
+    out = capsys.readouterr().out
+    assert "warning" not in out and "--m_part" not in out
+    assert "[learning_rate=0.1250]" in out
+
+
+def test_imagenet_without_phases_drops_the_last_partial_batch_and_resumes_inside_the_epoch(sixteen_dir):
+    argv = ["--dataset", "imagenet", "--data_dir", str(sixteen_dir / "data"), "--arch", "resnet18",
+            "--labels_per_class", "0", "--batch_size", "8", "--method", "vanilla", "--epochs", "1",
+            "--ngpu", "0", "--workers", "0", "--log_off"]
+    args = options.parse_command_line(argv)
+    options.resolve_method(args)
+    options.validate_args(args)
+    with engine.TrainingRun.build(args, distributed.DistInfo(device=torch.device("cpu")),
+                                  LogPrinter(None, echo=False), RunProgress(exp_dir=None), None) as run:
+        assert run.steps_per_epoch == 2  # 18 images: 8 + 8, the last 2 left out
+        run.begin_epoch(0)
+        whole = [target.tolist() for _, target in run.train_loader]
+        assert [len(t) for t in whole] == [8, 8]
+        # a mid-epoch checkpoint after step 1: the rest of the epoch is the uninterrupted epoch's step 2
+        engine.set_train_epoch(run.train_loader, args.seed, 0, skip_batches=1)
+        assert [target.tolist() for _, target in run.train_loader] == whole[1:]
+        # every epoch leaves out other images
+        engine.set_train_epoch(run.train_loader, args.seed, 1)
+        assert [target.tolist() for _, target in run.train_loader] != whole
+
+
+def test_a_batch_larger_than_the_imagenet_training_set_is_refused(sixteen_dir, tmp_path, capsys):
+    config = tmp_path / "big.yml"
+    config.write_text((sixteen_dir / "one.yml").read_text().replace("'batch_size': 16", "'batch_size': 24"))
+    assert main.main(recipe_args(sixteen_dir, tmp_path / "exp", "--log_off", config=config)) == 2
+    assert_one_error_line(capsys, "the 18 training images fill no batch of 24 images per process")
 
 
 @pytest.mark.parametrize("extra, env, fragments", [

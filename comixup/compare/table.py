@@ -8,9 +8,11 @@ see :mod:`run_log`) is a run. Runs are grouped by dataset, architecture, method 
 pooled (``--split_by learning_rate`` also separates runs by that setting). Per group the table
 gives the number of finished runs and, as mean ± sample standard deviation over them, the test
 accuracy of the last epoch, the median over the last 10 epochs (the figure the published logs end
-with), the best epoch, and the seconds per epoch. Runs that are running, unfinished or diverged
-are counted in the ``left out`` column and listed under the table, never pooled with the
-finished ones. ``--runs`` prints one row per run instead; ``--error`` prints top-1 error
+with), the best epoch, and the seconds per epoch; where runs logged their calibration (this
+project's runs log the test set's expected calibration error after every Test line), a ``last
+ECE`` column gives the last epoch's test ECE (percent; mean over the runs that have it). Runs
+that are running, unfinished or diverged are counted in the ``left out`` column and listed under
+the table, never pooled with the finished ones. ``--runs`` prints one row per run instead; ``--error`` prints top-1 error
 (100 - accuracy), as the paper's tables do.
 
 Exit status: 0; 2 with one ``error: ...`` line on stderr for bad input (a path with no run, an
@@ -21,8 +23,6 @@ renamed, so a failure never leaves half a file.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import math
 import os
 import statistics
@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from comixup.core import lifecycle
+from comixup.core.tables import TABLE_FORMATS, render_table
 from comixup.train.run_log import RUN_LOG, Run, RunLogError, read_run
 
 __all__ = ["Group", "Stat", "CompareError", "find_run_folders", "group_runs", "median_of_last",
@@ -38,12 +39,13 @@ __all__ = ["Group", "Stat", "CompareError", "find_run_folders", "group_runs", "m
 
 GROUP_KEYS = ("dataset", "arch", "method", "epochs")
 METHOD_ORDER = ("vanilla", "mixup", "manifold", "cutmix", "puzzle", "comix")
-FORMATS = ("text", "markdown", "csv")
+FORMATS = TABLE_FORMATS
 LEFT_OUT = ("running", "unfinished", "diverged")  # the statuses of runs kept out of the numbers
 PLOT_FORMATS = (".png", ".pdf", ".svg")
 # Settings that say where or how a run was started, not what it trained: never a reason to split.
 _NOT_SETTINGS = frozenset({"seed", "data_dir", "root_dir", "resume", "workers", "ngpu", "print_freq", "log_off",
-                           "evaluate", "start_epoch", "use_cuda", "tag", "parallel", "comix", "data_on_device"})
+                           "evaluate", "start_epoch", "use_cuda", "tag", "parallel", "comix", "data_on_device",
+                           "fgsm", "corruption_dir"})
 
 
 class CompareError(Exception):
@@ -199,8 +201,20 @@ def _left_out_text(runs: Sequence[Run]) -> str:
     return ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "-"
 
 
+def last_ece(run: Run) -> float | None:
+    """The run's last logged test ECE (percent), None when its last epoch logged none."""
+    return run.test_ece[-1] if run.test_ece and run.test_ece[-1] is not None else None
+
+
+def _any_ece(groups: Sequence[Group]) -> bool:
+    return any(last_ece(run) is not None for group in groups for run in group.finished + group.left_out)
+
+
 def _group_rows(groups: Sequence[Group], options: TableOptions) -> tuple[list[str], list[list[str]]]:
-    """The group table: header and rows, numbers formatted (csv: plain numbers, separate stds)."""
+    """The group table: header and rows, numbers formatted (csv: plain numbers, separate stds).
+    When some run logged its calibration, a column of the last test ECE follows the accuracies
+    (mean over the finished runs that have one)."""
+    show_ece = _any_ece(groups)
     what = "error" if options.error else "acc"
     median = f"median last {options.median_of}"
     keys = [*GROUP_KEYS, *options.split_by]
@@ -208,81 +222,71 @@ def _group_rows(groups: Sequence[Group], options: TableOptions) -> tuple[list[st
         header = [*keys, "runs"]
         for name in ("last", "median", "best"):
             header += [f"{name}_{what}_mean", f"{name}_{what}_std"]
+        header += ["last_ece_mean", "last_ece_std"] if show_ece else []
         header += ["seconds_per_epoch", *LEFT_OUT]
     else:
-        header = [*keys, "runs", f"last {what}", f"{median} {what}", f"best {what}", "s/epoch", "left out"]
+        header = [*keys, "runs", f"last {what}", f"{median} {what}", f"best {what}",
+                  *(["last ECE"] if show_ece else []), "s/epoch", "left out"]
     rows = []
     for group in groups:
         figures = [_figures(run, options) for run in group.finished]
         stats = {name: Stat.of([f[name] for f in figures]) for name in ("last", "median", "best")}
         seconds = Stat.of([run.seconds_per_epoch for run in group.finished if run.seconds_per_epoch is not None])
+        ece = Stat.of([value for value in map(last_ece, group.finished) if value is not None])
         row = [str(v) for v in group.key] + [str(len(group.finished))]
         if options.fmt == "csv":
-            for name in ("last", "median", "best"):
-                stat = stats[name]
+            for stat in [stats["last"], stats["median"], stats["best"], *([ece] if show_ece else [])]:
                 row += ["" if stat is None else f"{stat.mean:.4f}",
                         "" if stat is None or stat.std is None else f"{stat.std:.4f}"]
             row.append("" if seconds is None else f"{seconds.mean:.1f}")
             row += [str(sum(run.status == status for run in group.left_out)) for status in LEFT_OUT]
         else:
             row += [_stat_text(stats[name], options.plus_minus) for name in ("last", "median", "best")]
+            row += [_stat_text(ece, options.plus_minus)] if show_ece else []
             row += ["-" if seconds is None else f"{seconds.mean:.1f}", _left_out_text(group.left_out)]
         rows.append(row)
     return header, rows
 
 
 def _run_rows(groups: Sequence[Group], options: TableOptions, left_out_only: bool) -> tuple[list[str], list[list[str]]]:
-    """One row per run (every run, or only the left-out ones): its folder, status and figures."""
+    """One row per run (every run, or only the left-out ones): its folder, status and figures
+    (and its last test ECE when one of the listed runs logged its calibration)."""
     what = "error" if options.error else "acc"
+    listed = [(group, run) for group in groups for run in ([] if left_out_only else group.finished) + group.left_out]
+    show_ece = any(last_ece(run) is not None for _, run in listed)
     header = ["folder", *GROUP_KEYS, *options.split_by, "seed", "status", "epochs done", f"last {what}",
-              f"median last {options.median_of} {what}", f"best {what}", "s/epoch", "note"]
+              f"median last {options.median_of} {what}", f"best {what}", *(["last ECE"] if show_ece else []),
+              "s/epoch", "note"]
     if options.fmt == "csv":
         header = [name.replace(" ", "_").replace("/", "_per_") for name in header]
     rows = []
     folders = [run.folder for group in groups for run in group.finished + group.left_out]
     # Folders as paths from the parent of the folder they all share (e.g. experiments/<run>).
     base = os.path.dirname(os.path.commonpath([os.path.abspath(f) for f in folders])) if folders else ""
-    for group in groups:
-        for run in ([] if left_out_only else group.finished) + group.left_out:
-            figures = _figures(run, options) if run.test_acc else {}
-            numbers = [f"{figures[name]:.2f}" if name in figures else ("" if options.fmt == "csv" else "-")
-                       for name in ("last", "median", "best")]
-            seconds = "" if run.seconds_per_epoch is None else f"{run.seconds_per_epoch:.1f}"
-            rows.append([os.path.relpath(os.path.abspath(run.folder), base), *(str(v) for v in group.key), str(run.settings.get("seed", "?")), run.status,
-                         str(run.epochs_done), *numbers, seconds or ("" if options.fmt == "csv" else "-"),
-                         run.reason])
+    missing = "" if options.fmt == "csv" else "-"
+    for group, run in listed:
+        figures = _figures(run, options) if run.test_acc else {}
+        numbers = [f"{figures[name]:.2f}" if name in figures else missing for name in ("last", "median", "best")]
+        if show_ece:
+            ece = last_ece(run)
+            numbers.append(missing if ece is None else f"{ece:.2f}")
+        seconds = "" if run.seconds_per_epoch is None else f"{run.seconds_per_epoch:.1f}"
+        rows.append([os.path.relpath(os.path.abspath(run.folder), base), *(str(v) for v in group.key), str(run.settings.get("seed", "?")), run.status,
+                     str(run.epochs_done), *numbers, seconds or ("" if options.fmt == "csv" else "-"),
+                     run.reason])
     return header, rows
-
-
-def _markdown_row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
-
-
-def _render(header: list[str], rows: list[list[str]], fmt: str) -> str:
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-        return buffer.getvalue()
-    if fmt == "markdown":
-        lines = [_markdown_row(header), "|" + "|".join(" --- " for _ in header) + "|"]
-        return "\n".join(lines + [_markdown_row(row) for row in rows]) + "\n"
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-                     for row in [header, *rows]) + "\n"
 
 
 def format_table(groups: Sequence[Group], options: TableOptions, per_run: bool = False) -> str:
     """The comparison as text, Markdown or CSV (options.fmt): one row per group, or per run with
     ``per_run``. The text and Markdown group tables are followed by the list of left-out runs."""
     if per_run:
-        return _render(*_run_rows(groups, options, left_out_only=False), options.fmt)
-    table = _render(*_group_rows(groups, options), options.fmt)
+        return render_table(*_run_rows(groups, options, left_out_only=False), options.fmt)
+    table = render_table(*_group_rows(groups, options), options.fmt)
     if options.fmt == "csv" or not any(group.left_out for group in groups):
         return table
     title = "Left out (not in the numbers above):"
-    return f"{table}\n{title}\n\n{_render(*_run_rows(groups, options, left_out_only=True), options.fmt)}"
+    return f"{table}\n{title}\n\n{render_table(*_run_rows(groups, options, left_out_only=True), options.fmt)}"
 
 
 # ---------------------------------------------------------------------------------------------

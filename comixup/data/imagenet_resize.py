@@ -2,11 +2,14 @@
 ``python prepare_imagenet.py --src DIR --dst DIR --sizes 160 352``.
 
 Reads ``SRC/{train,val}/<class>/<file>`` (the ImageFolder layout; deeper folders are kept too) and
-writes ``DST/<size>/{train,val}/<class>/<file>`` for every size: the short side resized to exactly
-``size`` (bicubic, aspect ratio kept, the long side rounded to the nearest pixel), saved as an RGB
-JPEG under the same file name (whatever its extension, the content is JPEG). Images whose short
-side is already ``size`` or less are enlarged to it, as the published recipe's resize step does,
-so every prepared image has the same short side.
+writes ``DST/<size>/{train,val}/<class>/<file>`` for every size: resized (bicubic) by the factor
+that takes the short side to ``size``, each side truncated to whole pixels as the published
+recipe's resize step does (``int(w / ratio), int(h / ratio)`` with ``ratio = short side / size``:
+the long side is rounded down, and for some shapes the floating-point quotient leaves the short
+side at ``size - 1``, e.g. 100x101 at 352 gives 351x355), saved as an RGB JPEG of ``--quality``
+(default 75, the quality of the published data: PIL's default) under the same file name (whatever
+its extension, the content is JPEG). Images whose short side is already ``size`` or less are
+enlarged, as the published step does.
 
 Each source image is decoded once for all sizes, in worker processes (``--workers``, default:
 every core), with a progress bar on a terminal. Each output is written to a temporary file
@@ -15,7 +18,7 @@ the next run removes before it starts. Running the command again skips every fin
 completes the rest; an output counts as finished when it is a whole JPEG (it starts with the JPEG
 start marker and ends with the end marker), so a file cut short some other way (a power loss
 before the system wrote it out, a copy interrupted) is written again. There is no fsync per
-file: on the development VM it cost more than all the image work. Run one preparation of a
+file: on a small virtual machine it cost more than all the image work. Run one preparation of a
 ``DST`` at a time.
 
 Files with an image extension that cannot be decoded are reported one by one on stderr at the end
@@ -43,7 +46,8 @@ SPLITS = ("train", "val")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 """torchvision ImageFolder's extensions (any case): other files are not images to it, nor here."""
 TEMP_SUFFIX = ".prep.tmp"
-DEFAULT_QUALITY = 90
+DEFAULT_QUALITY = 75
+"""PIL's default JPEG quality, which the published resize step saved with."""
 CHUNK = 32  # images per task sent to a worker: large enough to amortise the messaging
 
 
@@ -66,11 +70,12 @@ class Job:
 
 
 def resized_shape(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """(width, height) with the short side equal to ``short_side`` and the aspect ratio kept,
-    the long side rounded to the nearest pixel (at least 1)."""
-    if width <= height:
-        return short_side, max(1, round(height * short_side / width))
-    return max(1, round(width * short_side / height)), short_side
+    """(width, height) scaled by the factor that takes the short side to ``short_side``, in the
+    published arithmetic: ``ratio = min(height, width) / short_side``, then ``int(width / ratio),
+    int(height / ratio)`` (truncated; the short side may come out one pixel less, e.g. (100, 101)
+    at 352 gives (351, 355)). Each side is at least 1."""
+    ratio = min(height / short_side, width / short_side)
+    return max(1, int(width / ratio)), max(1, int(height / ratio))
 
 
 def output_path(dst: Path, size: int, relative: str) -> Path:
@@ -212,13 +217,16 @@ def prepare(job: Job, workers: int, progress: bool | None = None) -> Summary:
 
 def _parser() -> argparse.ArgumentParser:
     parser = lifecycle.ArgumentParser(description="Resize SRC/{train,val}/<class>/<image> so that the short side is each "
-                                               "of --sizes, into DST/<size>/{train,val}/<class>/<image> (JPEG). "
+                                               "of --sizes (sides truncated to whole pixels as published, so a short "
+                                               "side can come out one pixel less), into "
+                                               "DST/<size>/{train,val}/<class>/<image> (JPEG). "
                                                "Run it again to finish an interrupted preparation.",
                                       formatter_class=lifecycle.HelpFormatter)
     parser.add_argument("--src", required=True, help="ImageNet folder holding train/ and val/ (class folders)")
     parser.add_argument("--dst", required=True, help="output folder; DST/<size>/ is created for each size")
     parser.add_argument("--sizes", type=int, nargs="+", required=True, help="short sides in pixels, e.g. 160 352")
-    parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="JPEG quality, 1 to 100")
+    parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY,
+                        help="JPEG quality, 1 to 100; 75 is PIL's default, what the published data was saved with")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="worker processes (default: every core)")
     return parser

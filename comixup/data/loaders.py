@@ -3,7 +3,7 @@ per-image seeds in worker processes, evaluation shards under torchrun, kept-aliv
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -12,13 +12,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset, get_worker_in
 
 from comixup.data.datasets import DataError
 
-if TYPE_CHECKING:
-    from comixup.data.device_loader import DeviceLoader
-
 
 def get_loaders(train_set: Dataset, valid_set: Dataset | None, test_set: Dataset, batch_size: int,
-                workers: int, seed: int = 0, distributed: bool = False,
-                pin_memory: bool = False) -> tuple[DataLoader, DataLoader | None, DataLoader]:
+                workers: int, seed: int = 0, distributed: bool = False, pin_memory: bool = False, *,
+                drop_last: bool = False) -> tuple[DataLoader, DataLoader | None, DataLoader]:
     """Build (train_loader, valid_loader or None, test_loader).
 
     The training loader's sampler is an :class:`EpochSampler`: call its ``set_epoch`` before each
@@ -28,7 +25,9 @@ def get_loaders(train_set: Dataset, valid_set: Dataset | None, test_set: Dataset
     generator, which the caller seeds (and saves in checkpoints); in worker processes each image's
     transforms draw from a seed of (``seed``, epoch, image index), so what a worker produces does
     not depend on which worker it is or on what it produced before: a resumed run gets the
-    images an uninterrupted one would. Every image is used: the last batch may be partial.
+    images an uninterrupted one would. Every image is used, the last batch may be partial,
+    unless ``drop_last``: then each epoch's last partial training batch is left out (as the
+    published ImageNet loader does; its images come in other epochs' full batches).
     Validation and test loaders keep the data set order; when ``distributed`` each rank gets every
     world_size-th image from its rank on (the ranks together see each image exactly once, so
     their sums add up to the whole set's; the training order instead is padded so that every
@@ -36,7 +35,8 @@ def get_loaders(train_set: Dataset, valid_set: Dataset | None, test_set: Dataset
     (``workers > 0``) are started once and kept alive across epochs; :func:`shutdown_workers`
     ends them.
     """
-    train_loader = get_train_loader(train_set, batch_size, workers, seed, distributed, pin_memory)
+    train_loader = get_train_loader(train_set, batch_size, workers, seed, distributed, pin_memory,
+                                    drop_last=drop_last)
     valid_loader = (get_test_loader(valid_set, batch_size, workers, distributed, pin_memory)
                     if valid_set is not None else None)
     test_loader = get_test_loader(test_set, batch_size, workers, distributed, pin_memory)
@@ -44,9 +44,11 @@ def get_loaders(train_set: Dataset, valid_set: Dataset | None, test_set: Dataset
 
 
 def get_train_loader(train_set: Dataset, batch_size: int, workers: int, seed: int = 0, distributed: bool = False,
-                     pin_memory: bool = False) -> DataLoader:
+                     pin_memory: bool = False, *, drop_last: bool = False) -> DataLoader:
     """The training loader of :func:`get_loaders` alone (a phase of a multi-phase run builds one
-    per phase): an :class:`EpochSampler` over ``train_set``, ``batch_size`` images per process."""
+    per phase): an :class:`EpochSampler` over ``train_set``, ``batch_size`` images per process;
+    ``drop_last``: each epoch's last partial batch left out (len(loader) counts full batches
+    only), DataError when the images of a process fill no batch at all."""
     common = _loader_options(batch_size, workers, pin_memory)
     generator = torch.Generator()
     generator.manual_seed(seed)
@@ -54,6 +56,12 @@ def get_train_loader(train_set: Dataset, batch_size: int, workers: int, seed: in
     if distributed:
         rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
     sampler = EpochSampler(len(train_set), seed=seed, rank=rank, world_size=world_size)
+    if drop_last and len(sampler) < batch_size:
+        share = f" ({len(sampler)} per process of {world_size})" if world_size > 1 else ""
+        raise DataError(f"the {len(train_set)} training images{share} fill no batch of {batch_size} images per "
+                        f"process, and the last partial batch of each epoch is left out; use a smaller batch "
+                        f"or more images")
+    common["drop_last"] = drop_last
     return DataLoader(_SeededItems(train_set), sampler=sampler, generator=generator, **common)
 
 
@@ -75,7 +83,7 @@ def _loader_options(batch_size: int, workers: int, pin_memory: bool) -> dict:
                 persistent_workers=workers > 0, worker_init_fn=_seed_worker, drop_last=False)
 
 
-def shutdown_workers(*loaders: DataLoader | DeviceLoader | None) -> None:
+def shutdown_workers(*loaders: Any) -> None:
     """End the kept-alive worker processes of these loaders now (joined; a worker that does not
     stop in time is terminated) instead of whenever the loader is garbage collected. A loader
     used again afterwards starts new workers. Anything else (None, a DeviceLoader) is skipped."""

@@ -74,7 +74,7 @@ def to_gray(cams: Tensor) -> Tensor:
 
 
 def box_from_gray(gray: np.ndarray, th: float) -> tuple[float, float, float, float]:
-    """The box (x0, y0, x1, y1) of a uint8 map at threshold ``th`` in (0, 1).
+    """The box (x0, y0, x1, y1) of a uint8 map at threshold ``th`` (0 <= th < 1).
 
     Pixels strictly above ``int(th x max)`` form a mask; the box is the bounding rectangle
     (x, y, x + w, y + h) of its largest external contour (by contour area, the first on ties);
@@ -148,8 +148,10 @@ class LocalizationScores:
 
     ``th``: the CAM threshold of top-1 and GT-known localization (published default 0.25);
     ``sweep``: the thresholds MaxBoxAcc tries; ``iou_mode``: 'correct' or 'published', the IoU
-    behind every headline metric. The top-1 localization under the other IoU is kept too, so a
-    result shows what the published IoU changes.
+    behind every headline metric. The top-1 localization under the other IoU formula is kept too,
+    on the same GT boxes, so a result shows what the formula alone changes: in a run on the
+    corrected boxes, ``top1_loc_published_iou`` is the published formula on those boxes, not the
+    published result (that is ``top1_loc`` of a run with the published formula and boxes).
     """
 
     def __init__(self, th: float, sweep: Sequence[float], iou_mode: str = "correct", iou_threshold: float = 0.5) -> None:

@@ -13,9 +13,14 @@ normalised x0, y0, x1, y1):
   ``main.py --dataset imagenet`` trains) with the boxes users have: ``LOC_val_solution.csv`` of
   the ImageNet localization challenge, or a folder of the ILSVRC2012 validation XML files.
 
+Every box is checked when read: finite, and not inverted (x0 <= x1 and y0 <= y1); an XML file
+must hold at least one ``<object>``. A bad box is refused with one line naming the file and the
+image, since it would otherwise score IoU 0 (or, without a box, a miss) without a word.
+
 :class:`CroppedSet` turns a source into the evaluation's inputs: optional resize (shorter side),
-center crop (torchvision's ``CenterCrop``: zero padding when the image is smaller), uint8 CHW,
-and the GT boxes in crop pixels.
+center crop exactly as torchvision's ``CenterCrop`` (zero padding on a side shorter than the
+crop, the extra pixel of an odd difference after the image), uint8 CHW, and the GT boxes in
+crop pixels.
 """
 from __future__ import annotations
 
@@ -37,7 +42,8 @@ from PIL import Image
 from comixup.data.datasets import DataError
 
 __all__ = ["Sample", "LocalizationSource", "PickleSet", "FolderSet", "CroppedSet", "collate", "open_source",
-           "resize_shorter", "read_restricted_pickle", "PICKLE_FILES", "IMAGE_EXTENSIONS"]
+           "resize_shorter", "center_crop", "boxes_in_crop", "check_boxes", "read_restricted_pickle",
+           "PICKLE_FILES", "IMAGE_EXTENSIONS"]
 
 PICKLE_FILES = ("input.pkl", "label.pkl", "bbox.pkl")
 _WNID = re.compile(r"n\d{8}")
@@ -50,7 +56,8 @@ class Sample:
     """H x W x 3 uint8."""
     label: int
     boxes: np.ndarray
-    """n x 4 float64, normalised (x0, y0, x1, y1) in [0, 1]."""
+    """n x 4 normalised (x0, y0, x1, y1) in [0, 1]; the pickle's own dtype (the published
+    arithmetic computes in it), float64 for boxes from a box file."""
 
 
 class LocalizationSource(Protocol):
@@ -261,6 +268,8 @@ class PickleSet:
 
     @staticmethod
     def _read_boxes(path: Path) -> list[np.ndarray]:
+        """Per image an n x 4 array in the dtype the pickle stores (``--iou published`` computes in
+        it, as the published code does); lists of numbers become float64."""
         raw = _materialise(read_restricted_pickle(path), path)
         if isinstance(raw, np.ndarray) and raw.ndim == 3:
             raw = list(raw)
@@ -268,12 +277,16 @@ class PickleSet:
             raise DataError(f"{path} does not hold a list of per-image box arrays")
         boxes = []
         for i, item in enumerate(raw):
-            array = np.asarray(item, dtype=np.float64)
+            try:
+                array = np.asarray(item)
+            except ValueError:  # ragged lists
+                array = np.empty(0, dtype=object)
             if array.ndim == 1 and array.size == 4:
                 array = array.reshape(1, 4)
-            if array.ndim != 2 or array.shape[1] != 4 or not np.all(np.isfinite(array)):
-                raise DataError(f"{path}: the boxes of image {i} have shape {array.shape}; expected n x 4 "
-                                f"normalised (x0, y0, x1, y1)")
+            if array.dtype.kind not in "fiu" or array.ndim != 2 or array.shape[1] != 4:
+                raise DataError(f"{path}: the boxes of image {i} are not an n x 4 array of numbers "
+                                f"(normalised x0, y0, x1, y1)")
+            check_boxes(array, f"{path}, image {i}")
             boxes.append(array)
         return boxes
 
@@ -319,6 +332,21 @@ class _Boxed:
     """The class the box file names (its first box's)."""
 
 
+def check_boxes(boxes: np.ndarray, where: str) -> None:
+    """DataError (one line starting with ``where``, which names the file and the image) unless
+    every box of ``boxes`` (n, 4) is finite and not inverted: x0 <= x1 and y0 <= y1. A box of zero
+    width or height is allowed (it scores IoU 0, as the annotation says)."""
+    finite = np.isfinite(boxes).all(axis=1)
+    if not finite.all():
+        x0, y0, x1, y1 = boxes[int(np.argmin(finite))]
+        raise DataError(f"{where}: box ({x0}, {y0}, {x1}, {y1}) is not finite; coordinates must be numbers")
+    inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if inverted.any():
+        x0, y0, x1, y1 = boxes[int(np.argmax(inverted))]
+        raise DataError(f"{where}: box ({x0}, {y0}, {x1}, {y1}) is inverted; boxes are (x0, y0, x1, y1) "
+                        f"with x0 <= x1 and y0 <= y1")
+
+
 def _read_box_csv(path: Path) -> dict[str, _Boxed]:
     """LOC_val_solution.csv: ``ImageId,PredictionString`` rows, the string 'wnid x0 y0 x1 y1 ...' in pixels."""
     boxes: dict[str, _Boxed] = {}
@@ -334,11 +362,14 @@ def _read_box_csv(path: Path) -> dict[str, _Boxed]:
                 fields = row[1].split() if len(row) > 1 else []
                 if len(row) != 2 or not fields or len(fields) % 5:
                     raise DataError(f"{path}, line {line}: expected 'id,wnid x0 y0 x1 y1 [wnid x0 y0 x1 y1 ...]'")
+                image = row[0].strip()
                 try:
                     coords = [[float(v) for v in fields[k + 1:k + 5]] for k in range(0, len(fields), 5)]
                 except ValueError:
-                    raise DataError(f"{path}, line {line}: box coordinates must be numbers") from None
-                boxes[row[0].strip()] = _Boxed(np.asarray(coords, dtype=np.float64), fields[0])
+                    raise DataError(f"{path}, line {line} (image {image}): box coordinates must be numbers") from None
+                array = np.asarray(coords, dtype=np.float64)
+                check_boxes(array, f"{path}, line {line} (image {image})")
+                boxes[image] = _Boxed(array, fields[0])
     except OSError as err:
         raise DataError(f"cannot read {path}: {err.strerror or err}") from err
     return boxes
@@ -355,8 +386,11 @@ def _read_box_xml_folder(folder: Path) -> dict[str, _Boxed]:
                       for obj in objects]
         except (ElementTree.ParseError, TypeError, ValueError, OSError) as err:
             raise DataError(f"cannot read the boxes of {path}: {' '.join(str(err).split())}") from err
-        wnid = objects[0].findtext("name") if objects else None
-        boxes[path.stem] = _Boxed(np.asarray(coords, dtype=np.float64).reshape(-1, 4), wnid)
+        if not objects:  # every ILSVRC2012 validation image has at least one box
+            raise DataError(f"{path} (image {path.stem}) holds no <object> box; every image needs at least one")
+        array = np.asarray(coords, dtype=np.float64).reshape(-1, 4)
+        check_boxes(array, f"{path} (image {path.stem})")
+        boxes[path.stem] = _Boxed(array, objects[0].findtext("name"))
     if not boxes:
         raise DataError(f"{folder} holds no .xml box files (ILSVRC2012 validation annotations)")
     return boxes
@@ -450,31 +484,46 @@ def resize_shorter(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def _crop_offsets(length: int, crop: int) -> tuple[int, int]:
-    """(zero padding before, crop start after padding) along one axis, as torchvision's center_crop."""
-    pad = (crop - length) // 2 if crop > length else 0
+    """(zero padding before the image, crop start in the padded image) along one axis, as
+    torchvision's center_crop: a side shorter than the crop is padded to the crop, (crop - length)
+    // 2 before and the rest after it; the start is round((padded length - crop) / 2)."""
+    pad = (crop - length) // 2 if length < crop else 0
     return pad, int(round((max(length, crop) - crop) / 2.0))
 
 
 def center_crop(image: np.ndarray, crop: int) -> np.ndarray:
+    """The crop x crop centre of an H x W (x C) image, zero-padded first on any side shorter than
+    the crop: pixel for pixel what torchvision's ``CenterCrop(crop)`` returns."""
     height, width = image.shape[:2]
     (pad_y, top), (pad_x, left) = _crop_offsets(height, crop), _crop_offsets(width, crop)
-    if pad_y or pad_x:
-        padded = np.zeros((max(height, crop), max(width, crop), 3), dtype=image.dtype)
+    if height < crop or width < crop:  # pad even where the padding before is 0 (a difference of 1)
+        padded = np.zeros((max(height, crop), max(width, crop), *image.shape[2:]), dtype=image.dtype)
         padded[pad_y:pad_y + height, pad_x:pad_x + width] = image
         image = padded
     return image[top:top + crop, left:left + crop]
 
 
-def boxes_in_crop(boxes: np.ndarray, height: int, width: int, crop: int, published: bool = False) -> np.ndarray:
-    """Normalised boxes (n, 4) of an H x W image in the pixels of its center crop, clipped to it.
+def _published_boxes_in_crop(boxes: np.ndarray, height: int, width: int, crop: int) -> np.ndarray:
+    """The published GT box arithmetic, in the boxes' own dtype: per coordinate, times the image
+    side, clipped to [off, side - off] with off = (side - crop) / 2 unrounded, minus off, stored
+    back in that dtype, then truncated to integers. Python numbers keep a float32 array float32
+    (as in the published code), so its products round where float64 ones would not."""
+    out = np.array(boxes, copy=True)
+    for column, side in enumerate((width, height, width, height)):
+        off = (side - crop) / 2
+        out[:, column] = np.clip(out[:, column] * side, off, side - off) - off
+    return out.astype(np.int32).astype(np.float64)
 
-    ``published=True``: the published arithmetic (offset (size - crop) / 2 unrounded, clipped in
-    image pixels, then truncated to integers)."""
+
+def boxes_in_crop(boxes: np.ndarray, height: int, width: int, crop: int, published: bool = False) -> np.ndarray:
+    """Normalised boxes (n, 4) of an H x W image in float64 pixels of its center crop (the
+    geometry of :func:`center_crop`), clipped to it.
+
+    ``published=True``: the published arithmetic (:func:`_published_boxes_in_crop`)."""
+    if published:
+        return _published_boxes_in_crop(boxes, height, width, crop)
     scale = np.array([width, height, width, height], dtype=np.float64)
     pixels = boxes * scale
-    if published:
-        off = (scale - crop) / 2
-        return (np.clip(pixels, off, scale - off) - off).astype(np.int32).astype(np.float64)
     (pad_y, top), (pad_x, left) = _crop_offsets(height, crop), _crop_offsets(width, crop)
     shift = np.array([pad_x - left, pad_y - top, pad_x - left, pad_y - top], dtype=np.float64)
     return np.clip(pixels + shift, 0, crop)

@@ -68,6 +68,14 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _threshold(text: str) -> float:
+    """A CAM threshold: 0 <= th < 1 (the published code takes 0 too: every pixel above 0 takes part)."""
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1 (0 <= th < 1), got {text}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -134,10 +142,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     _add_model_args(parser)
     _add_data_args(parser)
     metrics = parser.add_argument_group("metrics")
-    metrics.add_argument("--th", type=_fraction, default=0.25, help="CAM threshold of the box, in (0, 1)")
+    metrics.add_argument("--th", type=_threshold, default=0.25, help="CAM threshold of the box, 0 <= th < 1")
     metrics.add_argument("--iou", default="correct", choices=IOU_MODES,
-                         help="correct: intersection clamped at 0; published: the published formula (two boxes "
-                              "apart on both axes can score 1.0) and its integer GT boxes, to reproduce its numbers")
+                         help="correct: intersection clamped at 0, GT boxes as the crop shows them; published: "
+                              "the published formula (two boxes apart on both axes can score 1.0) and its integer GT "
+                              "boxes (computed in the stored dtype), to reproduce its numbers. The tables' 'published "
+                              "IoU formula only' column of a correct run is that formula on the corrected boxes")
     metrics.add_argument("--cam_curve_interval", type=_fraction, default=0.01,
                          help="step of the CAM threshold sweep of MaxBoxAcc (thresholds 0, step, ..., < 1)")
     parser.add_argument("--root_dir", default="result",
@@ -183,7 +193,7 @@ def get_figure_parser() -> argparse.ArgumentParser:
     _add_model_args(parser)
     _add_data_args(parser, several=False)
     parser.add_argument("--images", type=_non_negative, nargs="+", default=[0, 1, 2, 3], help="image indices")
-    parser.add_argument("--th", type=_fraction, default=0.25, help="CAM threshold of the box")
+    parser.add_argument("--th", type=_threshold, default=0.25, help="CAM threshold of the box, 0 <= th < 1")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="images/localization.png", help="PNG to write")
     return parser

@@ -1,9 +1,11 @@
 """The localization evaluation's reports: the published three tables (text and Markdown) and a figure.
 
 Tables read the ``result.json`` files that ``localization.py`` writes (one per model and data set):
-localization on ``clean``, robustness on ``rep`` (background replaced) and on ``noise``
-(background noise), each a row per model with cls top-1, cls top-5 and loc top-1 (percent), as
-the published ``parse_result.py`` prints them; then every metric of every result.
+the published ``parse_result.py``'s three, titled as it prints them, ``** result localization **``
+(``clean``), ``** result robust (image replacement dataset) **`` (``rep``, background replaced)
+and ``** result robust (noise dataset) **`` (``noise``, background noise), each a row per model
+with cls top-1, cls top-5 and loc top-1 (percent); then every metric of every result, with a note
+saying what the published-formula column is.
 """
 from __future__ import annotations
 
@@ -18,17 +20,24 @@ import numpy as np
 
 from comixup.core.files import atomic_write, atomic_write_bytes
 
-__all__ = ["PUBLISHED_MODELS", "read_results", "tables_text", "tables_markdown", "write_tables", "draw_figure"]
+__all__ = ["PUBLISHED_MODELS", "FORMULA_ONLY_NOTE", "read_results", "tables_text", "tables_markdown", "write_tables",
+           "draw_figure"]
 
 PUBLISHED_MODELS = ("vanilla", "inputmix", "manifold", "cutmix", "puzmix", "comix-blk4")
 """The published models' names (``pretrained/<name>.pt``), in the published tables' order."""
 
-_SECTIONS = (("clean", "localization"), ("rep", "robustness (image replacement dataset)"),
-             ("noise", "robustness (noise dataset)"))
+_SECTIONS = (("clean", "localization"), ("rep", "robust (image replacement dataset)"),
+             ("noise", "robust (noise dataset)"))
+"""(data set, title after "result "): the published parse_result.py's titles, word for word."""
 _PUBLISHED_COLUMNS = (("cls-top1", "top1"), ("cls-top5", "top5"), ("loc-top1", "top1_loc"))
-_ALL_COLUMNS = (("cls-top1", "top1"), ("cls-top5", "top5"), ("loc-top1", "top1_loc"),
-                ("loc-top1 (published IoU)", "top1_loc_published_iou"), ("GT-known loc", "gt_known_loc"),
+_FORMULA_ONLY = "loc-top1 (published IoU formula only)"
+_ALL_COLUMNS = (("IoU", "iou"), ("cls-top1", "top1"), ("cls-top5", "top5"), ("loc-top1", "top1_loc"),
+                (_FORMULA_ONLY, "top1_loc_published_iou"), ("GT-known loc", "gt_known_loc"),
                 ("MaxBoxAcc", "max_box_acc"), ("images", "images"))
+FORMULA_ONLY_NOTE = (f"{_FORMULA_ONLY}: the published IoU formula on the run's own GT boxes. In a run with "
+                     f"IoU correct those are the corrected boxes, so it is not the published result; that is "
+                     f"loc-top1 of a run with --iou published (the published formula and GT boxes).")
+"""Printed under the all-metrics table, so nobody takes the column for a ``--iou published`` run."""
 
 
 def read_results(root: str | os.PathLike) -> list[dict]:
@@ -79,15 +88,14 @@ def tables_text(results: Sequence[dict]) -> str:
                 str(row["model"]), *(_cell(row.get(key)) for _, key in _PUBLISHED_COLUMNS)))
         lines.append("")
     if results:
-        lines.append("** all metrics (percent; IoU: " + ", ".join(sorted({str(r.get('iou')) for r in results}))
-                     + ") **")
+        lines.append("** all metrics (percent) **")
         header = ["model", "data", *(c for c, _ in _ALL_COLUMNS)]
         table = [header] + [[str(r["model"]), str(r["data"]), *(_cell(r.get(k)) for _, k in _ALL_COLUMNS)]
                             for r in results]
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-        lines += ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        lines += ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
                   for row in table]
-        lines.append("")
+        lines += [FORMULA_ONLY_NOTE, ""]
     return "\n".join(lines)
 
 
@@ -103,10 +111,10 @@ def tables_markdown(results: Sequence[dict]) -> str:
     if results:
         lines += ["**All metrics** (percent)", "",
                   "| model | data | " + " | ".join(c for c, _ in _ALL_COLUMNS) + " |",
-                  "| --- | --- |" + " ---: |" * len(_ALL_COLUMNS)]
+                  "| --- | --- | --- |" + " ---: |" * (len(_ALL_COLUMNS) - 1)]
         lines += [f"| {r['model']} | {r['data']} | " + " | ".join(_cell(r.get(k)) for _, k in _ALL_COLUMNS) + " |"
                   for r in results]
-        lines.append("")
+        lines += ["", FORMULA_ONLY_NOTE, ""]
     return "\n".join(lines)
 
 

@@ -5,7 +5,10 @@ optimizer, the method, the loaders, the history, the best accuracy, the log and 
 Also here: the learning rate of an epoch and of each warm-up step, and the per-epoch seeding of
 the training loader that makes a resumed run see the batches an uninterrupted one would. A run
 of several phases (``--config`` with ``phases:``) rebuilds its training loader when it enters a
-phase; ``lr_points`` set the rate of every step (recipe.py).
+phase; ``lr_points`` set the rate of every step (recipe.py). ImageNet training leaves out each
+epoch's last partial batch, as the published ImageNet loader does, so its steps per epoch (what
+the learning rate, the warm-up and a mid-epoch resume count) are the full batches. Co-Mixup runs
+log a ``warning:`` line when --m_part does not divide the per-process batch.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from comixup.mixing.parallel import PartitionPool
 from comixup.models.init import apply_init
 from comixup.train import checkpoints, distributed, methods
 from comixup.train.experiment import RunProgress
-from comixup.train.recipe import Phase, Recipe, param_groups
+from comixup.train.recipe import Phase, Recipe, param_groups, partition_warning
 
 __all__ = ["TrainingRun", "EpochProgress", "EpochPlan", "adjust_learning_rate", "warmup_factor", "epoch_seed",
            "set_train_epoch"]
@@ -173,6 +176,7 @@ class TrainingRun:
         self._last_checkpoint_time = time.monotonic()
         self.recipe = Recipe.from_args(args)  # no phases and no lr_points: the flags alone
         self._phase: Phase | None = None  # the phase the training loader was built for
+        self._partitions_checked: int | None = None  # the per-process batch last checked against --m_part
 
     @classmethod
     def build(cls, args: argparse.Namespace, dist_info: distributed.DistInfo, log: LogPrinter,
@@ -197,6 +201,8 @@ class TrainingRun:
                 run.pool = PartitionPool(workers) if workers else None
                 run.method = methods.build_method(args, run.num_classes, run.info, executor=run.pool,
                                                   precision=run.precision)
+                if not run.recipe.phases:  # a run of phases checks each phase's batch when it enters it
+                    run._check_partitions(args.batch_size)
                 if checkpoint is not None:
                     checkpoints.restore_streams(checkpoint, args.seed, dist_info, run.start_epoch)
         except BaseException:
@@ -226,7 +232,8 @@ class TrainingRun:
         else:
             self.train_loader, self.valid_loader, self.test_loader = get_loaders(
                 train_set, valid_set, test_set, args.batch_size, args.workers, seed=args.seed,
-                distributed=dist_info.distributed, pin_memory=self.device.type == "cuda")
+                distributed=dist_info.distributed, pin_memory=self.device.type == "cuda",
+                drop_last=_drops_last_batch(args))
         if self.valid_loader is not None:
             self.history.update(valid_loss=[], valid_acc=[])
 
@@ -375,11 +382,23 @@ class TrainingRun:
         batch = phase.per_process_batch(world_size)
         self.train_loader = get_train_loader(train_set, batch, args.workers, seed=args.seed,
                                              distributed=self.dist.distributed,
-                                             pin_memory=self.device.type == "cuda")
+                                             pin_memory=self.device.type == "cuda", drop_last=_drops_last_batch(args))
         self._phase = phase
         self.log(f"=> phase {number}/{len(self.recipe.phases)}: epochs [{phase.start}, {phase.end}), "
                  f"{phase.crop}-pixel crops (min scale {phase.min_scale:g}), {phase.batch_size} images per step "
                  f"({batch} per process x {world_size}), {len(train_set)} images from {phase.data_dir}")
+        self._check_partitions(batch, f" in phase {number}/{len(self.recipe.phases)} ({phase.batch_size} over "
+                                      f"{world_size} process{'es' if world_size > 1 else ''})")
+
+    def _check_partitions(self, batch: int, where: str = "") -> None:
+        """Co-Mixup: log a ``warning:`` line when --m_part does not divide the per-process batch
+        ``batch`` (recipe.partition_warning), once per change of that batch."""
+        if self.args.method != "comix" or batch == self._partitions_checked:
+            return
+        self._partitions_checked = batch
+        warning = partition_warning(batch, self.args.m_part, where)
+        if warning is not None:
+            self.log(warning)
 
     def _recipe_lr_at_step(self, epoch: int) -> Callable[[int], float]:
         """lr_points: the rate of every step of ``epoch`` (recipe.Recipe.step_lr)."""
@@ -396,9 +415,15 @@ class TrainingRun:
 
     def record(self, train: dict[str, float], valid: dict[str, float] | None, test: dict[str, float]) -> bool:
         """Add an epoch's numbers to the history; returns whether its test accuracy is the best so far
-        (the first evaluated epoch always is, even at 0% accuracy)."""
+        (the first evaluated epoch always is, even at 0% accuracy). The test ECE (``test["ece"]``)
+        goes to ``test_ece``, one entry per ``test_acc`` entry: NaN for the epochs of a resumed
+        checkpoint that predates it."""
         is_best = not self.history["test_acc"] or test["top1"] > self.best_acc
         self.best_acc = test["top1"] if is_best else self.best_acc
+        if "ece" in test:
+            test_ece = self.history.setdefault("test_ece", [])
+            test_ece += [float("nan")] * (len(self.history["test_acc"]) - len(test_ece))
+            test_ece.append(test["ece"])
         if valid is not None:
             self.history["valid_loss"].append(valid["loss"])
             self.history["valid_acc"].append(valid["top1"])
@@ -470,6 +495,12 @@ def _loader_settings(phase: Phase) -> tuple:
     """What a phase's training loader depends on (not its epochs)."""
     return phase.data_dir, phase.crop, phase.min_scale, phase.batch_size
 
+
+def _drops_last_batch(args: argparse.Namespace) -> bool:
+    """Whether training leaves out each epoch's last partial batch: ImageNet training, as the
+    published ImageNet loader does (the CIFAR and Tiny-ImageNet loaders keep it, as theirs do).
+    Evaluation never does, nor does a run that only evaluates need a full training batch."""
+    return args.dataset == "imagenet" and not args.evaluate
 
 def log_run_header(log: LogPrinter, args: argparse.Namespace, dist_info: distributed.DistInfo,
                    notes: Sequence[str]) -> None:

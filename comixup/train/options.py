@@ -38,8 +38,9 @@ _EPILOG = (
     "ImageNet as the published comix-imagenet run (ResNet-50, 100 epochs, three phases of progressive "
     "resizing, piecewise-linear learning rate, plain momentum, no weight decay on BatchNorm, fp16): "
     "python prepare_imagenet.py --src IMAGENET --dst DIR --sizes 160 352, then "
-    "torchrun --nproc_per_node 8 main.py --config configs/imagenet_fast.yml --data_dir DIR "
-    "(the file's phases give global batch sizes, split over the processes; see the README). Its Co-Mixup "
+    "torchrun --nproc_per_node 4 main.py --config configs/imagenet_fast.yml --data_dir DIR "
+    "(the file's phases give global batch sizes, split over the processes: 1, 2 or 4 keep whole partitions "
+    "of 16 per process as published; see docs/imagenet.md). Its Co-Mixup "
     "settings as flags: --dataset imagenet --arch resnet50 --labels_per_class 0 --m_part 16 --m_niter 3 "
     "--m_block_num 4 --m_peak_stride 8 --mixup_alpha 1.0 (flat Dirichlet prior) --loss ce --clean_lam 500 (their "
     "clean loss is 1 x CE; ours is 2 clean_lam CE / 1000) --amp fp16."
@@ -183,6 +184,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="first epoch when not resuming (a resumed run starts at the checkpoint's epoch)")
     lifecycle.flag_bool(ckpt, "--evaluate", "only evaluate the (resumed) model on the test set")
 
+    evaluation = parser.add_argument_group("calibration and robustness")
+    evaluation.add_argument("--ece_bins", type=int, default=15, metavar="B",
+                            help="equal-width confidence bins of the expected calibration error logged after "
+                                 "every Test line (Guo et al. 2017)")
+    evaluation.add_argument("--fgsm", type=float, nargs="+", default=None, metavar="EPS",
+                            help="with --evaluate: also the top-1 error under one-step FGSM of each EPS, in 1/255 "
+                                 "units of the [0, 1] image (e.g. --fgsm 4 8)")
+    evaluation.add_argument("--corruption_dir", default="", metavar="DIR",
+                            help="with --evaluate, CIFAR only: also the top-1 error on CIFAR-10-C / CIFAR-100-C, "
+                                 "the release's folder of <corruption>.npy files and labels.npy")
+
     accel = parser.add_argument_group("acceleration")
     accel.add_argument("--ngpu", type=int, default=1,
                        help="GPUs to use (0: CPU; more than 1: DataParallel); CPU when CUDA is unavailable. "
@@ -254,8 +266,9 @@ def validate_args(args: argparse.Namespace) -> None:
     fixed: CIFAR-10 5000, CIFAR-100 and Tiny-ImageNet 500, ImageNet checked once its folders
     are read; --m_part at most --batch_size and --m_block_num dividing the image size for
     comix; the Puzzle Mix grid for puzzle; the torchrun, --amp, --sync_bn and --data_on_device
-    combinations; the --config recipe's phases and lr_points, their global batches against the
-    number of processes, and --m_block_num against every phase's crop) and an existing --resume
+    combinations; --ece_bins, --fgsm and --corruption_dir (the last two with --evaluate); the
+    --config recipe's phases and lr_points, their global batches against the number of
+    processes, and --m_block_num against every phase's crop) and an existing --resume
     file. Unknown names (dataset, arch, method, solver, ...) are refused by the parser itself. The
     data folders (:func:`data_folders`) are checked by comixup.data.datasets.check_data_dir, the experiment
     folder by main when it creates it.
@@ -312,6 +325,7 @@ def validate_args(args: argparse.Namespace) -> None:
          f"--tag becomes part of a folder name and must not contain a path separator, got {args.tag!r}")
     _distributed_problems(args, problems)
     _recipe_problems(args, problems)
+    _evaluation_problems(args, problems)
     if args.ngpu < 0:
         problems.append(f"--ngpu must be 0 (CPU) or more, got {args.ngpu}")
     elif args.ngpu > 1 and torch.cuda.is_available() and args.ngpu > torch.cuda.device_count():
@@ -331,6 +345,26 @@ def validate_args(args: argparse.Namespace) -> None:
         problems.append(f"--resume {args.resume}: no such checkpoint file")
     if problems:
         raise ValueError("; ".join(problems))
+
+
+def _evaluation_problems(args: argparse.Namespace, problems: list[str]) -> None:
+    """--ece_bins, --fgsm and --corruption_dir (the folder's files are checked by main with
+    comixup.data.cifar_c.open_release, before any heavy work)."""
+    bins, fgsm = getattr(args, "ece_bins", 15), getattr(args, "fgsm", None) or []
+    corruption_dir = getattr(args, "corruption_dir", "")
+    if bins < 1:
+        problems.append(f"--ece_bins must be 1 or more, got {bins}")
+    if fgsm and not args.evaluate:
+        problems.append("--fgsm measures a trained model: use it with --evaluate --resume CHECKPOINT")
+    bad = [eps for eps in fgsm if not (math.isfinite(eps) and 0 <= eps <= 255)]
+    if bad:
+        problems.append(f"--fgsm takes strengths in 1/255 units of the [0, 1] image, from 0 to 255, got "
+                        f"{' '.join(f'{eps:g}' for eps in bad)}")
+    if corruption_dir and not args.evaluate:
+        problems.append("--corruption_dir measures a trained model: use it with --evaluate --resume CHECKPOINT")
+    if corruption_dir and args.dataset not in ("cifar10", "cifar100"):
+        problems.append(f"--corruption_dir reads CIFAR-10-C / CIFAR-100-C: use it with --dataset cifar10 or "
+                        f"cifar100, not {args.dataset}")
 
 
 def _optimiser_problems(args: argparse.Namespace, problems: list[str]) -> None:

@@ -12,20 +12,26 @@ The shape of the configuration is the one of a ``--config`` YAML file (see confi
 ``epochs: [start, end]`` is the half-open range start <= epoch < end. A relative ``data_dir`` is
 taken inside the run's ``--data_dir``, so one flag moves every phase's data. The learning rate at a
 fractional epoch x is the linear interpolation between the ``[epoch, lr]`` points, constant
-before the first and after the last; where two points share an epoch (a jump), the second one
-holds from that epoch on: exactly what ``np.interp(x, epochs, lrs)`` returns.
+before the first and after the last. Two points at one epoch make a jump: at x exactly there the
+first one's value holds, just after it the second one's. Each step takes the rate at its end,
+x = epoch + (step + 1) / steps, so the last step of the epoch before a jump at e (x = e) still
+uses the value before the jump and the first step after it the value after, which is what the
+published script gets by calling ``np.interp(x, epochs, lrs)`` over the running phase's own points
+(its phase 1 ends at 15 with 0.125, its phase 2 starts from 0.2). ``np.interp`` over all points at
+once would return the second value at x = e instead.
 """
 from __future__ import annotations
 
 import math
 import os
-from bisect import bisect_right
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch.nn as nn
 
-__all__ = ["Phase", "Recipe", "RecipeError", "piecewise_linear", "per_process_batch", "param_groups"]
+__all__ = ["Phase", "Recipe", "RecipeError", "piecewise_linear", "per_process_batch", "partition_sizes",
+           "partition_warning", "param_groups"]
 
 PHASE_KEYS = ("epochs", "data_dir", "crop", "batch_size", "min_scale")
 
@@ -64,20 +70,48 @@ def per_process_batch(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
+def partition_sizes(batch: int, m_part: int) -> list[int]:
+    """The partitions Co-Mixup cuts a batch of ``batch`` images into (each mixed on its own):
+    ``m_part`` images each in batch order, the remainder last."""
+    if batch < 1 or m_part < 1:
+        raise ValueError(f"batch and m_part must be at least 1, got {batch} and {m_part}")
+    return [min(m_part, batch - start) for start in range(0, batch, m_part)]
+
+
+def partition_warning(batch: int, m_part: int, where: str = "") -> str | None:
+    """A ``warning:`` line when ``m_part`` does not divide the per-process batch ``batch`` (then
+    the last partition is smaller, or the whole batch is one partition of fewer than ``m_part``
+    images), None when it divides. ``where`` follows the batch in the sentence, e.g.
+    " in phase 2/3 (448 over 8 processes)"."""
+    if batch % m_part == 0:
+        return None
+    sizes = partition_sizes(batch, m_part)
+    if len(sizes) == 1:
+        made = f"one partition of {batch}"
+    elif len(sizes) <= 5:
+        made = "partitions of " + ", ".join(map(str, sizes[:-1])) + f" and {sizes[-1]}"
+    else:
+        made = f"{len(sizes) - 1} partitions of {m_part} and one of {sizes[-1]}"
+    return (f"warning: --m_part {m_part} does not divide the {batch} images per process and step{where}, so "
+            f"Co-Mixup mixes {made}; for whole partitions give each process a multiple of {m_part} images "
+            f"(another batch size or number of processes) or use an --m_part that divides {batch}")
+
+
 def piecewise_linear(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
-    """``np.interp(x, xs, ys)`` for non-decreasing ``xs``, to the last bit: ys[0] before xs[0],
-    ys[-1] from xs[-1] on, linear in between; at an x shared by two points, the second point's
-    value (the first one is only approached from the left)."""
+    """The piecewise-linear function through the points (xs non-decreasing) at ``x``: ys[0] up to
+    xs[0], ys[-1] after xs[-1], linear in between. At an x shared by two points (a jump) the
+    first point's value: a jump takes effect just after its epoch. Everywhere else this is
+    ``np.interp(x, xs, ys)`` to the last bit; at a jump ``np.interp`` returns the second value."""
     if math.isnan(x):
         raise ValueError("the learning rate is undefined at a NaN epoch")
-    if x < xs[0]:
-        return float(ys[0])
-    j = bisect_right(xs, x) - 1  # the last point at or before x
-    if j == len(xs) - 1 or xs[j] == x:
+    j = bisect_left(xs, x)  # the first point at or after x
+    if j == len(xs):
+        return float(ys[-1])
+    if xs[j] == x or j == 0:
         return float(ys[j])
-    # numpy's own arithmetic (slope first), so that the values agree bit for bit
-    slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
-    return float(slope * (x - xs[j]) + ys[j])
+    # xs[j - 1] < x < xs[j]; numpy's own arithmetic (slope first), so that the values agree bit for bit
+    slope = (ys[j] - ys[j - 1]) / (xs[j] - xs[j - 1])
+    return float(slope * (x - xs[j - 1]) + ys[j - 1])
 
 
 @dataclass(frozen=True)
@@ -134,7 +168,8 @@ class Recipe:
 
     def step_lr(self, epoch: int, step: int, steps_per_epoch: int) -> float:
         """The rate of step ``step`` (0-based) of ``epoch``: its value at the end of the step,
-        epoch + (step + 1) / steps_per_epoch, as the published training loop sets it."""
+        epoch + (step + 1) / steps_per_epoch, as the published training loop sets it (the last
+        step of an epoch that ends at a jump takes the value before the jump)."""
         return self.lr_at(epoch + (step + 1) / steps_per_epoch)
 
     def check_world_size(self, world_size: int) -> None:

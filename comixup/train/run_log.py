@@ -6,7 +6,9 @@ published Co-Mixup logs:
 - a settings line, the run's arguments as a Python dict (``{'arch': 'preactresnet18', ...}``),
   printed when a run starts (again when it is resumed, with the same or a larger ``epochs``);
 - per epoch ``==>>[2020-10-12 04:53:43] [Epoch=000/300] ...``, ``**Train** Prec@1 ...`` and
-  ``**Test ** Prec@1 x Prec@5 y Error@1 z Loss: w``;
+  ``**Test ** Prec@1 x Prec@5 y Error@1 z Loss: w``; this project's runs follow the Test line
+  with ``**Calib** ECE e NLL l Conf c (15 bins)``, the test set's calibration (older runs and the
+  published logs have no such line: their ``test_ece`` is None);
 - at the end ``final 10 epoch acc (median) : m (+- s)``;
 - this project's runs also write one ``error: ...`` line when they stop on a failure, e.g.
   ``error: the training loss became nan at epoch 12, ...``.
@@ -57,6 +59,7 @@ ACTIVE_WINDOW_S = 600.0
 _EPOCH_RE = re.compile(r"^==>>\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\] \[Epoch=(\d+)/(\d+)\]")
 _TRAIN_RE = re.compile(r"^\*\*Train\*\* Prec@1 (\S+)")
 _TEST_RE = re.compile(r"^\*\*Test \*\* Prec@1 (\S+) Prec@5 \S+ Error@1 \S+ Loss: (\S+)")
+_CALIB_RE = re.compile(r"^\*\*Calib\*\* ECE (\S+)")
 _FINAL_RE = re.compile(r"^final 10 epoch acc \(median\) : (\S+)")
 
 
@@ -69,8 +72,9 @@ class Run:
     """One experiment folder, as its log tells it.
 
     ``test_acc``, ``test_loss`` and ``train_acc`` hold one value per logged epoch, in epoch order
-    (accuracies in percent; train_acc None where no Train line came); ``settings`` are the
-    arguments of the log's last settings line; ``seconds_per_epoch`` is the mean time between
+    (accuracies in percent; train_acc None where no Train line came); ``test_ece`` the test
+    expected calibration error (percent) of each epoch, None where the log has none; ``settings``
+    are the arguments of the log's last settings line; ``seconds_per_epoch`` is the mean time between
     consecutive epochs of the same session (None with fewer than two); ``reason`` says why a run
     is not finished.
     """
@@ -81,6 +85,7 @@ class Run:
     test_acc: list[float] = field(default_factory=list)
     test_loss: list[float] = field(default_factory=list)
     train_acc: list[float | None] = field(default_factory=list)
+    test_ece: list[float | None] = field(default_factory=list)
     seconds_per_epoch: float | None = None
     status: str = "unfinished"
     reason: str = ""
@@ -110,6 +115,7 @@ class _EpochRecord:
     test_acc: float
     test_loss: float
     train_acc: float | None
+    test_ece: float | None = None
 
 
 @dataclass
@@ -154,6 +160,7 @@ def read_run(folder: str, now: float | None = None) -> Run:
               test_acc=[parsed.records[e].test_acc for e in epochs],
               test_loss=[parsed.records[e].test_loss for e in epochs],
               train_acc=[parsed.records[e].train_acc for e in epochs],
+              test_ece=[parsed.records[e].test_ece for e in epochs],
               seconds_per_epoch=sum(parsed.durations) / len(parsed.durations) if parsed.durations else None)
     run.status, run.reason = _status(run, parsed, modified, time.time() if now is None else now)
     return run
@@ -164,7 +171,12 @@ def _parse(lines: list[str]) -> _Parsed:
     epoch: int | None = None  # the epoch whose lines are being read
     train_acc: float | None = None
     previous: tuple[int, float] | None = None  # (epoch, start time) of this session's last epoch
+    tested: int | None = None  # the epoch whose Test line was the last line read (its Calib line follows)
     for at, line in enumerate(lines):
+        after_test, tested = tested, None
+        if after_test is not None and (calibration := _CALIB_RE.match(line)):
+            parsed.records[after_test].test_ece = _number(calibration.group(1))
+            continue
         if line.startswith("{") and line.rstrip().endswith("}"):
             settings = _settings(line)
             if settings is not None and _truthy(settings.get("evaluate", False)):
@@ -201,6 +213,7 @@ def _parse(lines: list[str]) -> _Parsed:
             if acc is not None and loss is not None:
                 parsed.records[epoch] = _EpochRecord(acc, loss, train_acc)
                 parsed.last_record_at = at
+                tested = epoch
             epoch = None  # a Test line ends an epoch; an evaluation's Test line has no header
     return parsed
 
