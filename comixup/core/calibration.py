@@ -25,7 +25,7 @@ from torch import Tensor
 __all__ = ["CalibrationMeter", "ReliabilityBin", "DEFAULT_BINS"]
 
 DEFAULT_BINS = 15
-"""The bin count of Guo et al. (2017) and of the Co-Mixup paper's calibration figure."""
+"""The bin count of Guo et al. (2017), the usual one for reliability diagrams and ECE."""
 
 
 @dataclass(frozen=True)

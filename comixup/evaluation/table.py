@@ -89,7 +89,8 @@ def inspect_checkpoint(path: str, name: str | None, args: argparse.Namespace, nu
     if arch not in models.model_names():
         raise CheckpointError(f"{path} holds a {arch} model, which this code does not build "
                               f"({', '.join(models.model_names())})")
-    width = args.initial_channels or saved_args.get("initial_channels") or models.DEFAULT_INITIAL_CHANNELS
+    # the width the checkpoint records wins; --initial_channels only fills in for those that record none
+    width = saved_args.get("initial_channels") or args.initial_channels or models.DEFAULT_INITIAL_CHANNELS
     dropout = bool(lifecycle.str2bool(saved_args.get("dropout", False)))
     model = _build(arch, num_classes, args.dataset, width, dropout)
     hint = "" if args.initial_channels or saved_args.get("initial_channels") else \
