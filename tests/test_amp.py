@@ -18,7 +18,7 @@ from comixup.mixing import comix
 from comixup.train import methods
 
 import main
-from runs import TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, assert_one_error_line, base_args, only_experiment
+from tests.support.runs import TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, assert_one_error_line, base_args, only_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -30,8 +30,8 @@ from comixup.evaluation import table as evaluation_table
 from comixup.train import methods
 
 import main
-from runs import TEST_RE, base_args, one_error_line, only_experiment
-from test_checkpoints import save_published_checkpoint, trained_model
+from tests.support.published import save_published_checkpoint, trained_model
+from tests.support.runs import TEST_RE, base_args, one_error_line, only_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

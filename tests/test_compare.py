@@ -20,7 +20,7 @@ from comixup.compare import table as compare
 from comixup.compare.plot import METHOD_COLOURS, draw_curves
 from comixup.train import run_log
 
-from runs import base_args, only_experiment
+from tests.support.runs import base_args, only_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 START = datetime(2026, 1, 5, 8, 0, 0, tzinfo=timezone.utc)

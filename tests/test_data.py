@@ -23,7 +23,7 @@ from comixup.data.tiny_imagenet import relayout_tiny_imagenet_val
 
 import load_data
 import main
-from runs import assert_one_error_line, base_args, one_error_line
+from tests.support.runs import assert_one_error_line, base_args, one_error_line
 
 ROOT = Path(load_data.__file__).resolve().parent
 

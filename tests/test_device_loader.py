@@ -13,7 +13,7 @@ from comixup.data.device_loader import DeviceLoader, crop_flip_normalise, draw_c
 from comixup.data.loaders import get_loaders
 
 import main
-from runs import TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, base_args, only_experiment
+from tests.support.runs import TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, base_args, only_experiment
 
 CPU = torch.device("cpu")
 
@@ -184,7 +184,7 @@ def test_main_trains_and_evaluates_with_data_on_device(cifar10_dir, tmp_path, ca
     (["--data_on_device", "--dataset", "tiny-imagenet-200"], "--data_on_device supports cifar10 and cifar100"),
 ], ids=["workers", "dataset"])
 def test_bad_data_on_device_flags_exit_2(cifar10_dir, tmp_path, capsys, extra, fragment):
-    from runs import assert_one_error_line
+    from tests.support.runs import assert_one_error_line
 
     assert main.main(base_args(cifar10_dir, tmp_path / "exp", *extra)) == 2
     assert_one_error_line(capsys, fragment)

@@ -24,14 +24,22 @@ from comixup.mixing import comix
 from comixup.train import checkpoints, distributed, engine, methods
 
 import main
-from processes import assert_files_intact, group_members, start_torchrun, wait_for
-from runs import (FINAL_RE, HEADER_RE, TEST_RE, TRAIN_RE, assert_one_error_line, base_args, only_experiment,
-                  read_checkpoint)
+from tests.support.processes import CHILD, assert_files_intact, group_members, start_torchrun, wait_for
+from tests.support.runs import (
+    FINAL_RE,
+    HEADER_RE,
+    TEST_RE,
+    TRAIN_RE,
+    assert_one_error_line,
+    base_args,
+    only_experiment,
+    read_checkpoint,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
-WRAPPER = Path(__file__).resolve().parent / "main_fake_cifar.py"
+WRAPPER = CHILD
 PUBLISHED_FILES = {"log.txt", "log.pkl", "loss.png", "acc.png", "checkpoint.pth.tar", "model_best.pth.tar"}
 
 
@@ -41,7 +49,7 @@ def ddp_args(data_dir: Path, root: Path, *extra: str) -> list[str]:
 
 
 def torchrun(argv: list[str], cwd: Path, record: Path | None = None) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node 2 tests/main_fake_cifar.py ARGV`` on the CPU."""
+    """``torchrun --standalone --nproc_per_node 2 tests/support/main_fake_cifar.py ARGV`` on the CPU."""
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
     if record is not None:

@@ -16,9 +16,18 @@ import pytest
 import torch
 
 import main
-from processes import assert_files_intact, finish, group_members, run_args, start, wait_for
-from runs import (FINAL_RE, HEADER_RE, TEST_PER_CLASS, TEST_RE, TRAIN_RE, VALID_RE, base_args, only_experiment,
-                  read_checkpoint)
+from tests.support.processes import assert_files_intact, finish, group_members, run_args, start, wait_for
+from tests.support.runs import (
+    FINAL_RE,
+    HEADER_RE,
+    TEST_PER_CLASS,
+    TEST_RE,
+    TRAIN_RE,
+    VALID_RE,
+    base_args,
+    only_experiment,
+    read_checkpoint,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

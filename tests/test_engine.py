@@ -23,7 +23,14 @@ from comixup.mixing import comix
 from comixup.train import engine, methods
 
 import main
-from runs import SAVED_FILES, TRAIN_PER_CLASS, base_args, only_experiment, poisoned_builder, read_checkpoint
+from tests.support.runs import (
+    SAVED_FILES,
+    TRAIN_PER_CLASS,
+    base_args,
+    only_experiment,
+    poisoned_builder,
+    read_checkpoint,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -22,14 +22,31 @@ from comixup.data.synthetic import write_image_folder as write_class_folder
 from comixup.localization import evaluate as localization
 from comixup.localization.cam import NO_BOX, LocalizationScores, box_from_gray, box_iou, class_activation_maps, to_gray
 from comixup.localization.corrupt import Corruption, background_mask, build_corrupted_set
-from comixup.localization.datasets import (CroppedSet, FolderSet, PickleSet, _LazyArray, _Payload, boxes_in_crop,
-                                           center_crop, read_restricted_pickle)
+from comixup.localization.datasets import (
+    CroppedSet,
+    FolderSet,
+    PickleSet,
+    _LazyArray,
+    _Payload,
+    boxes_in_crop,
+    center_crop,
+    read_restricted_pickle,
+)
 from comixup.localization.report import FORMULA_ONLY_NOTE, tables_markdown, tables_text
 
 import main as train_main
-from runs import assert_one_error_line
-from wsol_fakes import (CROP, FAKE_SET, RED, ColourCAMNet, images_and_boxes, write_box_csv, write_box_xml,
-                        write_image_folder, write_pickles)
+from tests.support.runs import assert_one_error_line
+from tests.support.wsol_fakes import (
+    CROP,
+    FAKE_SET,
+    RED,
+    ColourCAMNet,
+    images_and_boxes,
+    write_box_csv,
+    write_box_xml,
+    write_image_folder,
+    write_pickles,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

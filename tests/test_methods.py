@@ -18,7 +18,15 @@ from comixup.models.mixable import MixableClassifier
 from comixup.train import methods
 
 import main
-from runs import TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, assert_one_error_line, base_args, only_experiment, read_checkpoint
+from tests.support.runs import (
+    TEST_RE,
+    TRAIN_PER_CLASS,
+    TRAIN_RE,
+    assert_one_error_line,
+    base_args,
+    only_experiment,
+    read_checkpoint,
+)
 
 NUM_CLASSES = 5
 BATCH = 8

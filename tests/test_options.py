@@ -14,7 +14,7 @@ from comixup.train import engine
 
 import load_data
 import main
-from runs import assert_one_error_line, base_args
+from tests.support.runs import assert_one_error_line, base_args
 
 
 class Attempted(AssertionError):

@@ -12,7 +12,7 @@ from comixup.data.synthetic import blob_saliency
 from comixup.mixing import comix
 from comixup.mixing import puzzlemix as pm
 
-from puzzle_calls import level_energy, linear_assignment, transport_cost
+from tests.support.puzzle_calls import level_energy, linear_assignment, transport_cost
 
 
 def all_labellings(n, n_labels):

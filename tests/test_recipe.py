@@ -11,8 +11,16 @@ import torch
 import yaml
 
 from comixup import models
-from comixup.train.recipe import (Phase, Recipe, RecipeError, param_groups, partition_sizes, partition_warning,
-                                  per_process_batch, piecewise_linear)
+from comixup.train.recipe import (
+    Phase,
+    Recipe,
+    RecipeError,
+    param_groups,
+    partition_sizes,
+    partition_warning,
+    per_process_batch,
+    piecewise_linear,
+)
 
 SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "imagenet_fast.yml"
 PUBLISHED_EPOCHS = [0, 8, 15, 15, 40, 40, 65, 90, 100]

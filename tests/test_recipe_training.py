@@ -22,7 +22,7 @@ from comixup.train import distributed, engine, options
 from comixup.train.experiment import RunProgress
 
 import main
-from runs import HEADER_RE, TEST_RE, assert_one_error_line, only_experiment, read_checkpoint
+from tests.support.runs import HEADER_RE, TEST_RE, assert_one_error_line, only_experiment, read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,7 +11,7 @@ import torch
 
 from comixup.mixing import comix, comix_solver
 
-from solver_calls import grid_labelling, modular_penalty, resolve_cost, top3
+from tests.support.solver_calls import grid_labelling, modular_penalty, resolve_cost, top3
 
 REFERENCE = Path(__file__).with_name("data") / "reference_problems.npz"
 
