@@ -68,6 +68,13 @@ def test_learning_rate_schedule():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.002)
 
 
+def test_warmup_factor():
+    factors = [engine.warmup_factor(step, 6) for step in range(8)]
+    assert factors == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1, 1, 1])
+    assert engine.warmup_factor(0, 4, 0.5) == pytest.approx(0.625) and engine.warmup_factor(3, 4, 0.5) == 1
+    assert engine.warmup_factor(5, 0) == 1
+
+
 def test_epoch_order_depends_on_seed_and_epoch_only(cifar10_dir):
     train_set, _, test_set, _ = get_datasets("cifar10", str(cifar10_dir), labels_per_class=TRAIN_PER_CLASS)
 
