@@ -35,7 +35,7 @@ def real_batch(cifar10_dir):
 
 def _correlations(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     a, b = a.flatten(1).double().numpy(), b.flatten(1).double().numpy()
-    return np.array([np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)])
+    return np.array([np.corrcoef(x, y)[0, 1] for x, y in zip(a, b, strict=True)])
 
 
 @pytest.mark.parametrize("clean_lam", [1.0, 0.0], ids=["train-mode", "eval-mode"])
@@ -125,7 +125,7 @@ def test_grad_scaler_scales_the_clean_pass_and_unscales_the_saliency(real_batch)
         results.append((step, [p.grad.clone() for p in net.parameters()]))
     (plain, plain_grads), (scaled, scaled_grads) = results
     assert torch.equal(plain.targets, scaled.targets)  # a power-of-2 scale is exact: same saliency, same masks
-    for a, b in zip(plain_grads, scaled_grads):
+    for a, b in zip(plain_grads, scaled_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 

@@ -52,7 +52,7 @@ def reference_ece(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) ->
     right = predicted == labels.numpy()
     edges = np.linspace(0.0, 1.0, bins + 1)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         members = (confidence > lo) & (confidence <= hi)
         if members.any():
             ece += members.mean() * abs(right[members].mean() - confidence[members].mean())
@@ -418,14 +418,15 @@ def test_reliability_panels_show_method_ece_diagonal_and_counts():
         meter.update(scale * torch.randn(300, 10, generator=generator), torch.randint(0, 10, (300,),
                                                                                        generator=generator))
         meters.append(meter)
-    panels = [reliability.ReliabilityPanel.of(name, meter) for name, meter in zip(("mixup", "comix"), meters)]
+    panels = [reliability.ReliabilityPanel.of(name, meter)
+              for name, meter in zip(("mixup", "comix"), meters, strict=True)]
     figure = reliability.draw_reliability(panels)
     diagrams, counts = figure.axes[0::2], figure.axes[1::2]
     assert len(figure.axes) == 4
-    for axes, name, meter in zip(diagrams, ("mixup", "comix"), meters):
+    for axes, name, meter in zip(diagrams, ("mixup", "comix"), meters, strict=True):
         assert axes.get_title().startswith(name) and f"ECE {meter.ece:.2f}%" in axes.get_title()
         assert any(list(line.get_xdata()) == [0, 1] and list(line.get_ydata()) == [0, 1] for line in axes.lines)
-    for axes, meter in zip(counts, meters):
+    for axes, meter in zip(counts, meters, strict=True):
         written = sorted(int(text.get_text()) for text in axes.texts)
         assert written == sorted(b.count for b in meter.reliability() if b.count)
     assert reliability.figure_png(figure)[:8] == b"\x89PNG\r\n\x1a\n"

@@ -89,9 +89,9 @@ def test_training_batches_match_the_normal_loader_and_are_augmented(cifar_sets):
     plain = torch.cat([x for x, _ in DeviceLoader(loader.images, loader.labels, 25, info.mean, info.std, CPU,
                                                   train=False)])[loader._local_indices()]
     augmented = torch.cat([x for x, _ in ours])
-    unchanged = sum(torch.equal(a, p) for a, p in zip(augmented, plain))
+    unchanged = sum(torch.equal(a, p) for a, p in zip(augmented, plain, strict=True))
     assert unchanged <= 6
-    flipped_only = sum(torch.equal(a, p.flip(-1)) for a, p in zip(augmented, plain))
+    flipped_only = sum(torch.equal(a, p.flip(-1)) for a, p in zip(augmented, plain, strict=True))
     assert flipped_only <= 6
 
 

@@ -97,12 +97,12 @@ def test_two_processes_train_together_and_only_rank_0_speaks(cifar10_dir, tmp_pa
     # both ranks trained on their own half and evaluated their own half; the logs show the sums
     per_rank = [reductions(record, rank) for rank in (0, 1)]
     assert [len(calls) for calls in per_rank] == [4, 4]  # 2 epochs x (train, test)
-    for index, (mine, theirs) in enumerate(zip(*per_rank)):
+    for index, (mine, theirs) in enumerate(zip(*per_rank, strict=True)):
         expected_count = 30 if index % 2 == 0 else 10
         assert mine["values"][3] == theirs["values"][3] == expected_count
         np.testing.assert_allclose(mine["sums"], np.add(mine["values"], theirs["values"]))
         assert mine["sums"] == theirs["sums"]
-    for epoch, (train, test) in enumerate(zip(matching(out, TRAIN_RE), matching(out, TEST_RE))):
+    for epoch, (train, test) in enumerate(zip(matching(out, TRAIN_RE), matching(out, TEST_RE), strict=True)):
         train_sums, test_sums = per_rank[0][2 * epoch]["sums"], per_rank[0][2 * epoch + 1]["sums"]
         assert train.group(1) == f"{train_sums[1] / train_sums[3]:.2f}"
         assert test.group(1) == f"{test_sums[1] / test_sums[3]:.2f}"
@@ -265,7 +265,7 @@ def test_the_clean_pass_reduces_nothing_itself(one_process_group, monkeypatch, c
         reduced.clear()
         ddp_grads = step(ddp)
         assert reduced and sorted(reduced) == sorted(set(reduced))
-    for a, b in zip(ddp_grads, step(plain)):
+    for a, b in zip(ddp_grads, step(plain), strict=True):
         torch.testing.assert_close(a, b)
 
     if clean_lam > 0:  # the test has teeth

@@ -253,7 +253,8 @@ def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(cifar10_d
 
     # 1. killed while the second checkpoint (after epoch 1) is half written
     marker = tmp_path / "stalled"
-    first = start(run_args(cifar10_dir, root, epochs), tmp_path, COMIX_TEST_STALL_SAVE="2", COMIX_TEST_MARKER=str(marker))
+    first = start(run_args(cifar10_dir, root, epochs), tmp_path, COMIX_TEST_STALL_SAVE="2",
+                  COMIX_TEST_MARKER=str(marker))
     wait_for(marker.exists, 90, "the stalled checkpoint write", first)
     os.kill(first.pid, signal.SIGKILL)
     assert finish(first)[0] == -signal.SIGKILL

@@ -63,7 +63,8 @@ def test_train_one_epoch_partial_batches_and_small_partitions(cifar10_dir):
 
 def test_learning_rate_schedule():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    lrs = [engine.adjust_learning_rate(optimizer, epoch, 0.2, [100, 200], [0.1, 0.1]) for epoch in (0, 99, 100, 199, 200)]
+    lrs = [engine.adjust_learning_rate(optimizer, epoch, 0.2, [100, 200], [0.1, 0.1])
+           for epoch in (0, 99, 100, 199, 200)]
     assert lrs == pytest.approx([0.2, 0.2, 0.02, 0.02, 0.002])
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.002)
 

@@ -316,7 +316,7 @@ def test_pickles_of_any_protocol_read_lazily(tmp_path, protocol):
         pickle.dump(images, f, protocol=protocol)
     lazy = read_restricted_pickle(tmp_path / "input.pkl")
     assert all(isinstance(item, _LazyArray) for item in lazy)
-    for item, image in zip(lazy, images):
+    for item, image in zip(lazy, images, strict=True):
         np.testing.assert_array_equal(item.load(tmp_path / "input.pkl"), image)
     if protocol in (3, 4, 5):  # bytes payloads outside frames stay on disk until read
         assert isinstance(lazy[1].data, _Payload)
