@@ -88,6 +88,7 @@ def test_stale_temp_files_are_found_and_removed(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth.tar"]
 
 
+@pytest.mark.slow  # a child process
 def test_published_helper_modules_load_no_mixing_code():
     """``utils`` (the published helpers) and the checkpoint code load neither the mixing algorithm
     nor its compiled solver: tools that only write files or read checkpoints stay light."""

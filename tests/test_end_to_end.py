@@ -238,6 +238,7 @@ def test_tensorboard_scalars_next_to_the_log(cifar10_dir, tmp_path):
 
 # --------------------------------------------------------------------------- SIGKILL and --resume
 
+@pytest.mark.slow  # child processes
 def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(cifar10_dir, tmp_path):
     """One kill in the middle of epoch 1's checkpoint write (half its bytes on disk), one at a
     random moment of the resumed run, then a resume to the end: the final weights, momenta and

@@ -61,6 +61,7 @@ def test_the_top_holds_at_most_ten_python_files():
     assert len(list(ROOT.glob("*.py"))) <= 10
 
 
+@pytest.mark.slow  # pip and a child process
 def test_pip_installs_exactly_one_package_that_imports_from_anywhere(tmp_path):
     source = tmp_path / "source"
     source.mkdir()

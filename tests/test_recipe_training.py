@@ -358,6 +358,7 @@ def test_bad_recipes_exit_2_with_one_line(recipe_dir, tmp_path, monkeypatch, cap
 
 # --------------------------------------------------------------------------- torchrun, 2 processes
 
+@pytest.mark.slow  # torchrun
 def test_two_processes_cross_a_phase_boundary(recipe_dir, tmp_path):
     """Global batches 6 then 4: 3 then 2 images per process and step."""
     phases = [dict(PHASES[0], epochs=[0, 1]), dict(PHASES[1], epochs=[1, 2])]
