@@ -403,6 +403,7 @@ def test_train_one_epoch_reports_mix_time(cifar10_dir):
     assert stats["steps"] == 3 and stats["mix_time"] > 0 and 0 <= stats["top1"] <= 100
 
 
+@pytest.mark.slow  # three runs per method
 @pytest.mark.parametrize("name", ["mixup", "puzzle", "manifold", "cutmix"])
 def test_resume_is_bit_identical(cifar10_dir, tmp_path, monkeypatch, name):
     """2 epochs in one go == 1 epoch, then --resume to 2: numpy's state (the mixing draws) is restored.

@@ -197,6 +197,7 @@ def test_built_optimiser_init_and_loaders(recipe_dir):
         assert all(torch.all(b.bn2.weight == 1) for b in run.model.modules() if isinstance(b, BasicBlock))
 
 
+@pytest.mark.slow  # three long runs
 def test_resume_inside_a_phase_across_its_boundary_is_bit_identical(recipe_dir, tmp_path, monkeypatch, recorder,
                                                                     capsys):
     """Co-Mixup (numpy's and torch's streams both matter): 3 epochs in one go == stopped after
