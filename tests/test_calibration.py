@@ -166,6 +166,7 @@ def test_bins_are_left_open_right_closed():
 
 # --------------------------------------------------------------------------- main.py --evaluate
 
+@pytest.mark.slow  # FGSM on 400 images; evaluate.py's test runs it in the fast tier
 def test_evaluate_prints_ece_and_fgsm_equal_to_the_definitions(published_run, cifar_no_md5, capsys):
     """The issue's 'done when': a published-format CIFAR-10 checkpoint, --fgsm 8."""
     data_dir, checkpoint, model = published_run

@@ -112,6 +112,7 @@ def expected_step_lrs(epochs) -> list[float]:
 
 # --------------------------------------------------------------------------- one process
 
+@pytest.mark.slow  # a long run (four phases)
 def test_phases_change_crop_and_batch_and_the_lr_follows_the_points(recipe_dir, tmp_path, recorder, capsys):
     root = tmp_path / "exp"
     assert main.main(recipe_args(recipe_dir, root)) == 0
