@@ -248,7 +248,7 @@ def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(cifar10_d
 
     from comixup.train import checkpoints
 
-    epochs = 5
+    epochs = 3  # a kill in epoch 1's checkpoint write, one in the resumed run, then the rest
     reference_root, root = tmp_path / "reference", tmp_path / "exp"
     reference = start(run_args(cifar10_dir, reference_root, epochs), tmp_path)
     killed_groups = []
@@ -271,7 +271,7 @@ def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(cifar10_d
     second = start(resumed_argv, tmp_path)
     def resumed_training() -> bool:
         text = (exp / "log.txt").read_text()
-        return "=> loaded checkpoint" in text and "[Epoch=001/005]" in text.split("=> loaded checkpoint")[-1]
+        return "=> loaded checkpoint" in text and f"[Epoch=001/{epochs:03d}]" in text.split("=> loaded checkpoint")[-1]
 
     wait_for(resumed_training, 90, "the resumed epoch", second)
     time.sleep(random.Random(5).uniform(0.0, 1.0))
