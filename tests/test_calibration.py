@@ -374,7 +374,8 @@ def test_evaluate_command_refuses_bad_input_with_one_line(published_run, cifar_n
     common = ["--dataset", "cifar10", "--data_dir", str(data_dir), "--ngpu", "0"]
     cases = [
         ([str(checkpoint), "--names", "a", "b", *common], "--names gives 2 names for 1 checkpoints"),
-        ([str(checkpoint), *common], "(a preactresnet of another width? give --initial_channels; 64 was assumed)"),
+        ([str(checkpoint), *common, "--initial_channels", "64"],
+         "holds a preactresnet18 of width 16 but this run asks for --initial_channels 64"),
         ([str(checkpoint), *common, "--initial_channels", "16", "--diagram", str(tmp_path / "no" / "d.png")],
          "the folder"),
         ([str(checkpoint), *common, "--initial_channels", "16", "--diagram", str(tmp_path / "d.pdf")],

@@ -328,7 +328,7 @@ def test_bad_input_is_refused_with_a_clear_message():
         mixer(x[..., :16], y, sal[..., :16])
     with pytest.raises(ValueError, match="saliency must be"):
         mixer(x, y, sal[:3])
-    with pytest.raises(ValueError, match="soft targets"):
+    with pytest.raises(ValueError, match="give the mixer num_classes=K"):
         mixer(x, y.argmax(1), sal)
     with pytest.raises(ValueError, match="both mean and std"):
         pm.PuzzleMix(mean=(0.5, 0.5, 0.5))

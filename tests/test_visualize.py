@@ -13,6 +13,7 @@ from comixup import models
 from comixup.data.datasets import dataset_info
 from comixup.data.synthetic import blob_saliency, write_cifar, write_image_folder
 from comixup.mixing import baselines, comix, puzzlemix
+from comixup.train import methods
 from comixup.visualize import mixed_batch as visualize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -214,7 +215,7 @@ def test_baseline_methods_annotate_pairs(tmp_path, cifar_dir, method):
     assert drawn.mix.method == method
     assert all(1 <= text.count("#") <= 2 for text in drawn.figure.annotations)
     assert drawn.figure.size_px == visualize.figure_size_px(4, 2, len(drawn.figure.title.splitlines()))
-    assert visualize.METHOD_TITLES[method] in drawn.figure.title
+    assert methods.REGISTRY[method].title in drawn.figure.title
 
 
 def test_an_image_folder_of_the_datasets_size_is_read_with_its_normalisation(tmp_path, capsys):
@@ -301,7 +302,7 @@ def test_resume_takes_the_saliency_from_the_checkpoints_model(tmp_path, cifar_di
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--initial_channels", "64"], "does not fit preactresnet18 (width 64) with 10 classes"),
+    (["--initial_channels", "64"], "holds a preactresnet18 of width 16 but this run asks for --initial_channels 64"),
     (["--arch", "wrn28_2"], "holds a preactresnet18"),
 ])
 def test_a_checkpoint_that_does_not_fit_is_one_error_line(tmp_path, cifar_dir, capsys, extra, message):

@@ -6,8 +6,9 @@ calibration error, NLL, FGSM error, CIFAR-C mean error) and the reliability diag
         [--format text|markdown|csv] [--out FILE]
 
 Each checkpoint (ours, the published format, or a bare state dict) is checked against the data
-set before any image is read: its architecture (from the checkpoint, else ``--arch``), width
-(``--initial_channels`` when it does not record one) and class count. The numbers are those of
+set before any image is read: its architecture, width and class count come from the checkpoint
+(``--arch`` and ``--initial_channels`` fill in what a bare state dict does not record, and are
+refused with one line when they disagree with what it does). The numbers are those of
 ``main.py --evaluate``: ECE as :mod:`comixup.core.calibration` defines it, FGSM and the corruption
 error as :mod:`comixup.evaluation.robustness` does. One process, on a GPU when one is there
 (``--ngpu 0``: the CPU). The table goes to stdout (or ``--out``), a line per checkpoint to stderr
@@ -33,17 +34,20 @@ import torch.nn as nn
 from comixup import models
 from comixup.core import lifecycle
 from comixup.core.calibration import DEFAULT_BINS, CalibrationMeter
+from comixup.core.precision import AMP_MODES, Precision
 from comixup.core.files import atomic_write_bytes
 from comixup.core.tables import TABLE_FORMATS, render_table
 from comixup.data.cifar_c import CorruptionRelease, open_release
 from comixup.data.datasets import (CIFAR_CLASSES, DATASETS, DataError, check_data_dir, dataset_info, get_datasets,
                                    get_folder_test_set)
 from comixup.data.loaders import get_test_loader
-from comixup.evaluation.reliability import ReliabilityPanel, draw_reliability, figure_png, measure_calibration
+from comixup.evaluation.reliability import ReliabilityPanel, draw_reliability, figure_png
 from comixup.evaluation.report import format_eps
 from comixup.evaluation.robustness import Normalisation, corruption_errors, fgsm_accuracy
-from comixup.train import checkpoints, distributed, methods
+from comixup.train import checkpoints, distributed
 from comixup.train.checkpoints import CheckpointError
+from comixup.train.classifier import ClassifierSpec, classifier_spec
+from comixup.train.loop import EvalResult, evaluate
 
 __all__ = ["main", "get_args_parser", "CheckpointSpec", "CheckpointResult", "results_table", "EvaluationError"]
 
@@ -57,14 +61,15 @@ class EvaluationError(Exception):
 
 @dataclass(frozen=True)
 class CheckpointSpec:
-    """A checkpoint to evaluate and the model it holds: path, name (table row and diagram
-    title), architecture, preactresnet width and dropout."""
+    """A checkpoint to evaluate: path, name (table row and diagram title) and the classifier it holds."""
 
     path: str
     name: str
-    arch: str
-    initial_channels: int
-    dropout: bool
+    classifier: ClassifierSpec
+
+    @property
+    def arch(self) -> str:
+        return self.classifier.arch
 
 
 def _saved_method(checkpoint: dict) -> str | None:
@@ -79,38 +84,20 @@ def _saved_method(checkpoint: dict) -> str | None:
 
 def inspect_checkpoint(path: str, name: str | None, args: argparse.Namespace, num_classes: int) -> CheckpointSpec:
     """Read ``path`` and check that its model fits ``args.dataset`` (architecture, width, classes,
-    weights), without keeping the weights; CheckpointError (one line) otherwise."""
+    weights; :func:`comixup.train.classifier.classifier_spec`), without keeping the weights;
+    CheckpointError (one line) otherwise."""
     checkpoint = checkpoints.load_checkpoint(path)
-    checkpoints.check_fits(checkpoint, path, args.arch, num_classes, args.dataset, same_dataset=True)
-    saved_args = checkpoint.get("args") or {}
-    arch = checkpoint.get("arch") or args.arch
-    if not arch:
-        raise CheckpointError(f"{path} does not say which architecture it holds: give --arch")
-    if arch not in models.model_names():
-        raise CheckpointError(f"{path} holds a {arch} model, which this code does not build "
-                              f"({', '.join(models.model_names())})")
-    # the width the checkpoint records wins; --initial_channels only fills in for those that record none
-    width = saved_args.get("initial_channels") or args.initial_channels or models.DEFAULT_INITIAL_CHANNELS
-    dropout = bool(lifecycle.str2bool(saved_args.get("dropout", False)))
-    model = _build(arch, num_classes, args.dataset, width, dropout)
-    hint = "" if args.initial_channels or saved_args.get("initial_channels") else \
-        f" (a preactresnet of another width? give --initial_channels; {width} was assumed)"
-    try:
-        checkpoints.load_weights(model, checkpoint, path, f"{arch} with {num_classes} classes for {args.dataset}")
-    except CheckpointError as err:
-        raise CheckpointError(f"{err}{hint if arch in models.WIDTH_ARCHS else ''}") from None
+    spec = classifier_spec(checkpoint, path, arch=args.arch, num_classes=num_classes,
+                           initial_channels=args.initial_channels, dataset=args.dataset, same_dataset=True)
+    checkpoints.load_weights(spec.build(), checkpoint, path, f"{spec.describe()} for {args.dataset}")
     label = name or _saved_method(checkpoint) or os.path.basename(os.path.dirname(os.path.abspath(path)))
-    return CheckpointSpec(path=path, name=label, arch=arch, initial_channels=width, dropout=dropout)
+    return CheckpointSpec(path=path, name=label, classifier=spec)
 
 
-def _build(arch: str, num_classes: int, dataset: str, width: int, dropout: bool) -> nn.Module:
-    return models.build_model(arch, num_classes, dropout, stride=dataset_info(dataset).stride, initial_channels=width)
-
-
-def load_model(spec: CheckpointSpec, dataset: str, num_classes: int, device: torch.device) -> nn.Module:
+def load_model(spec: CheckpointSpec, device: torch.device) -> nn.Module:
     """The checkpoint's model on ``device``, in eval mode."""
-    model = _build(spec.arch, num_classes, dataset, spec.initial_channels, spec.dropout)
-    checkpoints.load_weights(model, checkpoints.load_checkpoint(spec.path), spec.path, spec.arch)
+    model = spec.classifier.build()
+    checkpoints.load_weights(model, checkpoints.load_checkpoint(spec.path), spec.path, spec.classifier.describe())
     return model.to(device).eval()
 
 
@@ -120,33 +107,39 @@ def load_model(spec: CheckpointSpec, dataset: str, num_classes: int, device: tor
 
 @dataclass
 class CheckpointResult:
-    """One checkpoint's numbers: the calibration meter (accuracy, ECE, NLL, bins), the FGSM
-    error (percent) per EPS, the CIFAR-C mean error (None without --corruption_dir)."""
+    """One checkpoint's numbers: the evaluation pass on the clean test set (accuracy, ECE, NLL, the
+    calibration bins), the FGSM error (percent) per EPS, the CIFAR-C mean error (None without
+    --corruption_dir)."""
 
     spec: CheckpointSpec
-    calibration: CalibrationMeter
+    clean: EvalResult
     fgsm_error: dict[float, float] = field(default_factory=dict)
     corruption_error: float | None = None
 
     @property
+    def calibration(self) -> CalibrationMeter:
+        return self.clean.calibration
+
+    @property
     def top1_error(self) -> float:
-        return 100.0 - self.calibration.accuracy
+        return self.clean.error
 
 
 def evaluate_checkpoint(model: nn.Module, spec: CheckpointSpec, loader, args: argparse.Namespace,
-                        release: CorruptionRelease | None, precision: methods.Precision,
+                        release: CorruptionRelease | None, precision: Precision,
                         device: torch.device) -> CheckpointResult:
-    """Every requested number of one model."""
+    """Every requested number of one model, each through the one evaluation pass."""
     dist_info = distributed.DistInfo(device=device)
     info = dataset_info(args.dataset)
     normalisation = Normalisation(info.mean, info.std)
-    result = CheckpointResult(spec, measure_calibration(model, loader, args.ece_bins, precision, dist_info))
+    classes = spec.classifier.num_classes
+    result = CheckpointResult(spec, evaluate(model, loader, classes, precision, dist_info, ece_bins=args.ece_bins))
     if args.fgsm:
-        accuracies = fgsm_accuracy(model, loader, args.fgsm, normalisation, precision, dist_info)
+        accuracies = fgsm_accuracy(model, loader, args.fgsm, normalisation, precision, dist_info, classes)
         result.fgsm_error = {eps: 100.0 - acc for eps, acc in zip(args.fgsm, accuracies, strict=True)}
     if release is not None:
         means = [r.mean for r in corruption_errors(model, release, normalisation, args.batch_size, precision,
-                                                   dist_info)]
+                                                   dist_info, classes)]
         result.corruption_error = sum(means) / len(means)
     return result
 
@@ -208,7 +201,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=100, help="images per forward pass")
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     parser.add_argument("--ngpu", type=int, default=1, help="0: the CPU; otherwise one GPU when CUDA is available")
-    parser.add_argument("--amp", default="off", choices=methods.AMP_MODES,
+    parser.add_argument("--amp", default="off", choices=AMP_MODES,
                         help="forwards under autocast: bf16, or fp16 (CUDA only)")
     return parser
 
@@ -266,7 +259,7 @@ def run(args: argparse.Namespace) -> str:
     validate(args)
     device = torch.device("cuda") if args.ngpu > 0 and torch.cuda.is_available() else torch.device("cpu")
     try:
-        precision = methods.Precision.from_flag(args.amp, device)
+        precision = Precision.from_flag(args.amp, device)
     except ValueError as err:
         raise EvaluationError(f"--amp {args.amp}: {err}") from None
     info = dataset_info(args.dataset)
@@ -284,7 +277,7 @@ def run(args: argparse.Namespace) -> str:
     loader = get_test_loader(test_set, args.batch_size, args.workers, pin_memory=device.type == "cuda")
     results = []
     for spec in specs:
-        model = load_model(spec, args.dataset, num_classes, device)
+        model = load_model(spec, device)
         result = evaluate_checkpoint(model, spec, loader, args, release, precision, device)
         del model
         print(f"=> {spec.name} ({spec.path}): top-1 error {result.top1_error:.2f}, ECE {result.calibration.ece:.2f}",

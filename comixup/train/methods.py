@@ -50,82 +50,34 @@ import time
 from abc import ABC, abstractmethod
 from argparse import Namespace
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, ContextManager, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, ContextManager, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
+from comixup.core.losses import LOSSES, bce_on_probabilities, soft_target_loss
+from comixup.core.precision import AMP_MODES, FLOAT32, Precision
+from comixup.core.tensors import to_one_hot
 from comixup.mixing import baselines, comix, puzzlemix
+from comixup.mixing.base import Mixer
 from comixup.mixing.parallel import default_workers
+from comixup.mixing.saliency import saliency_and_clean_loss
+from comixup.mixing.saliency_blocks import check_grid
 
 __all__ = [
     "METHODS", "LOSSES", "PUBLISHED_MIXUP_ALPHA", "PUBLISHED_CLEAN_LAM", "PUZZLE_CHUNKS", "StepResult", "Method",
     "VanillaMethod", "InputMixupMethod", "ManifoldMixMethod", "CutMixMethod", "PuzzleMixMethod", "CoMixupMethod",
     "soft_target_loss", "bce_on_probabilities", "published_default", "fill_published_defaults", "build_method",
-    "pool_workers", "puzzle_geometry_problem", "AMP_MODES", "Precision", "REGISTRY", "method_class",
+    "pool_workers", "puzzle_geometry_problem", "AMP_MODES", "Precision", "REGISTRY", "method_class", "MixResult",
+    "FigureSettings", "pair_shares",
 ]
-
-LOSSES = ("bce", "ce")
-"""The --loss choices: BCE on softmax (published) or soft-target cross entropy."""
 
 PUZZLE_CHUNKS = 8
 """Pieces a Puzzle Mix batch is cut into for the thread pool."""
-
-AMP_MODES = ("off", "bf16", "fp16")
-"""The --amp choices: float32, bfloat16 autocast, float16 autocast with a GradScaler."""
-
-_AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-# --------------------------------------------------------------------------- precision
-
-@dataclass(frozen=True)
-class Precision:
-    """How a step's forward passes run.
-
-    dtype None: float32, no autocast (the default; nothing is wrapped). Otherwise every forward
-    runs under ``torch.autocast(device_type, dtype)``. scaler: the GradScaler of float16
-    training (None otherwise); the caller scales the mixed loss with it and steps through it.
-    """
-
-    device_type: str = "cpu"
-    dtype: torch.dtype | None = None
-    scaler: torch.amp.GradScaler | None = None
-
-    @classmethod
-    def from_flag(cls, amp: str, device: torch.device) -> "Precision":
-        """The precision of ``--amp`` (one of AMP_MODES) on ``device``: fp16 gets a GradScaler
-        and needs CUDA (float16 autocast on the CPU is slow or unsupported): ValueError there,
-        as for an unknown mode."""
-        if amp not in _AMP_DTYPES:
-            raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
-        dtype = _AMP_DTYPES[amp]
-        if dtype is None:
-            return cls(device_type=device.type)
-        if amp == "fp16":
-            if device.type != "cuda":
-                raise ValueError(f"--amp fp16 needs a CUDA device (got {device.type}); use --amp bf16 on the CPU")
-            return cls(device_type="cuda", dtype=dtype, scaler=torch.amp.GradScaler("cuda"))
-        return cls(device_type=device.type, dtype=dtype)
-
-    @property
-    def enabled(self) -> bool:
-        """True when forwards run under autocast."""
-        return self.dtype is not None
-
-    def autocast(self) -> ContextManager:
-        """The context for a forward pass: autocast, or nothing at float32."""
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
-
-
-FLOAT32 = Precision()
-
 
 class _AutocastForward(nn.Module):
     """``model`` whose forward runs under ``precision``'s autocast (the backward then runs
@@ -161,31 +113,6 @@ def _zero_non_finite(saliency: Tensor) -> Tensor:
 
 # --------------------------------------------------------------------------- shared pieces
 
-def soft_target_loss(logits: Tensor, targets: Tensor, loss: str = "bce") -> Tensor:
-    """Training loss of logits (B, K) against soft targets (B, K), computed in float32.
-
-    ``bce``: binary cross-entropy between softmax(logits) and targets, mean over B x K (the
-    published loss). ``ce``: ``-sum_k t_k log_softmax(logits)_k``, mean over B.
-    """
-    logits = logits.float()
-    if loss == "bce":
-        return bce_on_probabilities(F.softmax(logits, dim=1), targets.float())
-    if loss == "ce":
-        return -(targets.float() * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-    raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-
-
-def bce_on_probabilities(probs: Tensor, targets: Tensor) -> Tensor:
-    """F.binary_cross_entropy(probs, targets), mean over all entries, but NaN (not an error) when
-    ``probs`` holds a NaN, as from the logits of a diverged model: binary_cross_entropy refuses
-    inputs outside [0, 1] (an exception on the CPU, a device-side assert on CUDA), which would
-    hide the divergence behind a crash. For finite probabilities the value and the gradient are
-    bit-identical to binary_cross_entropy's, without a device synchronisation."""
-    finite = torch.isfinite(probs)
-    loss = F.binary_cross_entropy(torch.where(finite, probs, torch.full_like(probs, 0.5)), targets)
-    return loss + probs.sum() * 0  # +0 when finite; NaN (with a zero gradient) otherwise
-
-
 @dataclass(frozen=True)
 class StepResult:
     """What one training step of a method produced.
@@ -200,6 +127,51 @@ class StepResult:
     logits: Tensor
     mix_time: float
     targets: Tensor
+
+
+@dataclass
+class MixResult:
+    """One mixed batch as visualize.py draws it.
+
+    mixed (B_out, C, H, W) like the inputs; shares (B_out, B_in) float64, row j the share of each
+    input in output j (rows sum to 1); grid_size: the mask grid n (n x n blocks) or None; box: the
+    CutMix box (top, bottom, left, right) or None; max_sources: the most inputs one output can
+    draw from under this method's settings (fixes the annotation space of the figure).
+    """
+
+    method: str
+    mixed: Tensor
+    shares: np.ndarray
+    grid_size: int | None = None
+    box: tuple[int, int, int, int] | None = None
+    max_sources: int = 2
+
+
+@dataclass(frozen=True)
+class FigureSettings:
+    """What visualize.py asks of a method's drawing: the class count, the generator of every draw,
+    the Beta / Dirichlet concentration (None: the method's published one), the images'
+    normalisation, and the method's own options given on its command line (by flag name)."""
+
+    num_classes: int
+    rng: np.random.Generator
+    mixup_alpha: float | None = None
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def alpha(self, method: type[Method]) -> float:
+        return method.published_mixup_alpha if self.mixup_alpha is None else self.mixup_alpha
+
+
+def pair_shares(perm: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Shares of pair mixing: output i is own[i] of input i and 1 - own[i] of input perm[i]."""
+    batch = len(perm)
+    shares = np.zeros((batch, batch))
+    rows = np.arange(batch)
+    np.add.at(shares, (rows, rows), own)
+    np.add.at(shares, (rows, perm), 1 - own)
+    return shares
 
 
 class Method(ABC):
@@ -224,9 +196,35 @@ class Method(ABC):
     clean_logits: ClassVar[bool]
     """True when StepResult.logits are the clean images' logits, False for the mixed images'."""
     drawable: ClassVar[bool] = False
-    """True when visualize.py can draw its mixed batch (the input is mixed, not hidden features)."""
+    """True when visualize.py can draw its mixed batch: set from whether the class defines
+    :meth:`draw_mix` or :meth:`figure_mixer` (so a method cannot be marked drawable and drawn
+    with another method's mixing)."""
     precision: Precision = FLOAT32
     """How the forward passes run (see :class:`Precision`); set by :func:`build_method`."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.drawable = (cls.draw_mix.__func__ is not Method.draw_mix.__func__
+                        or cls.figure_mixer.__func__ is not Method.figure_mixer.__func__)
+
+    @classmethod
+    def figure_mixer(cls, batch: int, settings: FigureSettings) -> Mixer | None:
+        """The mixer (with ``num_classes=None`` and ``settings.rng``) that draws this method's
+        figure of ``batch`` images, when the default :meth:`draw_mix` suits it; None: not drawable."""
+        return None
+
+    @classmethod
+    def draw_mix(cls, images: Tensor, labels: Tensor, saliency: Tensor, settings: FigureSettings) -> MixResult:
+        """Mix ``images`` (B, C, H, W) with ``labels`` (B,) and ``saliency`` (B, H, W) as this
+        method does, for visualize.py, every draw from ``settings.rng``. By default: the mixer of
+        :meth:`figure_mixer`, called on the identity matrix as the targets, so that its mixed
+        targets are the inputs' shares of each output. ValueError for what cannot be drawn."""
+        mixer = cls.figure_mixer(images.shape[0], settings)
+        if mixer is None:
+            raise ValueError(f"{cls.title} does not mix the input images, so its mixed batch cannot be drawn")
+        identity = torch.eye(images.shape[0], device=images.device)
+        mixed, shares = mixer(images, identity, saliency) if mixer.needs_saliency else mixer(images, identity)
+        return MixResult(cls.name, mixed, shares.double().cpu().numpy())
 
     @classmethod
     @abstractmethod
@@ -273,7 +271,7 @@ class Method(ABC):
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels must be class indices (B,) = ({images.shape[0]},), got shape "
                              f"{tuple(labels.shape)}")
-        return comix.to_one_hot(labels, self.num_classes)
+        return to_one_hot(labels, self.num_classes)
 
     def _result(self, logits: Tensor, targets: Tensor, mix_time: float, accuracy_logits: Tensor) -> StepResult:
         return StepResult(loss=soft_target_loss(logits, targets, self.loss), logits=accuracy_logits.detach(),
@@ -316,12 +314,11 @@ class VanillaMethod(Method):
 
 
 class _PairMethod(Method):
-    """Shared by input mixup and CutMix: mix the inputs with ``mix``, then one forward pass."""
+    """Shared by input mixup and CutMix: mix the inputs with ``mixer_class``, then one forward pass."""
 
     clean_logits = False
     published_clean_lam = 0.0
-    drawable = True
-    mix: ClassVar[Callable[..., tuple[Tensor, Tensor]]]
+    mixer_class: ClassVar[type[Mixer]]
 
     @classmethod
     def from_args(cls, args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> Method:
@@ -329,18 +326,16 @@ class _PairMethod(Method):
 
     def __init__(self, num_classes: int, alpha: float, loss: str = "bce") -> None:
         super().__init__(num_classes, loss)
-        if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and math.isfinite(alpha)
-                and alpha > 0):
-            raise ValueError(f"alpha must be a finite number > 0 (Beta(alpha, alpha)), got {alpha!r}")
-        self.alpha = float(alpha)
+        self.mixer = self.mixer_class(num_classes=num_classes, alpha=alpha)
+        self.alpha = self.mixer.alpha
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(num_classes={self.num_classes}, alpha={self.alpha}, loss={self.loss!r})"
 
     def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> StepResult:
-        targets = self._one_hot(images, labels)
+        self._one_hot(images, labels)  # the shapes; the mixer makes the targets
         started = time.perf_counter()
-        mixed_images, mixed_targets = type(self).mix(images, targets, self.alpha)
+        mixed_images, mixed_targets = self.mixer(images, labels)
         mix_time = time.perf_counter() - started
         with self.precision.autocast():
             logits = model(mixed_images)
@@ -348,21 +343,34 @@ class _PairMethod(Method):
 
 
 class InputMixupMethod(_PairMethod):
-    """Input mixup (:func:`baselines.input_mixup`): lam x + (1 - lam) x[perm], lam ~ Beta(alpha, alpha)."""
+    """Input mixup (:class:`baselines.InputMixup`): lam x + (1 - lam) x[perm], lam ~ Beta(alpha, alpha)."""
 
     name = "mixup"
     title = "Input mixup"
     published_mixup_alpha = 1.0
-    mix = staticmethod(baselines.input_mixup)
+    mixer_class = baselines.InputMixup
+
+    @classmethod
+    def draw_mix(cls, images: Tensor, labels: Tensor, saliency: Tensor, settings: FigureSettings) -> MixResult:
+        batch = images.shape[0]
+        lam, perm = baselines.draw_pairing(batch, settings.alpha(cls), settings.rng)
+        mixed = baselines.PairMix(lam, perm)(images)
+        return MixResult(cls.name, mixed, pair_shares(perm, np.full(batch, lam)))
 
 
 class CutMixMethod(_PairMethod):
-    """CutMix (:func:`baselines.cutmix`): a box from the partner image, targets by the box's area."""
+    """CutMix (:class:`baselines.CutMix`): a box from the partner image, targets by the box's area."""
 
     name = "cutmix"
     title = "CutMix"
     published_mixup_alpha = 1.0
-    mix = staticmethod(baselines.cutmix)
+    mixer_class = baselines.CutMix
+
+    @classmethod
+    def draw_mix(cls, images: Tensor, labels: Tensor, saliency: Tensor, settings: FigureSettings) -> MixResult:
+        plan = baselines.CutMix(alpha=settings.alpha(cls), rng=settings.rng).plan(images)
+        mixed, _ = plan.apply(images, torch.eye(images.shape[0], device=images.device))
+        return MixResult(cls.name, mixed, pair_shares(plan.perm, np.full(images.shape[0], plan.kept)), box=plan.box)
 
 
 class _TimedMix:
@@ -381,7 +389,7 @@ class _TimedMix:
 
 
 class ManifoldMixMethod(Method):
-    """Manifold mixup (:class:`baselines.ManifoldMix`): one forward pass
+    """Manifold mixup (:class:`baselines.ManifoldMixup`): one forward pass
     ``model(x, mix_layer=k, mix_fn=f)`` with k drawn from ``layers``; the model must be a
     ``models.MixableClassifier`` (not wrapped in DataParallel, which would split the batch that
     mix_fn pairs across)."""
@@ -406,19 +414,19 @@ class ManifoldMixMethod(Method):
 
     def __init__(self, num_classes: int, alpha: float, loss: str = "bce", layers: Sequence[int] = (0, 1, 2)) -> None:
         super().__init__(num_classes, loss)
-        self.mixer = baselines.ManifoldMix(alpha, layers)
+        self.mixer = baselines.ManifoldMixup(num_classes=num_classes, alpha=alpha, layers=layers)
 
     def __repr__(self) -> str:
         return f"ManifoldMixMethod(num_classes={self.num_classes}, {self.mixer!r}, loss={self.loss!r})"
 
     def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> StepResult:
-        targets = self._one_hot(images, labels)
+        self._one_hot(images, labels)  # the shapes; the mixer makes the targets
         started = time.perf_counter()
-        mix_layer, mix_fn, mixed_targets = self.mixer.draw(targets)
-        timed = _TimedMix(mix_fn)
+        drawn, mixed_targets = self.mixer(images, labels)
+        timed = _TimedMix(drawn.mix_fn)
         draw_time = time.perf_counter() - started
         with self.precision.autocast():
-            logits = model(images, mix_layer=mix_layer, mix_fn=timed)
+            logits = model(images, mix_layer=drawn.mix_layer, mix_fn=timed)
         return self._result(logits, mixed_targets, draw_time + timed.seconds, logits)
 
 
@@ -427,8 +435,8 @@ class _SaliencyMethod(Method):
 
     clean_logits = True
     clean_pass = True
-    drawable = True
     published_mixup_alpha = 1.0
+    mixer: Mixer
 
     config_class: ClassVar[Any]
     """The mixer's settings (``from_namespace(args)`` raises ValueError listing every problem)."""
@@ -451,20 +459,16 @@ class _SaliencyMethod(Method):
             raise ValueError(f"clean_lam must be a finite number >= 0, got {clean_lam!r}")
         self.clean_lam = float(clean_lam)
 
-    @abstractmethod
-    def _mix(self, images: Tensor, labels: Tensor, targets: Tensor, saliency: Tensor) -> tuple[Tensor, Tensor]:
-        """The mixed batch and its soft targets."""
-
     def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> StepResult:
         targets = self._one_hot(images, labels)
         precision = self.precision
         clean_model = _AutocastForward(model, precision) if precision.enabled else model
         with _local_gradients(model):
-            saliency, _, clean_logits = comix.saliency_and_clean_loss(clean_model, images, labels, self.clean_lam,
-                                                                      self.num_classes, scaler=precision.scaler)
+            saliency, _, clean_logits = saliency_and_clean_loss(clean_model, images, labels, self.clean_lam,
+                                                                self.num_classes, scaler=precision.scaler)
         saliency = _zero_non_finite(saliency)
         started = time.perf_counter()
-        mixed_images, mixed_targets = self._mix(images, labels, targets, saliency)
+        mixed_images, mixed_targets = self.mixer(images, targets, saliency)
         mix_time = time.perf_counter() - started
         with precision.autocast():
             logits = model(mixed_images)
@@ -485,8 +489,8 @@ class PuzzleMixMethod(_SaliencyMethod):
     @classmethod
     def from_args(cls, args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> Method:
         config = puzzlemix.PuzzleMixConfig.from_namespace(_resolved(args))
-        mixer = puzzlemix.PuzzleMix(mean=dataset_info.mean, std=dataset_info.std, executor=executor,
-                                    chunks=PUZZLE_CHUNKS, **vars(config))
+        mixer = puzzlemix.PuzzleMix(num_classes=num_classes, mean=dataset_info.mean, std=dataset_info.std,
+                                    executor=executor, chunks=PUZZLE_CHUNKS, **vars(config))
         return cls(num_classes, mixer, _setting(args, "clean_lam"), _loss(args))
 
     @classmethod
@@ -515,8 +519,15 @@ class PuzzleMixMethod(_SaliencyMethod):
     def __repr__(self) -> str:
         return f"PuzzleMixMethod({self.mixer!r}, clean_lam={self.clean_lam}, loss={self.loss!r})"
 
-    def _mix(self, images: Tensor, labels: Tensor, targets: Tensor, saliency: Tensor) -> tuple[Tensor, Tensor]:
-        return self.mixer(images, targets, saliency)
+    @classmethod
+    def draw_mix(cls, images: Tensor, labels: Tensor, saliency: Tensor, settings: FigureSettings) -> MixResult:
+        """Puzzle Mix with its published defaults, ``settings.options["block_num"]`` (default -1:
+        drawn) and the images' mean/std; shares the mask areas."""
+        mixer = puzzlemix.PuzzleMix(mean=settings.mean, std=settings.std, rng=settings.rng,
+                                    mixup_alpha=settings.alpha(cls), block_num=settings.options.get("block_num", -1))
+        plan = mixer.plan(images, saliency)
+        mixed, _ = mixer.apply(plan, images, torch.eye(images.shape[0], device=images.device))
+        return MixResult(cls.name, mixed, pair_shares(plan.perm, plan.shares()), grid_size=plan.block_num)
 
 
 class CoMixupMethod(_SaliencyMethod):
@@ -557,6 +568,11 @@ class CoMixupMethod(_SaliencyMethod):
             divisors = [n for n in range(1, image_size + 1) if image_size % n == 0]
             problems.append(f"--m_block_num {args.m_block_num} does not divide the {image_size}x{image_size} "
                             f"images of {args.dataset}; use -1 (random) or one of {', '.join(map(str, divisors))}")
+        elif args.m_block_num == -1:
+            try:
+                check_grid("--m_block_num", -1, image_size, image_size)
+            except ValueError as err:
+                problems.append(f"{err} (images of {args.dataset})")
         return problems
 
     def __init__(self, num_classes: int, mixer: comix.CoMixup, clean_lam: float = 1.0, loss: str = "bce") -> None:
@@ -566,8 +582,18 @@ class CoMixupMethod(_SaliencyMethod):
     def __repr__(self) -> str:
         return f"CoMixupMethod({self.mixer!r}, clean_lam={self.clean_lam}, loss={self.loss!r})"
 
-    def _mix(self, images: Tensor, labels: Tensor, targets: Tensor, saliency: Tensor) -> tuple[Tensor, Tensor]:
-        return self.mixer(images, labels, saliency)
+    @classmethod
+    def draw_mix(cls, images: Tensor, labels: Tensor, saliency: Tensor, settings: FigureSettings) -> MixResult:
+        """The whole batch as one partition (m_part = B), with ``settings.options`` (CoMixup keyword
+        arguments) over the published defaults; shares the mask areas."""
+        batch = images.shape[0]
+        mixer = comix.CoMixup(num_classes=settings.num_classes, rng=settings.rng,
+                              **{**settings.options, "m_part": batch, "mixup_alpha": settings.alpha(cls)})
+        (mask,) = mixer.masks(saliency)
+        mixed, _ = comix.mix_input(mask, images, to_one_hot(labels, settings.num_classes))
+        n_block = mask.shape[1]
+        return MixResult(cls.name, mixed, mask.double().mean(dim=(1, 2)).numpy(), grid_size=n_block,
+                         max_sources=min(batch, n_block * n_block))
 
 
 # --------------------------------------------------------------------------- the registry

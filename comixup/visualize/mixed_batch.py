@@ -55,20 +55,26 @@ from comixup.core import lifecycle
 from comixup.core.files import atomic_write
 from comixup.core.lifecycle import str2bool
 from comixup.data.datasets import DATASETS, DataError, dataset_info, dataset_transforms, get_datasets
-from comixup.mixing import baselines, comix, comix_solver, puzzlemix
+from comixup.mixing import comix, comix_solver
+from comixup.mixing.saliency import input_gradient_saliency
 from comixup.train import checkpoints, methods
 from comixup.train.checkpoints import CheckpointError, load_checkpoint
+from comixup.train.classifier import ClassifierSpec, classifier_spec, recorded_classes
 
 __all__ = [
     "METHODS", "MixResult", "FigureResult", "Visualisation", "VisualizeError", "mix_batch", "denormalise",
     "format_shares", "figure_size_px", "wrap_title", "build_figure", "write_png", "get_args_parser", "make_figure", "main",
 ]
 
-METHODS = ("comix", *(name for name in methods.METHODS if methods.REGISTRY[name].drawable and name != "comix"))
-"""The methods whose mixed batch can be drawn (input-space mixing), Co-Mixup first."""
-METHOD_TITLES = {name: methods.REGISTRY[name].title for name in METHODS}
-# The published Beta / Dirichlet concentration of each method (the published commands).
-DEFAULT_ALPHA = {name: methods.REGISTRY[name].published_mixup_alpha for name in METHODS}
+def drawable_methods() -> tuple[str, ...]:
+    """The registered methods whose mixed batch can be drawn (input-space mixing), Co-Mixup first:
+    read from the registry at each call, so a method registered later is drawn too."""
+    drawable = [name for name, method in methods.REGISTRY.items() if method.drawable]
+    return tuple(sorted(drawable, key=lambda name: name != "comix"))
+
+
+METHODS = drawable_methods()
+"""The methods drawable when this module was imported (:func:`drawable_methods` is current)."""
 MAX_IMAGES = 32  # one row of panels; wider figures stop being readable
 IMAGENET_CLASSES = 1000
 
@@ -99,32 +105,7 @@ class VisualizeError(Exception):
 
 # --------------------------------------------------------------------------- mixing
 
-@dataclass
-class MixResult:
-    """One mixed batch as the figure needs it.
-
-    mixed (B_out, C, H, W) like the inputs; shares (B_out, B_in) float64, row j the share of each
-    input in output j (rows sum to 1); grid_size: the mask grid n (n x n blocks) or None; box: the
-    CutMix box (top, bottom, left, right) or None; max_sources: the most inputs one output can
-    draw from under this method's settings (fixes the annotation space of the figure).
-    """
-
-    method: str
-    mixed: Tensor
-    shares: np.ndarray
-    grid_size: int | None = None
-    box: tuple[int, int, int, int] | None = None
-    max_sources: int = 2
-
-
-def _pair_shares(perm: np.ndarray, own: np.ndarray) -> np.ndarray:
-    """Shares of pair mixing: output i is own[i] of input i and 1 - own[i] of input perm[i]."""
-    batch = len(perm)
-    shares = np.zeros((batch, batch))
-    rows = np.arange(batch)
-    np.add.at(shares, (rows, rows), own)
-    np.add.at(shares, (rows, perm), 1 - own)
-    return shares
+MixResult = methods.MixResult
 
 
 @torch.no_grad()
@@ -132,39 +113,27 @@ def mix_batch(method: str, x: Tensor, labels: Tensor, saliency: Tensor, num_clas
               rng: np.random.Generator, mixup_alpha: float | None = None,
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
               comix_options: dict[str, Any] | None = None, puzzle_block_num: int = -1) -> MixResult:
-    """Mix the batch x (B, C, H, W) with labels (B,) and saliency (B, H, W) by ``method``.
+    """Mix the batch x (B, C, H, W) with labels (B,) and saliency (B, H, W) as the registered
+    ``method`` draws it (:meth:`comixup.train.methods.Method.draw_mix`), every draw from ``rng``.
 
-    comix: the whole batch is one partition (m_part = B) with ``comix_options`` (CoMixupConfig
-    fields) over the published defaults; shares are the mask areas. mixup / cutmix: a shuffled
+    comix: the whole batch is one partition (m_part = B) with ``comix_options`` (CoMixup keyword
+    arguments) over the published defaults; shares are the mask areas. mixup / cutmix: a shuffled
     partner per image and lam ~ Beta(alpha, alpha); shares lam (CutMix: the kept area). puzzle:
     Puzzle Mix with its published defaults, ``puzzle_block_num`` (-1: drawn) and mean/std (the
-    normalisation of x); shares the mask areas. All draws come from ``rng``. Raises ValueError
-    for settings the method rejects.
+    normalisation of x); shares the mask areas. Raises ValueError for a method that cannot be
+    drawn and for settings the method rejects.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    alpha = DEFAULT_ALPHA[method] if mixup_alpha is None else mixup_alpha
-    batch = x.shape[0]
+    drawable = drawable_methods()
+    if method not in drawable:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(drawable)}")
+    options: dict[str, Any] = {}
     if method == "comix":
-        mixer = comix.CoMixup(num_classes=num_classes, rng=rng, **{**(comix_options or {}),
-                                                                   "m_part": batch, "mixup_alpha": alpha})
-        (mask,) = mixer.masks(saliency)
-        mixed, _ = comix.mix_input(mask, x, comix.to_one_hot(labels, num_classes))
-        n_block = mask.shape[1]
-        shares = mask.double().mean(dim=(1, 2)).numpy()
-        return MixResult(method, mixed, shares, grid_size=n_block, max_sources=min(batch, n_block * n_block))
-    if method == "puzzle":
-        mixer = puzzlemix.PuzzleMix(mean=mean, std=std, rng=rng, mixup_alpha=alpha, block_num=puzzle_block_num)
-        plan = mixer.plan(x, saliency)
-        mixed, _ = mixer.apply(plan, x, comix.to_one_hot(labels, num_classes))
-        return MixResult(method, mixed, _pair_shares(plan.perm, plan.shares()), grid_size=plan.block_num)
-    if method == "mixup":
-        lam, perm = baselines.draw_pairing(batch, alpha, rng)
-        mixed = baselines.PairMix(lam, perm)(x)
-        return MixResult(method, mixed, _pair_shares(perm, np.full(batch, lam)))
-    plan = baselines.draw_cutmix(batch, x.shape[-2], x.shape[-1], alpha, rng)
-    mixed, _ = plan.apply(x, comix.to_one_hot(labels, num_classes))
-    return MixResult(method, mixed, _pair_shares(plan.perm, np.full(batch, plan.kept)), box=plan.box)
+        options = dict(comix_options or {})
+    elif method == "puzzle":
+        options = {"block_num": puzzle_block_num}
+    settings = methods.FigureSettings(num_classes=num_classes, rng=rng, mixup_alpha=mixup_alpha, mean=mean, std=std,
+                                      options=options)
+    return methods.REGISTRY[method].draw_mix(x, labels, saliency, settings)
 
 
 # --------------------------------------------------------------------------- drawing
@@ -187,6 +156,10 @@ class FigureResult:
     annotations: list[str]
     panel_boxes: list[list[tuple[int, int, int, int]]]
     size_px: tuple[int, int]
+
+
+def _title(method: str) -> str:
+    return methods.REGISTRY[method].title
 
 
 def denormalise(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -255,7 +228,7 @@ def build_figure(inputs: Tensor, saliency: Tensor, mix: MixResult, mean: Sequenc
     if input_names is not None and len(input_names) != count:
         raise ValueError(f"got {len(input_names)} input names for {count} inputs")
     if grid and mix.grid_size is None and mix.box is None:
-        raise ValueError(f"{METHOD_TITLES[mix.method]} has no mask grid to draw")
+        raise ValueError(f"{_title(mix.method)} has no mask grid to draw")
     shown_inputs = denormalise(inputs, mean, std)
     shown_outputs = denormalise(mix.mixed, mean, std)
     sal = saliency.detach().float().cpu()
@@ -275,7 +248,7 @@ def build_figure(inputs: Tensor, saliency: Tensor, mix: MixResult, mean: Sequenc
     row_tops = [first_top, first_top + PANEL + ROW_GAP, first_top + 2 * (PANEL + ROW_GAP)]
     # Columns start after the row labels; a figure widened to MIN_WIDTH centres them.
     columns_left = LEFT + (width - (LEFT + count * PANEL + (count - 1) * GAP + RIGHT)) // 2
-    row_names = ["inputs", "saliency", METHOD_TITLES[mix.method]]
+    row_names = ["inputs", "saliency", _title(mix.method)]
     boxes: list[list[tuple[int, int, int, int]]] = [[], [], []]
     image_height, image_width = shown_inputs.shape[1:3]
     # Nearest-neighbour shows small images as crisp pixels; larger ones need antialiasing.
@@ -436,40 +409,30 @@ def _load_batch(dataset: str, data_dir: str, split: str | None, count: int, rng:
 
 # --------------------------------------------------------------------------- model
 
-def _checkpoint_width(checkpoint: dict) -> int | None:
-    """The preactresnet width a checkpoint was saved with: its args, else its first conv."""
-    saved_args = checkpoint.get("args") or {}
-    if isinstance(saved_args, dict) and isinstance(saved_args.get("initial_channels"), int):
-        return saved_args["initial_channels"]
-    conv = checkpoint["state_dict"].get("conv1.weight")
-    return int(conv.shape[0]) if conv is not None and conv.dim() == 4 else None
-
-
 def _load_model(args: argparse.Namespace, checkpoint: dict | None, num_classes: int) -> tuple[nn.Module, str]:
-    """(model in eval mode with the checkpoint's weights, a description for the title)."""
+    """(model in eval mode with the checkpoint's weights, a description for the title). The
+    checkpoint's architecture, width and classes win (:func:`comixup.train.classifier.classifier_spec`);
+    a fresh model is ``--arch`` (default preactresnet18) of ``--initial_channels`` (default 64)."""
     info = dataset_info(args.dataset)
-    arch = args.arch
-    width = args.initial_channels
     if checkpoint is not None:
-        checkpoints.check_fits(checkpoint, args.resume, arch, None, args.dataset, same_dataset=True)
-        arch = arch or checkpoint["arch"]
-        if width is None and (arch or "preactresnet18") in models.WIDTH_ARCHS:
-            width = _checkpoint_width(checkpoint)
-    arch = arch or "preactresnet18"
-    width = width or models.DEFAULT_INITIAL_CHANNELS
+        spec = classifier_spec(checkpoint, args.resume, arch=args.arch, num_classes=num_classes,
+                               initial_channels=args.initial_channels, dataset=args.dataset, same_dataset=True)
+    else:
+        spec = ClassifierSpec(arch=args.arch or "preactresnet18", num_classes=num_classes,
+                              initial_channels=args.initial_channels or models.DEFAULT_INITIAL_CHANNELS,
+                              stride=info.stride)
     try:
         # A fresh model's weights come from --seed, without disturbing the caller's torch RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(args.seed)
-            model = models.build_model(arch, num_classes, stride=info.stride, initial_channels=width)
+            model = spec.build()
     except ValueError as err:
         raise VisualizeError(str(err)) from err
     if checkpoint is None:
-        return model.eval(), f"{arch}, fresh model (untrained, seed {args.seed})"
-    checkpoints.load_weights(model, checkpoint, args.resume,
-                             f"{arch} (width {width}) with {num_classes} classes for {args.dataset}")
+        return model.eval(), f"{spec.arch}, fresh model (untrained, seed {args.seed})"
+    checkpoints.load_weights(model, checkpoint, args.resume, f"{spec.describe()} for {args.dataset}")
     epochs = f", epoch {checkpoint['epoch']}" if checkpoint["epoch"] else ""
-    return model.eval(), f"{arch} from {os.path.basename(args.resume)}{epochs}"
+    return model.eval(), f"{spec.arch} from {os.path.basename(args.resume)}{epochs}"
 
 
 # --------------------------------------------------------------------------- command line
@@ -490,7 +453,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="architecture (default: the checkpoint's, else preactresnet18)")
     parser.add_argument("--initial_channels", type=int, default=None,
                         help="preactresnet width (default: the checkpoint's, else 64)")
-    parser.add_argument("--method", default="comix", choices=METHODS, help="mixing method")
+    parser.add_argument("--method", default="comix", choices=drawable_methods(), help="mixing method")
     parser.add_argument("--out", default="images/figure.png", help="PNG file to write")
     parser.add_argument("--grid", action="store_true", help="outline the mask blocks (CutMix: the box) on the outputs")
     parser.add_argument("--num_images", type=int, default=8,
@@ -539,7 +502,7 @@ def _check_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.method == "comix":
         try:
             comix.CoMixupConfig(**comix_options)
-        except ValueError as err:
+        except (TypeError, ValueError) as err:
             problems.append(str(err))
         n_block = comix_options.get("m_block_num", comix.CoMixupConfig.m_block_num)
         if n_block >= 1 and size % n_block:
@@ -575,13 +538,12 @@ def make_figure(args: argparse.Namespace) -> Visualisation:
     checkpoint = load_checkpoint(args.resume, map_location="cpu") if args.resume else None
     num_classes = batch.num_classes or info.num_classes
     if num_classes is None:  # an ImageNet ImageFolder: the checkpoint's class count, else ImageNet's
-        num_classes = (checkpoint or {}).get("num_classes") or IMAGENET_CLASSES
+        num_classes = (recorded_classes(checkpoint) if checkpoint is not None else None) or IMAGENET_CLASSES
     if int(batch.labels.max()) >= num_classes:
         raise DataError(f"{args.data_dir} has class index {int(batch.labels.max())}, but {args.dataset} models "
                         f"have {num_classes} classes")
     model, model_text = _load_model(args, checkpoint, num_classes)
-    saliency, _, _ = comix.saliency_and_clean_loss(model, batch.images, batch.labels, clean_lam=0.0,
-                                                   num_classes=num_classes)
+    saliency = input_gradient_saliency(model, batch.images, batch.labels)
     try:
         mix = mix_batch(args.method, batch.images, batch.labels, saliency, num_classes,
                         np.random.default_rng(mix_seq), mixup_alpha=args.mixup_alpha, mean=info.mean, std=info.std,
@@ -589,13 +551,13 @@ def make_figure(args: argparse.Namespace) -> Visualisation:
                         puzzle_block_num=-1 if args.block_num is None else args.block_num)
     except ValueError as err:
         raise VisualizeError(str(err)) from err
-    alpha = DEFAULT_ALPHA[args.method] if args.mixup_alpha is None else args.mixup_alpha
+    alpha = methods.REGISTRY[args.method].published_mixup_alpha if args.mixup_alpha is None else args.mixup_alpha
     settings = [f"alpha {alpha:g}"]
     if mix.grid_size is not None:
         settings.append(f"{mix.grid_size}x{mix.grid_size} grid")
     if args.method == "comix":
         settings.append(f"one partition of {args.num_images}")
-    title = (f"{METHOD_TITLES[args.method]} on {info.title} ({batch.description}), seed {args.seed}\n"
+    title = (f"{_title(args.method)} on {info.title} ({batch.description}), seed {args.seed}\n"
              f"saliency: {model_text}\n{' · '.join(settings)}")
     result = build_figure(batch.images, saliency, mix, info.mean, info.std, title=title, input_names=batch.names,
                           grid=args.grid)
