@@ -261,7 +261,8 @@ def test_the_release_reader(tmp_path):
     assert np.array_equal(level_3, np.clip(images.astype(np.int16) - 21, 0, 255)) and level_3_labels.tolist() == \
         labels.tolist()
 
-    with pytest.raises(DataError, match="labels from 0 to 9, but the data set has 5 classes"):
+    with pytest.raises(DataError, match=r"holds the labels of CIFAR-10-C \(classes 0 to 9\), but the data set has 5 "
+                                        r"classes and needs every class 0 to 4"):
         cifar_c.open_release(str(folder), num_classes=5)
     np.save(folder / "labels.npy", np.arange(31))
     with pytest.raises(DataError, match=r"shape \(5 x n,\)"):
