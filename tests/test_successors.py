@@ -521,10 +521,14 @@ def test_spectral_residual_follows_the_released_detector():
     _, _, ratio = guided.guided_mix(x, one_hot(labels), maps, partner)
     assert torch.equal(ratio.mean(dim=[-1, -2]).unsqueeze(-1), torch.from_numpy(data["guided/sr_greedy/ratio"]))
 
-    mixed, mixed_y = GuidedMixupSR(mix_prob=1.0, num_classes=10)(x, labels)
+    # from this machine's own maps: the same pairing, ratios within rounding
     own = guided.guided_saliency(saliency)
-    expected, expected_y, _ = guided.guided_mix(x, one_hot(labels), own,
-                                                guided.farthest_neighbour_cycle(guided.saliency_distances(own)))
+    own_partner = guided.farthest_neighbour_cycle(guided.saliency_distances(own))
+    assert np.array_equal(own_partner, data["guided/sr_greedy/indices"])
+    expected, expected_y, own_ratio = guided.guided_mix(x, one_hot(labels), own, own_partner)
+    torch.testing.assert_close(own_ratio.mean(dim=[-1, -2]).unsqueeze(-1),
+                               torch.from_numpy(data["guided/sr_greedy/ratio"]), rtol=0, atol=1e-6)
+    mixed, mixed_y = GuidedMixupSR(mix_prob=1.0, num_classes=10)(x, labels)
     assert torch.equal(mixed, expected) and torch.equal(mixed_y, expected_y)
 
 
