@@ -99,8 +99,8 @@ def classifier_spec(checkpoint: dict, path: str, *, arch: str | None = None, num
     if saved_classes is not None and num_classes is not None and saved_classes != num_classes:
         trained_on = f" ({saved_dataset})" if saved_dataset else ""
         wanted = f"--dataset {dataset} has" if dataset else "--num_classes is"
-        raise CheckpointError(f"checkpoint {path} has {saved_classes} classes{trained_on} but {wanted} {num_classes}; "
-                              f"use a checkpoint of this data set")
+        raise CheckpointError(f"checkpoint {path} was trained for {saved_classes} classes{trained_on} but {wanted} "
+                              f"{num_classes}; use a checkpoint of this data set")
     classes = saved_classes or num_classes
     if classes is None:
         raise CheckpointError(f"{path} does not record its class count; give the data set it was trained on")
