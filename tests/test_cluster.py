@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from comixup.data.synthetic import write_cifar
-from comixup.train import run_log
+from comixup.compare import run_log
 
 from processes import CHILD, STANDALONE_PAIR, child_env, finish, start, start_torchrun, wait_for
 from runs import TEST_PER_CLASS, TRAIN_PER_CLASS, base_args

@@ -18,7 +18,7 @@ from PIL import Image
 
 from comixup.compare import table as compare
 from comixup.compare.plot import METHOD_COLOURS, draw_curves
-from comixup.train import run_log
+from comixup.compare import run_log
 
 from runs import base_args, only_experiment
 

@@ -23,7 +23,7 @@ from torch.utils.data import TensorDataset
 from comixup.data.datasets import CIFAR_CLASSES, DataError, dataset_info, get_datasets, read_image
 from comixup.data.loaders import EpochSampler, get_loaders
 from comixup.data.synthetic import CIFAR_FOLDERS, write_cifar, write_image_folder, write_tiny_imagenet_raw
-from comixup.data.tiny_imagenet import relayout_tiny_imagenet_val
+from comixup.prepare.tiny_imagenet import relayout_tiny_imagenet_val
 
 import load_data
 import main

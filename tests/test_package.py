@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "comixup"
 
 # lower layers first; a module imports only from its own subpackage or from an earlier layer
-LAYERS = [("core",), ("models", "mixing", "data"), ("train",), ("localization", "compare", "visualize", "evaluation")]
+LAYERS = [("core",), ("models", "mixing", "data"), ("train",),
+          ("localization", "compare", "visualize", "evaluation", "prepare")]
 LAYER_OF = {sub: level for level, subs in enumerate(LAYERS) for sub in subs}
 
 

@@ -14,7 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from comixup.train.run_log import Run
+    from comixup.compare.run_log import Run
 
 
 class CurveGroup(Protocol):

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 from comixup.core import lifecycle
 from comixup.core.tables import TABLE_FORMATS, render_table
-from comixup.train.run_log import RUN_LOG, Run, RunLogError, read_run
+from comixup.compare.run_log import RUN_LOG, Run, RunLogError, read_run
 
 __all__ = ["Group", "Stat", "CompareError", "find_run_folders", "group_runs", "median_of_last",
            "format_table", "main", "GROUP_KEYS", "METHOD_ORDER"]
