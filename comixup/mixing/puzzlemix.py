@@ -85,6 +85,7 @@ from torch import Tensor
 
 from comixup.mixing.base import Mixer, check_executor, check_images, check_int, check_saliency, soft_targets
 from comixup.mixing.baselines import draw_lambda, draw_permutation, mix_targets
+from comixup.mixing.compile_notice import announce_compilation
 from comixup.mixing.saliency_blocks import BLOCK_CHOICES, NamespaceConfig, block_saliency, check_grid, draw_grid_size
 
 __all__ = [
@@ -456,6 +457,7 @@ def solve_levels(unary: np.ndarray, w_down: np.ndarray, w_right: np.ndarray,
     if (w_down < 0).any() or (w_right < 0).any() or not (np.isfinite(unary).all() and np.isfinite(w_down).all()
                                                           and np.isfinite(w_right).all()):
         raise ValueError("the mask energy needs finite unaries and finite edge weights >= 0")
+    announce_compilation(_solve_levels_batch, (unary[:1], w_down[:1], w_right[:1], n), "the Puzzle Mix mask solver")
     labels = _in_chunks(_solve_levels_batch, (unary, w_down, w_right), (n,), executor, chunks)
     return labels.reshape(batch, n, n)
 
@@ -563,6 +565,8 @@ def solve_transport(saliency: np.ndarray, keep: np.ndarray, t_eps: float,
     batch, side, _ = saliency.shape
     flat_sal = saliency.reshape(batch, side * side)
     flat_keep = np.ascontiguousarray(np.asarray(keep, dtype=np.float64).reshape(batch, side * side))
+    announce_compilation(_transport_batch, (flat_sal[:1], flat_keep[:1], float(t_eps), side),
+                         "the Puzzle Mix transport solver")
     return _in_chunks(_transport_batch, (flat_sal, flat_keep), (float(t_eps), side), executor, chunks)
 
 
