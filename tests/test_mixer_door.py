@@ -235,3 +235,18 @@ def test_the_signature_defaults_are_the_published_settings(cls, config):
     defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()}
     for field in dataclasses.fields(config):
         assert defaults[field.name] == field.default, field.name
+
+
+def test_input_gradient_saliency_leaves_the_parameters_gradients_alone():
+    from comixup import build_model, input_gradient_saliency, saliency_and_clean_loss
+
+    torch.manual_seed(0)
+    model = build_model("preactresnet18", K, initial_channels=16).train()
+    x, labels, _ = batch(size=32)
+    saliency = input_gradient_saliency(model, x, labels)
+    assert all(p.grad is None for p in model.parameters()) and model.training
+    published, _, _ = saliency_and_clean_loss(model, x, labels, clean_lam=0.0, num_classes=K)
+    assert torch.equal(saliency, published) and saliency.shape == (8, 32, 32) and saliency.dtype == torch.float32
+    assert all(p.grad is None for p in model.parameters())
+    saliency_and_clean_loss(model, x, labels, clean_lam=1.0, num_classes=K)  # its backward() fills .grad
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

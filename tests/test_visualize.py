@@ -13,10 +13,12 @@ from comixup import models
 from comixup.data.datasets import dataset_info
 from comixup.data.synthetic import blob_saliency, write_cifar, write_image_folder
 from comixup.mixing import baselines, comix, puzzlemix
+from comixup.mixing.base import Mixer
 from comixup.train import methods
 from comixup.visualize import mixed_batch as visualize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+MEAN_STD = (dataset_info("cifar10").mean, dataset_info("cifar10").std)
 
 CIFAR = dataset_info("cifar10")
 SCALE = visualize.PANEL // 32  # screen pixels per CIFAR pixel in a panel
@@ -216,6 +218,44 @@ def test_baseline_methods_annotate_pairs(tmp_path, cifar_dir, method):
     assert all(1 <= text.count("#") <= 2 for text in drawn.figure.annotations)
     assert drawn.figure.size_px == visualize.figure_size_px(4, 2, len(drawn.figure.title.splitlines()))
     assert methods.REGISTRY[method].title in drawn.figure.title
+
+
+class _RollMixer(Mixer):
+    """A toy mixer: output i is image i + 1 (cyclically), flipped left to right."""
+
+    def __call__(self, x, y, saliency=None):
+        x, targets, _ = self._door(x, y, saliency)
+        order = torch.roll(torch.arange(x.shape[0]), -1)
+        return x[order].flip(-1), targets[order]
+
+
+class _RollMethod(methods.VanillaMethod):
+    name, title = "roll", "Roll and flip"
+    published_mixup_alpha = 1.0
+
+    @classmethod
+    def figure_mixer(cls, batch, settings):
+        return _RollMixer(rng=settings.rng)
+
+
+def test_a_registered_method_is_drawn_with_its_own_mixing(tmp_path, cifar_dir, monkeypatch):
+    """visualize.py takes its methods and their mixing from the registry: a method registered later is
+    offered and drawn with its own mixing, never another method's."""
+    monkeypatch.setitem(methods.REGISTRY, "roll", _RollMethod)
+    assert _RollMethod.drawable and "roll" in visualize.drawable_methods()
+    out = tmp_path / "roll.png"
+    args = visualize.get_args_parser().parse_args(
+        ["--dataset", "cifar10", "--data_dir", str(cifar_dir), "--num_images", "4", "--initial_channels", "16",
+         "--method", "roll", "--out", str(out)])
+    drawn = visualize.make_figure(args)
+    expected = torch.roll(drawn.images, -1, dims=0).flip(-1)
+    assert torch.equal(drawn.mix.mixed, expected)
+    assert np.array_equal(drawn.figure.outputs, visualize.denormalise(expected, *MEAN_STD))
+    assert drawn.figure.annotations == ["#2 100%", "#3 100%", "#4 100%", "#1 100%"]
+    assert "Roll and flip" in drawn.figure.title
+    with pytest.raises(ValueError, match="does not mix the input images"):
+        methods.ManifoldMixMethod.draw_mix(drawn.images, drawn.labels, drawn.saliency, methods.FigureSettings(
+            num_classes=10, rng=np.random.default_rng(0)))
 
 
 def test_an_image_folder_of_the_datasets_size_is_read_with_its_normalisation(tmp_path, capsys):
