@@ -22,6 +22,7 @@ and writes to --out (JSON, written whole or not at all):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -38,12 +39,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from comixup import models  # noqa: E402
-from comixup.data.device_loader import crop_flip_normalise, draw_crops_and_flips  # noqa: E402
-from comixup.mixing import baselines  # noqa: E402
-from comixup.mixing import comix  # noqa: E402
-from comixup.mixing import comix_solver  # noqa: E402
-from comixup.mixing.parallel import PartitionPool, default_workers  # noqa: E402
+from comixup import models
+from comixup.data.device_loader import crop_flip_normalise, draw_crops_and_flips
+from comixup.mixing import baselines, comix, comix_solver
+from comixup.mixing.parallel import PartitionPool, default_workers
 
 MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
@@ -133,7 +132,7 @@ class Clock:
         if self.cuda:
             torch.cuda.synchronize()
         out = {}
-        for (_, before), (name, after) in zip(self.marks, self.marks[1:]):
+        for (_, before), (name, after) in itertools.pairwise(self.marks):
             out[name] = before.elapsed_time(after) if self.cuda else 1e3 * (after - before)
         return out
 

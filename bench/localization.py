@@ -26,12 +26,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from comixup import models  # noqa: E402
-from comixup.localization import evaluate as localization  # noqa: E402
-from comixup.localization.cam import (LocalizationScores, box_from_gray, boxes_from_gray,  # noqa: E402
-                                      class_activation_maps, logits_and_features, to_gray)
-from comixup.localization.corrupt import PickledListWriter  # noqa: E402
-from comixup.localization.datasets import CroppedSet, PickleSet, collate  # noqa: E402
+from comixup import models
+from comixup.localization import evaluate as localization
+from comixup.localization.cam import (
+    LocalizationScores,
+    box_from_gray,
+    boxes_from_gray,
+    class_activation_maps,
+    logits_and_features,
+    to_gray,
+)
+from comixup.localization.corrupt import PickledListWriter
+from comixup.localization.datasets import CroppedSet, PickleSet, collate
 
 SIDE = 256
 CROP = 224

@@ -27,10 +27,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from comixup import models  # noqa: E402
-from comixup.mixing import comix  # noqa: E402
-from comixup.mixing import comix_solver  # noqa: E402
-from comixup.mixing.parallel import PartitionPool, default_workers  # noqa: E402
+from comixup import models
+from comixup.mixing import comix, comix_solver
+from comixup.mixing.parallel import PartitionPool, default_workers
 
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
@@ -61,7 +60,8 @@ def real_batches(data_dir: str, batch_size: int, count: int, seed: int) -> list[
     from torchvision import transforms
 
     dataset = torchvision.datasets.ImageFolder(
-        data_dir, transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)]))
+        data_dir,
+        transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)]))
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
     batches = []
     for b in range(count):
@@ -119,7 +119,8 @@ def train_briefly(model: torch.nn.Module, data_dir: str, epochs: int, seed: int)
               flush=True)
 
 
-def partition_objectives(saliency: torch.Tensor, masks: list[torch.Tensor], args: argparse.Namespace) -> tuple[float, float]:
+def partition_objectives(saliency: torch.Tensor, masks: list[torch.Tensor],
+                         args: argparse.Namespace) -> tuple[float, float]:
     cfg = comix.CoMixupConfig()
     n = masks[0].shape[1]
     costs = comix.block_cost(saliency, n)
@@ -141,7 +142,7 @@ def time_mixing(batches, saliencies, solver: str, executor, args) -> tuple[list[
     np.random.seed(args.seed)
     mixer(batches[0][0], batches[0][1], saliencies[0])  # compile / warm up
     times, objs, thres = [], [], []
-    for (x, y), sal in zip(batches, saliencies):
+    for (x, y), sal in zip(batches, saliencies, strict=True):
         for _ in range(args.repeats):
             np.random.seed(args.seed)
             start = time.perf_counter()
@@ -163,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.train_epochs:
             train_briefly(model, args.data_dir, args.train_epochs, args.seed)
         saliencies = [comix.saliency_and_clean_loss(model, x, y, 1.0, 10)[0] for x, y in batches]
-        trained = f"a preactresnet18 trained {args.train_epochs} epochs" if args.train_epochs else "a fresh preactresnet18"
+        trained = (f"a preactresnet18 trained {args.train_epochs} epochs" if args.train_epochs
+                   else "a fresh preactresnet18")
         source = f"input-gradient saliency of {'the checkpoint' if args.resume else trained} on {args.data_dir}"
     else:
         batches = generated_batches(args.batch_size, args.batches, args.seed)

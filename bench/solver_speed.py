@@ -27,9 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import mixing, reference_solver  # noqa: E402  (batches and saliency model; the frozen solver)
-from comixup.mixing import comix  # noqa: E402
-from comixup.mixing import comix_solver  # noqa: E402
+from bench import mixing, reference_solver  # batches and saliency model; the frozen solver
+from comixup.mixing import comix, comix_solver
 
 
 def get_args_parser() -> argparse.ArgumentParser:

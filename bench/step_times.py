@@ -36,12 +36,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from comixup import models  # noqa: E402
-from comixup.data.datasets import dataset_info  # noqa: E402
-from comixup.mixing.parallel import PartitionPool  # noqa: E402
-from comixup.train import methods  # noqa: E402
+from comixup import models
+from comixup.data.datasets import dataset_info
+from comixup.mixing.parallel import PartitionPool
+from comixup.train import methods
 
-import main as training  # noqa: E402
+import main as training
 
 DATASET = "cifar100"
 

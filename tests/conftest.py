@@ -1,12 +1,6 @@
 import os
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture
@@ -30,9 +24,9 @@ def cifar_no_md5(monkeypatch):
 
 @pytest.fixture
 def cifar10_dir(tmp_path, cifar_no_md5):
-    """A tiny CIFAR-10 in the official pickle format (see tests/runs.py for the sizes)."""
+    """A tiny CIFAR-10 in the official pickle format (see tests/support/runs.py for the sizes)."""
     from comixup.data.synthetic import write_cifar
 
-    from runs import TEST_PER_CLASS, TRAIN_PER_CLASS
+    from tests.support.runs import TEST_PER_CLASS, TRAIN_PER_CLASS
 
     return write_cifar(tmp_path / "data", "cifar10", train_per_class=TRAIN_PER_CLASS, test_per_class=TEST_PER_CLASS)

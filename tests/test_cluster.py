@@ -1,7 +1,7 @@
 """Long runs on shared clusters: one run per experiment folder, --resume auto, checkpoints inside an
 epoch, pre-emption by SIGTERM, torchrun's elastic restarts and a two-node rendezvous.
 
-Every run here is a child process (tests/main_fake_cifar.py: main.main on generated CIFAR files),
+Every run here is a child process (tests/support/main_fake_cifar.py: main.main on generated CIFAR files),
 3 steps per epoch; the runs that are stopped and resumed must end with the weights, momenta and
 history of an uninterrupted run, bit for bit.
 """
@@ -22,8 +22,8 @@ import torch
 from comixup.data.synthetic import write_cifar
 from comixup.compare import run_log
 
-from processes import CHILD, STANDALONE_PAIR, child_env, finish, start, start_torchrun, wait_for
-from runs import TEST_PER_CLASS, TRAIN_PER_CLASS, base_args
+from tests.support.processes import CHILD, STANDALONE_PAIR, child_env, finish, start, start_torchrun, wait_for
+from tests.support.runs import TEST_PER_CLASS, TRAIN_PER_CLASS, base_args
 
 EPOCHS = 3
 STEPS_PER_EPOCH = 3  # 60 images, batches of 20

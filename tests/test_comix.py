@@ -78,7 +78,8 @@ def test_degenerate_saliency_mixes_validly(saliency):
 def test_input_dtype_is_kept(dtype):
     np.random.seed(0)
     x = torch.randn(10, 3, 16, 16).to(dtype)
-    mixed_x, mixed_y = comix.CoMixup(num_classes=2, m_part=5)(x, torch.randint(0, 2, (10,)), blob_saliency(10, 16).to(dtype))
+    mixer = comix.CoMixup(num_classes=2, m_part=5)
+    mixed_x, mixed_y = mixer(x, torch.randint(0, 2, (10,)), blob_saliency(10, 16).to(dtype))
     assert mixed_x.dtype == dtype and mixed_y.dtype == torch.float32
     assert torch.isfinite(mixed_x.float()).all()
 
@@ -93,7 +94,7 @@ def test_same_seed_same_result_and_parallel_equals_sequential():
         np.random.seed(3)
         parallel = comix.CoMixup(num_classes=5, executor=pool)(x, y, sal)
     assert pool._shutdown
-    for a, b, c in zip(first, again, parallel):
+    for a, b, c in zip(first, again, parallel, strict=True):
         assert torch.equal(a, b) and torch.equal(a, c)
     # a private generator makes the draws independent of numpy's global state
     runs = [comix.CoMixup(num_classes=5, rng=np.random.default_rng(9))(x, y, sal)[1] for _ in range(2)]
@@ -126,7 +127,8 @@ def test_set_resolve_separates_identical_outputs():
 
     def input_sets(set_resolve):
         np.random.seed(0)
-        mask = comix.CoMixup(set_resolve=set_resolve, m_gamma=4.0, m_eta=0.0, m_niter=2).masks(sal, torch.zeros(2, 2))[0]
+        mixer = comix.CoMixup(set_resolve=set_resolve, m_gamma=4.0, m_eta=0.0, m_niter=2)
+        mask = mixer.masks(sal, torch.zeros(2, 2))[0]
         return [torch.nonzero(mask[j].sum((0, 1))).flatten().tolist() for j in range(2)]
 
     assert input_sets(False) == [[0, 1], [0, 1]]

@@ -20,7 +20,7 @@ from comixup.compare import table as compare
 from comixup.compare.plot import METHOD_COLOURS, draw_curves
 from comixup.compare import run_log
 
-from runs import base_args, only_experiment
+from tests.support.runs import base_args, only_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 START = datetime(2026, 1, 5, 8, 0, 0, tzinfo=timezone.utc)
@@ -73,7 +73,7 @@ def write_log(folder: Path, lines: list[str]) -> Path:
 def finished_run(folder: Path, settings: dict, accs: list[float], losses: list[float] | None = None,
                  seconds: float = 60.0) -> Path:
     losses = losses or [1.0 / (e + 1) for e in range(len(accs))]
-    records = [(e, a, l) for e, (a, l) in enumerate(zip(accs, losses))]
+    records = [(e, acc, loss) for e, (acc, loss) in enumerate(zip(accs, losses, strict=True))]
     return write_log(folder, session_lines(settings, records, seconds) + FINAL_LINES)
 
 

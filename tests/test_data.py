@@ -27,7 +27,7 @@ from comixup.prepare.tiny_imagenet import relayout_tiny_imagenet_val
 
 import load_data
 import main
-from runs import assert_one_error_line, base_args, one_error_line
+from tests.support.runs import assert_one_error_line, base_args, one_error_line, only_experiment, read_checkpoint
 
 ROOT = Path(load_data.__file__).resolve().parent
 
@@ -489,3 +489,17 @@ def test_data_error_exits_2_with_one_line(cifar10_dir, tmp_path, capsys):
     args[args.index("--labels_per_class") + 1] = "500"
     assert main.main(args) == 2
     assert_one_error_line(capsys, "labels_per_class=500")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_labels_per_class_0_keeps_every_image(cifar10_dir, tmp_path):
+    """The generated set has 6 images per class: 0 (every image) trains exactly as 6 does."""
+    every, six = tmp_path / "every", tmp_path / "six"
+    args = ["--comix", "False"]
+    assert main.main(base_args(cifar10_dir, every, "--labels_per_class", "0", *args)) == 0
+    assert main.main(base_args(cifar10_dir, six, *args)) == 0
+    a = read_checkpoint(only_experiment(every) / "checkpoint.pth.tar")
+    b = read_checkpoint(only_experiment(six) / "checkpoint.pth.tar")
+    assert only_experiment(every).name.startswith("cifar10_per_0_")
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key

@@ -13,7 +13,7 @@ from comixup.data.device_loader import DeviceLoader, crop_flip_normalise, draw_c
 from comixup.data.loaders import get_loaders
 
 import main
-from runs import TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, base_args, only_experiment
+from tests.support.runs import TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, base_args, only_experiment
 
 CPU = torch.device("cpu")
 
@@ -89,9 +89,9 @@ def test_training_batches_match_the_normal_loader_and_are_augmented(cifar_sets):
     plain = torch.cat([x for x, _ in DeviceLoader(loader.images, loader.labels, 25, info.mean, info.std, CPU,
                                                   train=False)])[loader._local_indices()]
     augmented = torch.cat([x for x, _ in ours])
-    unchanged = sum(torch.equal(a, p) for a, p in zip(augmented, plain))
+    unchanged = sum(torch.equal(a, p) for a, p in zip(augmented, plain, strict=True))
     assert unchanged <= 6
-    flipped_only = sum(torch.equal(a, p.flip(-1)) for a, p in zip(augmented, plain))
+    flipped_only = sum(torch.equal(a, p.flip(-1)) for a, p in zip(augmented, plain, strict=True))
     assert flipped_only <= 6
 
 
@@ -184,7 +184,7 @@ def test_main_trains_and_evaluates_with_data_on_device(cifar10_dir, tmp_path, ca
     (["--data_on_device", "--dataset", "tiny-imagenet-200"], "--data_on_device supports cifar10 and cifar100"),
 ], ids=["workers", "dataset"])
 def test_bad_data_on_device_flags_exit_2(cifar10_dir, tmp_path, capsys, extra, fragment):
-    from runs import assert_one_error_line
+    from tests.support.runs import assert_one_error_line
 
     assert main.main(base_args(cifar10_dir, tmp_path / "exp", *extra)) == 2
     assert_one_error_line(capsys, fragment)

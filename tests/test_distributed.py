@@ -21,17 +21,25 @@ import torch.distributed as dist
 from comixup import models
 from comixup.core.calibration import CalibrationMeter
 from comixup.mixing import comix
-from comixup.train import checkpoints, distributed, engine, methods
+from comixup.train import checkpoints, distributed, methods
 
 import main
-from processes import assert_files_intact, group_members, start_torchrun, wait_for
-from runs import (FINAL_RE, HEADER_RE, TEST_RE, TRAIN_RE, assert_one_error_line, base_args, only_experiment,
-                  read_checkpoint)
+from tests.support.processes import CHILD, assert_files_intact, group_members, start_torchrun, wait_for
+from tests.support.runs import (
+    FINAL_RE,
+    HEADER_RE,
+    TEST_RE,
+    TRAIN_RE,
+    assert_one_error_line,
+    base_args,
+    only_experiment,
+    read_checkpoint,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
-WRAPPER = Path(__file__).resolve().parent / "main_fake_cifar.py"
+WRAPPER = CHILD
 PUBLISHED_FILES = {"log.txt", "log.pkl", "loss.png", "acc.png", "checkpoint.pth.tar", "model_best.pth.tar"}
 
 
@@ -41,7 +49,7 @@ def ddp_args(data_dir: Path, root: Path, *extra: str) -> list[str]:
 
 
 def torchrun(argv: list[str], cwd: Path, record: Path | None = None) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node 2 tests/main_fake_cifar.py ARGV`` on the CPU."""
+    """``torchrun --standalone --nproc_per_node 2 tests/support/main_fake_cifar.py ARGV`` on the CPU."""
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
     if record is not None:
@@ -89,12 +97,12 @@ def test_two_processes_train_together_and_only_rank_0_speaks(cifar10_dir, tmp_pa
     # both ranks trained on their own half and evaluated their own half; the logs show the sums
     per_rank = [reductions(record, rank) for rank in (0, 1)]
     assert [len(calls) for calls in per_rank] == [4, 4]  # 2 epochs x (train, test)
-    for index, (mine, theirs) in enumerate(zip(*per_rank)):
+    for index, (mine, theirs) in enumerate(zip(*per_rank, strict=True)):
         expected_count = 30 if index % 2 == 0 else 10
         assert mine["values"][3] == theirs["values"][3] == expected_count
         np.testing.assert_allclose(mine["sums"], np.add(mine["values"], theirs["values"]))
         assert mine["sums"] == theirs["sums"]
-    for epoch, (train, test) in enumerate(zip(matching(out, TRAIN_RE), matching(out, TEST_RE))):
+    for epoch, (train, test) in enumerate(zip(matching(out, TRAIN_RE), matching(out, TEST_RE), strict=True)):
         train_sums, test_sums = per_rank[0][2 * epoch]["sums"], per_rank[0][2 * epoch + 1]["sums"]
         assert train.group(1) == f"{train_sums[1] / train_sums[3]:.2f}"
         assert test.group(1) == f"{test_sums[1] / test_sums[3]:.2f}"
@@ -257,7 +265,7 @@ def test_the_clean_pass_reduces_nothing_itself(one_process_group, monkeypatch, c
         reduced.clear()
         ddp_grads = step(ddp)
         assert reduced and sorted(reduced) == sorted(set(reduced))
-    for a, b in zip(ddp_grads, step(plain)):
+    for a, b in zip(ddp_grads, step(plain), strict=True):
         torch.testing.assert_close(a, b)
 
     if clean_lam > 0:  # the test has teeth
@@ -305,64 +313,3 @@ def test_rank_seeds_and_single_process_helpers():
     assert distributed.gather_objects({"a": 1}, single) == [{"a": 1}]
     with distributed.session(use_cuda=False) as info:  # no torchrun: no process group
         assert info == distributed.DistInfo() and not dist.is_initialized()
-
-
-# --------------------------------------------------------------------------- ImageNet-scale knobs
-
-def test_warmup_factor():
-    factors = [engine.warmup_factor(step, 6) for step in range(8)]
-    assert factors == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1, 1, 1])
-    assert engine.warmup_factor(0, 4, 0.5) == pytest.approx(0.625) and engine.warmup_factor(3, 4, 0.5) == 1
-    assert engine.warmup_factor(5, 0) == 1
-
-
-def test_warmup_is_linear_per_step_and_resumes_bit_identically(cifar10_dir, tmp_path, capsys):
-    """60 images in batches of 20: 3 steps per epoch, so a 2-epoch warm-up lasts 6 steps."""
-    warm = ["--warmup_epochs", "2", "--comix", "False"]
-    straight, first, resumed = tmp_path / "straight", tmp_path / "first", tmp_path / "resumed"
-    assert main.main(base_args(cifar10_dir, straight, "--epochs", "3", *warm)) == 0
-    headers = matching(capsys.readouterr().out.splitlines(), HEADER_RE)
-    # the header shows each epoch's first step: steps 0 and 3 of the warm-up, then the schedule
-    assert [m.group(3) for m in headers] == [f"{0.2 / 6:.4f}", f"{0.2 * 4 / 6:.4f}", "0.2000"]
-    assert only_experiment(straight).name.endswith("_warmup_2_seed_0")
-
-    assert main.main(base_args(cifar10_dir, first, "--epochs", "1", *warm)) == 0
-    first_ckpt = only_experiment(first) / "checkpoint.pth.tar"
-    # the rate was raised every step: the last step of epoch 0 is step 2 of 6
-    assert read_checkpoint(first_ckpt)["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.2 * 3 / 6)
-    assert main.main(base_args(cifar10_dir, resumed, "--epochs", "3", "--resume", str(first_ckpt), *warm)) == 0
-    a = read_checkpoint(only_experiment(straight) / "checkpoint.pth.tar")
-    b = read_checkpoint(only_experiment(resumed) / "checkpoint.pth.tar")
-    for key in a["state_dict"]:
-        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
-    assert a["history"] == b["history"]
-
-
-def test_labels_per_class_0_keeps_every_image(cifar10_dir, tmp_path):
-    """The generated set has 6 images per class: 0 (every image) trains exactly as 6 does."""
-    every, six = tmp_path / "every", tmp_path / "six"
-    args = ["--comix", "False"]
-    assert main.main(base_args(cifar10_dir, every, "--labels_per_class", "0", *args)) == 0
-    assert main.main(base_args(cifar10_dir, six, *args)) == 0
-    a = read_checkpoint(only_experiment(every) / "checkpoint.pth.tar")
-    b = read_checkpoint(only_experiment(six) / "checkpoint.pth.tar")
-    assert only_experiment(every).name.startswith("cifar10_per_0_")
-    for key in a["state_dict"]:
-        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
-
-
-@pytest.mark.parametrize("extra, fragment", [
-    (["--warmup_epochs", "-1"], "--warmup_epochs must be 0 or more"),
-    (["--warmup_start_factor", "1"], "--warmup_start_factor must lie in [0, 1)"),
-    (["--labels_per_class", "-1"], "--labels_per_class must be 0 (every image) or a positive count"),
-], ids=["warmup", "start-factor", "labels"])
-def test_bad_scale_flags_exit_2(cifar10_dir, tmp_path, capsys, extra, fragment):
-    assert main.main(base_args(cifar10_dir, tmp_path / "exp", *extra)) == 2
-    assert_one_error_line(capsys, fragment)
-
-
-def test_help_documents_per_process_batch_and_the_imagenet_settings(capsys):
-    assert main.main(["--help"]) == 0
-    text = " ".join(capsys.readouterr().out.split())
-    assert "N x batch_size images in all" in text and "torchrun --nproc_per_node N main.py" in text
-    assert "--m_part 16 --m_niter 3" in text and "--amp {off,bf16,fp16}" in text

@@ -16,9 +16,18 @@ import pytest
 import torch
 
 import main
-from processes import assert_files_intact, finish, group_members, run_args, start, wait_for
-from runs import (FINAL_RE, HEADER_RE, TEST_PER_CLASS, TEST_RE, TRAIN_RE, VALID_RE, base_args, only_experiment,
-                  read_checkpoint)
+from tests.support.processes import assert_files_intact, finish, group_members, run_args, start, wait_for
+from tests.support.runs import (
+    FINAL_RE,
+    HEADER_RE,
+    TEST_PER_CLASS,
+    TEST_RE,
+    TRAIN_RE,
+    VALID_RE,
+    base_args,
+    only_experiment,
+    read_checkpoint,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -120,14 +129,22 @@ def test_any_batch_size_through_main(cifar10_dir, tmp_path, capsys, batch, m_par
     assert sum(bool(TEST_RE.match(line)) for line in out) == 1
 
 
-def test_resume_is_bit_identical(cifar10_dir, tmp_path):
+def test_resume_is_bit_identical_and_the_warmup_is_linear_per_step(cifar10_dir, tmp_path, capsys):
     """3 epochs in one go == 1 epoch, then --resume to 3 (Co-Mixup on, so numpy's state matters;
-    augmentation draws from torch's; the lr drop at epoch 2 is applied after the resume too)."""
-    schedule = ["--schedule", "2", "--gammas", "0.5"]
+    augmentation draws from torch's; the lr drop at epoch 2 is applied after the resume too). A
+    2-epoch warm-up: 60 images in batches of 20 are 3 steps per epoch, so it lasts 6 steps, and the
+    resumed run continues it."""
+    schedule = ["--schedule", "2", "--gammas", "0.5", "--warmup_epochs", "2"]
     straight, first, resumed = tmp_path / "straight", tmp_path / "first", tmp_path / "resumed"
     assert main.main(base_args(cifar10_dir, straight, "--epochs", "3", *schedule)) == 0
+    headers = [m for m in map(HEADER_RE.match, capsys.readouterr().out.splitlines()) if m]
+    # the header shows each epoch's first step: steps 0 and 3 of the warm-up, then the schedule's drop
+    assert [m.group(3) for m in headers] == [f"{0.2 / 6:.4f}", f"{0.2 * 4 / 6:.4f}", "0.1000"]
+    assert only_experiment(straight).name.endswith("_warmup_2_seed_0")
     assert main.main(base_args(cifar10_dir, first, "--epochs", "1", *schedule)) == 0
     first_ckpt = only_experiment(first) / "checkpoint.pth.tar"
+    # the rate was raised every step: the last step of epoch 0 is step 2 of 6
+    assert read_checkpoint(first_ckpt)["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.2 * 3 / 6)
     assert main.main(base_args(cifar10_dir, resumed, "--epochs", "3", "--resume", str(first_ckpt), *schedule)) == 0
 
     a = read_checkpoint(only_experiment(straight) / "checkpoint.pth.tar")
@@ -236,7 +253,8 @@ def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(cifar10_d
 
     # 1. killed while the second checkpoint (after epoch 1) is half written
     marker = tmp_path / "stalled"
-    first = start(run_args(cifar10_dir, root, epochs), tmp_path, COMIX_TEST_STALL_SAVE="2", COMIX_TEST_MARKER=str(marker))
+    first = start(run_args(cifar10_dir, root, epochs), tmp_path, COMIX_TEST_STALL_SAVE="2",
+                  COMIX_TEST_MARKER=str(marker))
     wait_for(marker.exists, 90, "the stalled checkpoint write", first)
     os.kill(first.pid, signal.SIGKILL)
     assert finish(first)[0] == -signal.SIGKILL

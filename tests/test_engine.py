@@ -23,7 +23,14 @@ from comixup.mixing import comix
 from comixup.train import engine, methods
 
 import main
-from runs import SAVED_FILES, TRAIN_PER_CLASS, base_args, only_experiment, poisoned_builder, read_checkpoint
+from tests.support.runs import (
+    SAVED_FILES,
+    TRAIN_PER_CLASS,
+    base_args,
+    only_experiment,
+    poisoned_builder,
+    read_checkpoint,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,9 +63,17 @@ def test_train_one_epoch_partial_batches_and_small_partitions(cifar10_dir):
 
 def test_learning_rate_schedule():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    lrs = [engine.adjust_learning_rate(optimizer, epoch, 0.2, [100, 200], [0.1, 0.1]) for epoch in (0, 99, 100, 199, 200)]
+    lrs = [engine.adjust_learning_rate(optimizer, epoch, 0.2, [100, 200], [0.1, 0.1])
+           for epoch in (0, 99, 100, 199, 200)]
     assert lrs == pytest.approx([0.2, 0.2, 0.02, 0.02, 0.002])
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.002)
+
+
+def test_warmup_factor():
+    factors = [engine.warmup_factor(step, 6) for step in range(8)]
+    assert factors == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1, 1, 1])
+    assert engine.warmup_factor(0, 4, 0.5) == pytest.approx(0.625) and engine.warmup_factor(3, 4, 0.5) == 1
+    assert engine.warmup_factor(5, 0) == 1
 
 
 def test_epoch_order_depends_on_seed_and_epoch_only(cifar10_dir):

@@ -10,7 +10,7 @@ import pytest
 from comixup.train import engine
 
 import main
-from runs import base_args, one_error_line, only_experiment
+from tests.support.runs import base_args, one_error_line, only_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,7 @@ import torch
 from bench import reference_solver
 from comixup.mixing import comix, comix_solver, swap_labelling
 
-from solver_calls import grid_labelling, potts_summary, top3
+from tests.support.solver_calls import grid_labelling, potts_summary, top3
 
 
 def random_problem(rng, n, n_labels):

@@ -1,6 +1,6 @@
 """How a run ends on a signal (lifecycle.py): SIGINT and SIGTERM end a run cleanly (exit 130 / 143,
 one line, threads and loader workers joined, files intact, no process left behind). The run is
-main.py in a child process (tests/main_fake_cifar.py); SIGKILL and --resume are in
+main.py in a child process (tests/support/main_fake_cifar.py); SIGKILL and --resume are in
 test_end_to_end.py, SIGTERM under torchrun in test_distributed.py."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from processes import assert_files_intact, finish, group_members, log_has, run_args, start, wait_for
+from tests.support.processes import assert_files_intact, finish, group_members, log_has, run_args, start, wait_for
 
 # --------------------------------------------------------------------------- SIGINT / SIGTERM
 

@@ -22,14 +22,31 @@ from comixup.data.synthetic import write_image_folder as write_class_folder
 from comixup.localization import evaluate as localization
 from comixup.localization.cam import NO_BOX, LocalizationScores, box_from_gray, box_iou, class_activation_maps, to_gray
 from comixup.localization.corrupt import Corruption, background_mask, build_corrupted_set
-from comixup.localization.datasets import (CroppedSet, FolderSet, PickleSet, _LazyArray, _Payload, boxes_in_crop,
-                                           center_crop, read_restricted_pickle)
+from comixup.localization.datasets import (
+    CroppedSet,
+    FolderSet,
+    PickleSet,
+    _LazyArray,
+    _Payload,
+    boxes_in_crop,
+    center_crop,
+    read_restricted_pickle,
+)
 from comixup.localization.report import FORMULA_ONLY_NOTE, tables_markdown, tables_text
 
 import main as train_main
-from runs import assert_one_error_line
-from wsol_fakes import (CROP, FAKE_SET, RED, ColourCAMNet, images_and_boxes, write_box_csv, write_box_xml,
-                        write_image_folder, write_pickles)
+from tests.support.runs import assert_one_error_line
+from tests.support.wsol_fakes import (
+    CROP,
+    FAKE_SET,
+    RED,
+    ColourCAMNet,
+    images_and_boxes,
+    write_box_csv,
+    write_box_xml,
+    write_image_folder,
+    write_pickles,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -299,7 +316,7 @@ def test_pickles_of_any_protocol_read_lazily(tmp_path, protocol):
         pickle.dump(images, f, protocol=protocol)
     lazy = read_restricted_pickle(tmp_path / "input.pkl")
     assert all(isinstance(item, _LazyArray) for item in lazy)
-    for item, image in zip(lazy, images):
+    for item, image in zip(lazy, images, strict=True):
         np.testing.assert_array_equal(item.load(tmp_path / "input.pkl"), image)
     if protocol in (3, 4, 5):  # bytes payloads outside frames stay on disk until read
         assert isinstance(lazy[1].data, _Payload)

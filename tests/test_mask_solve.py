@@ -61,7 +61,7 @@ def test_submit_of_a_pooled_batch_equals_start():
     mixer.rng = np.random.default_rng(5)
     again = mixer.start(saliency).masks()
     assert [m.shape for m in first] == [(20, 4, 4, 20)] * 2
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert all(m.device.type == "cpu" for m in comix.masks_to_device(first, torch.device("cpu")))
 
 

@@ -18,7 +18,15 @@ from comixup.models.mixable import MixableClassifier
 from comixup.train import methods
 
 import main
-from runs import TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, assert_one_error_line, base_args, only_experiment, read_checkpoint
+from tests.support.runs import (
+    TEST_RE,
+    TRAIN_PER_CLASS,
+    TRAIN_RE,
+    assert_one_error_line,
+    base_args,
+    only_experiment,
+    read_checkpoint,
+)
 
 NUM_CLASSES = 5
 BATCH = 8
@@ -405,7 +413,8 @@ def test_resume_is_bit_identical(cifar10_dir, tmp_path, name):
     assert main.main(base_args(cifar10_dir, straight, "--method", name, "--epochs", "2")) == 0
     assert main.main(base_args(cifar10_dir, first, "--method", name, "--epochs", "1")) == 0
     first_ckpt = only_experiment(first) / "checkpoint.pth.tar"
-    assert main.main(base_args(cifar10_dir, resumed, "--method", name, "--epochs", "2", "--resume", str(first_ckpt))) == 0
+    assert main.main(base_args(cifar10_dir, resumed, "--method", name, "--epochs", "2",
+                               "--resume", str(first_ckpt))) == 0
     a = read_checkpoint(only_experiment(straight) / "checkpoint.pth.tar")
     b = read_checkpoint(only_experiment(resumed) / "checkpoint.pth.tar")
     assert a["epoch"] == b["epoch"] == 2

@@ -54,7 +54,7 @@ def test_init_is_reproducible_and_changes_the_default():
     b = models.build_model("resnet18", 10)
     torch.manual_seed(3)
     apply_init(b, "published_imagenet")
-    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
     assert default_fc.std().item() > 2 * FC_STD  # torchvision's default fc is much wider
     c = models.build_model("resnet18", 10)

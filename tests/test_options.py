@@ -14,7 +14,7 @@ from comixup.train import engine
 
 import load_data
 import main
-from runs import assert_one_error_line, base_args
+from tests.support.runs import assert_one_error_line, base_args
 
 
 class Attempted(AssertionError):
@@ -175,7 +175,11 @@ def test_missing_resume_file_exits_2(cifar10_dir, tmp_path, capsys):
     (["--learning_rate", "-1"], ["--learning_rate"]),
     (["--comix", "maybe"], ["--comix", "maybe"]),
     (["--m_thres_type", "medium"], ["--m_thres_type"]),
-], ids=["schedule-gammas", "block-num", "arch", "batch", "m-part", "lr", "bool", "thres-type"])
+    (["--warmup_epochs", "-1"], ["--warmup_epochs must be 0 or more"]),
+    (["--warmup_start_factor", "1"], ["--warmup_start_factor must lie in [0, 1)"]),
+    (["--labels_per_class", "-1"], ["--labels_per_class must be 0 (every image) or a positive count"]),
+], ids=["schedule-gammas", "block-num", "arch", "batch", "m-part", "lr", "bool", "thres-type", "warmup",
+        "start-factor", "labels"])
 def test_bad_arguments_exit_2_with_one_line(cifar10_dir, tmp_path, capsys, extra, fragments):
     root = tmp_path / "exp"
     assert main.main(base_args(cifar10_dir, root, *extra)) == 2
@@ -211,3 +215,10 @@ def test_bare_switches_and_defaults():
     assert bare.log_off is True and bare.evaluate is True and bare.epochs == 3
     valued = parser.parse_args(["--log_off", "True", "--evaluate", "no"])
     assert valued.log_off is True and valued.evaluate is False
+
+
+def test_help_documents_per_process_batch_and_the_imagenet_settings(capsys):
+    assert main.main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "N x batch_size images in all" in text and "torchrun --nproc_per_node N main.py" in text
+    assert "--m_part 16 --m_niter 3" in text and "--amp {off,bf16,fp16}" in text

@@ -40,10 +40,10 @@ def test_the_mixer_uses_its_stride_and_the_namespace_carries_it():
     masks = mixer.masks(sal)
     mixer.rng = np.random.default_rng(0)
     explicit = mixer.masks(sal, comix.saliency_peak_distance(sal, stride=8))
-    assert all(torch.equal(a, b) for a, b in zip(masks, explicit))
+    assert all(torch.equal(a, b) for a, b in zip(masks, explicit, strict=True))
     mixer.rng = np.random.default_rng(0)
     stride_1 = mixer.masks(sal, comix.saliency_peak_distance(sal))
-    assert not all(torch.equal(a, b) for a, b in zip(masks, stride_1))  # so the stride mattered here
+    assert not all(torch.equal(a, b) for a, b in zip(masks, stride_1, strict=True))  # so the stride mattered here
     assert comix.CoMixupConfig.from_namespace(Namespace(m_peak_stride=8)).m_peak_stride == 8
     assert comix.CoMixupConfig().m_peak_stride == 1
     with pytest.raises(ValueError, match="m_peak_stride must be at least 1, got 0"):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import main
-from runs import TEST_RE, base_args, only_experiment, read_checkpoint
+from tests.support.runs import TEST_RE, base_args, only_experiment, read_checkpoint
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "pre_move_run"
 

@@ -125,7 +125,7 @@ def test_a_new_size_is_added_to_a_finished_preparation(tree, capsys):
 
 
 @pytest.mark.parametrize("change, message", [
-    (["--sizes", "0", "160"], "--sizes must be positive"),
+    (["--sizes", "0 160"], "--sizes must be positive"),
     (["--quality", "101"], "--quality must lie in 1..100"),
     (["--workers", "0"], "--workers must be at least 1"),
     (["--sizes", "big"], "invalid int value"),
@@ -135,7 +135,7 @@ def test_a_new_size_is_added_to_a_finished_preparation(tree, capsys):
 def test_bad_arguments_one_error_line_exit_2(tree, capsys, change, message):
     src, dst, good = tree
     args = {"--src": str(src), "--dst": str(dst), "--sizes": ["24"]}
-    for flag, value in zip(change[::2], change[1::2]):
+    for flag, value in zip(change[::2], change[1::2], strict=True):
         value = value.replace("SRC", str(src)).replace("MISSING", str(src / "nothing"))
         args[flag] = value.split() if flag == "--sizes" else value
     argv = [tok for flag, value in args.items() for tok in [flag, *([value] if isinstance(value, str) else value)]]

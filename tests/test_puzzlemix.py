@@ -12,7 +12,7 @@ from comixup.data.synthetic import blob_saliency
 from comixup.mixing import comix
 from comixup.mixing import puzzlemix as pm
 
-from puzzle_calls import level_energy, linear_assignment, transport_cost
+from tests.support.puzzle_calls import level_energy, linear_assignment, transport_cost
 
 
 def all_labellings(n, n_labels):
@@ -47,7 +47,7 @@ def test_graph_cut_reaches_the_brute_force_minimum(n, n_labels):
     unary = np.stack([p[0] for p in problems])
     labels = pm.solve_levels(unary, np.stack([p[1] for p in problems]), np.stack([p[2] for p in problems]))
     assert labels.shape == (len(problems), n, n) and labels.min() >= 0 and labels.max() < n_labels
-    for (u, wd, wr), found in zip(problems, labels):
+    for (u, wd, wr), found in zip(problems, labels, strict=True):
         energies = level_energy(every, u, wd, wr)
         assert level_energy(found, u, wd, wr) == pytest.approx(energies.min(), abs=1e-9)
         assert level_energy(found, u, wd, wr) == pytest.approx(energy_by_loops(found, u, wd, wr), abs=1e-12)
@@ -300,9 +300,9 @@ def test_seeds_reproduce_and_threads_agree():
         for seed, executor in ((5, None), (5, pool), (6, None)):
             mixer = pm.PuzzleMix(block_num=-1, executor=executor, chunks=3, rng=np.random.default_rng(seed))
             runs.append([mixer(x, y, sal) for _ in range(3)])
-    for (xa, ya), (xb, yb) in zip(runs[0], runs[1]):
+    for (xa, ya), (xb, yb) in zip(runs[0], runs[1], strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    assert any(not torch.equal(a[0], b[0]) for a, b in zip(runs[0], runs[2]))
+    assert any(not torch.equal(a[0], b[0]) for a, b in zip(runs[0], runs[2], strict=True))
     np.random.seed(8)
     first = pm.PuzzleMix()(x, y, sal)
     np.random.seed(8)

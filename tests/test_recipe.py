@@ -11,8 +11,16 @@ import torch
 import yaml
 
 from comixup import models
-from comixup.train.recipe import (Phase, Recipe, RecipeError, param_groups, partition_sizes, partition_warning,
-                                  per_process_batch, piecewise_linear)
+from comixup.train.recipe import (
+    Phase,
+    Recipe,
+    RecipeError,
+    param_groups,
+    partition_sizes,
+    partition_warning,
+    per_process_batch,
+    piecewise_linear,
+)
 
 SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "imagenet_fast.yml"
 PUBLISHED_EPOCHS = [0, 8, 15, 15, 40, 40, 65, 90, 100]
@@ -46,7 +54,7 @@ def test_shipped_recipe_is_the_published_one(published):
     assert [(p.start, p.end, p.crop, p.batch_size, p.min_scale) for p in published.phases] == [
         (0, 15, 128, 1024, 0.08), (15, 40, 224, 448, 0.087), (40, 100, 224, 448, 0.087)]
     assert [p.data_dir for p in published.phases] == ["/data/in/160", "/data/in/352", "/data/in/352"]
-    assert published.lr_points == tuple(zip(map(float, PUBLISHED_EPOCHS), PUBLISHED_LRS))
+    assert published.lr_points == tuple(zip(map(float, PUBLISHED_EPOCHS), PUBLISHED_LRS, strict=True))
     assert published.eval_data_dir == "/data/in/352"
 
 
@@ -130,7 +138,8 @@ def test_absolute_phase_folders_and_no_data_dir_stay_as_given():
     ([_phase(1, 20)], None, 20, ["phases[0]: epochs [1, 20] must start at epoch 0 (the first epoch)"]),
     ([_phase(0, 10)], None, 20, ["the last phase must end at --epochs 20, got 10"]),
     ([_phase(0, 10, crop=0, batch_size=2.5, min_scale=0)], None, 10,
-     ["crop must be a positive", "batch_size (global) must be a positive whole number", "min_scale must lie in (0, 1]"]),
+     ["crop must be a positive", "batch_size (global) must be a positive whole number",
+      "min_scale must lie in (0, 1]"]),
     ([_phase(0, 10, min_scale=1.5)], None, 10, ["min_scale must lie in (0, 1], got 1.5"]),
     ([{"epochs": [0, 10], "crop": 128}], None, 10, ["unknown or missing: batch_size, data_dir, min_scale"]),
     ([_phase(0, 10, bs=3)], None, 10, ["unknown or missing: bs"]),

@@ -22,7 +22,7 @@ from comixup.train import distributed, engine, options
 from comixup.train.experiment import RunProgress
 
 import main
-from runs import HEADER_RE, TEST_RE, assert_one_error_line, only_experiment, read_checkpoint
+from tests.support.runs import HEADER_RE, TEST_RE, assert_one_error_line, only_experiment, read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,7 +45,7 @@ def _config_text(phases: list[dict], method: str = "vanilla") -> str:
              f"method: {method}", "m_part: 3", "m_block_num: 4", "m_niter: 1", "m_peak_stride: 8",
              "nesterov: false", "bn_weight_decay: 0.0", "init: published_imagenet", "phases:"]
     lines += [f"  - {phase}" for phase in phases]
-    lines.append(f"lr_points: {[list(p) for p in zip(LR_EPOCHS, LR_VALUES)]}")
+    lines.append(f"lr_points: {[list(p) for p in zip(LR_EPOCHS, LR_VALUES, strict=True)]}")
     return "\n".join(lines) + "\n"
 
 
@@ -143,7 +143,7 @@ def test_phases_change_crop_and_batch_and_the_lr_follows_the_points(recipe_dir, 
     ckpt = read_checkpoint(exp / "checkpoint.pth.tar")
     assert ckpt["epoch"] == 3
     assert ckpt["args"]["phases"] == PHASES
-    assert ckpt["args"]["lr_points"] == [list(p) for p in zip(LR_EPOCHS, LR_VALUES)]
+    assert ckpt["args"]["lr_points"] == [list(p) for p in zip(LR_EPOCHS, LR_VALUES, strict=True)]
     assert ckpt["optimizer"]["param_groups"][0]["lr"] == expected[-1]
 
 

@@ -11,7 +11,7 @@ import torch
 
 from comixup.mixing import comix, comix_solver
 
-from solver_calls import grid_labelling, modular_penalty, resolve_cost, top3
+from tests.support.solver_calls import grid_labelling, modular_penalty, resolve_cost, top3
 
 REFERENCE = Path(__file__).with_name("data") / "reference_problems.npz"
 
@@ -43,7 +43,8 @@ def test_two_labels_reach_the_exhaustive_minimum(n):
         unary = rng.normal(0, 1, (2, n * n))
         beta = rng.uniform(0.05, 1.5)
         labels = grid_labelling(unary, potts_matrix(2), beta, n)
-        assert grid_energy(labels, unary, potts_matrix(2), beta, n) == pytest.approx(brute_force(unary, potts_matrix(2), beta, n))
+        expected = brute_force(unary, potts_matrix(2), beta, n)
+        assert grid_energy(labels, unary, potts_matrix(2), beta, n) == pytest.approx(expected)
 
 
 def swap_optimal(labels, unary, potts, beta, n):
@@ -72,7 +73,8 @@ def test_three_labels_end_swap_optimal(n):
             beta = rng.uniform(0.1, 1.0)
             labels = grid_labelling(unary, potts, beta, n)
             assert swap_optimal(labels, unary, potts, beta, n)
-            assert grid_energy(labels, unary, potts, beta, n) <= grid_energy(np.zeros(n * n, int), unary, potts, beta, n)
+            everything_0 = grid_energy(np.zeros(n * n, int), unary, potts, beta, n)
+            assert grid_energy(labels, unary, potts, beta, n) <= everything_0
 
 
 def test_three_labels_often_reach_the_optimum():
@@ -81,7 +83,8 @@ def test_three_labels_often_reach_the_optimum():
     for _ in range(30):
         unary = rng.normal(0, 1, (3, 4))
         labels = grid_labelling(unary, potts_matrix(3), 0.4, 2)
-        hits += np.isclose(grid_energy(labels, unary, potts_matrix(3), 0.4, 2), brute_force(unary, potts_matrix(3), 0.4, 2))
+        energy = grid_energy(labels, unary, potts_matrix(3), 0.4, 2)
+        hits += np.isclose(energy, brute_force(unary, potts_matrix(3), 0.4, 2))
     assert hits >= 27
 
 
@@ -132,7 +135,8 @@ def load_reference():
     params["niter"] = int(data["niter"])
     problems = []
     for k in range(int(data["count"])):
-        problems.append({name: data[f"p{k}_{name}"] for name in ("cost", "A", "init", "mask2", "objective", "objective_thres")})
+        names = ("cost", "A", "init", "mask2", "objective", "objective_thres")
+        problems.append({name: data[f"p{k}_{name}"] for name in names})
         problems[-1]["index"] = k
         if f"p{k}_saliency" in data:
             problems[-1]["saliency"] = data[f"p{k}_saliency"]

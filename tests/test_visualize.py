@@ -270,7 +270,7 @@ def test_an_image_folder_of_the_datasets_size_is_read_with_its_normalisation(tmp
     # The panels show the files' own pixels: the normalisation is undone exactly.
     files = {p.parent.name + "/" + p.name: np.asarray(Image.open(p), dtype=np.float64) / 255
              for p in (root / "test").rglob("*.png")}
-    for shown, name in zip(vis.figure.inputs, [f"class{int(label)}" for label in vis.labels]):
+    for shown, name in zip(vis.figure.inputs, [f"class{int(label)}" for label in vis.labels], strict=True):
         assert any(np.abs(shown - img).max() < 1e-5 for key, img in files.items() if key.startswith(name + "/"))
     assert len(set(vis.labels.tolist())) == 3  # distinct classes first
 

@@ -1,4 +1,4 @@
-"""``python tests/main_fake_cifar.py ARGS``: main.main(ARGS) on CIFAR files written by synthetic.write_cifar,
+"""``python tests/support/main_fake_cifar.py ARGS``: main.main(ARGS) on CIFAR files written by synthetic.write_cifar,
 for tests that start main.py in other processes (alone or under torchrun), where the cifar_no_md5
 fixture cannot reach.
 
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: main, tests.support
 
 
 def _lift_md5_check() -> None:
@@ -74,7 +74,7 @@ def _stall_checkpoint_write(save: int, marker: str) -> None:
 def _poison(call: int, rank: int) -> None:
     from comixup.train import methods
 
-    from runs import poisoned_builder
+    from tests.support.runs import poisoned_builder
 
     if int(os.environ.get("RANK", "0")) == rank:
         methods.build_method = poisoned_builder(methods.build_method, call, float("nan"))
@@ -85,7 +85,7 @@ def _signal_at(name: str, call: int, rank: int) -> None:
 
     from comixup.train import methods
 
-    from runs import poisoned_builder
+    from tests.support.runs import poisoned_builder
 
     if int(os.environ.get("RANK", "0")) == rank and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
         def send() -> None:

@@ -82,7 +82,7 @@ def image_id(index: int) -> str:
 def write_image_folder(folder: Path, fakes: list[FakeImage] = FAKE_SET, flat: bool = False) -> Path:
     """val/<wnid>/<id>.png, or val/<id>.png when ``flat`` (lossless, so the pixels match the pickles)."""
     images, labels, _ = images_and_boxes(fakes)
-    for index, (image, label) in enumerate(zip(images, labels)):
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         target = folder if flat else folder / WNIDS[label]
         target.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(target / f"{image_id(index)}.png")

@@ -1,4 +1,4 @@
-"""Helpers for tests that run main.py in child processes (tests/main_fake_cifar.py, alone or under
+"""Helpers for tests that run main.py in child processes (tests/support/main_fake_cifar.py, alone or under
 torchrun) and watch them from outside: start, wait, signal, and look for what outlived them."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pytest
 
@@ -91,6 +91,6 @@ def assert_files_intact(exp: Path) -> None:
 
 
 def run_args(data: Path, root: Path, epochs: int, *extra: str) -> list[str]:
-    from runs import base_args
+    from tests.support.runs import base_args
 
     return base_args(data, root, "--epochs", str(epochs), "--workers", "2", *extra)
