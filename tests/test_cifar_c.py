@@ -14,7 +14,7 @@ from comixup.data import cifar_c
 from comixup.data.datasets import DataError
 
 import main
-from runs import one_error_line
+from tests.support.runs import one_error_line
 
 PAIRING_HINT = "CIFAR-10-C goes with --dataset cifar10, CIFAR-100-C with cifar100"
 
