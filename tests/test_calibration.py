@@ -190,13 +190,14 @@ def test_evaluate_prints_ece_and_fgsm_equal_to_the_definitions(published_run, ci
 def test_fgsm_under_bf16_autocast_and_eps_0_is_the_clean_accuracy(published_run, cifar_no_md5):
     data_dir, _, model = published_run
     images, labels = unnormalised_split(data_dir, train=False)
-    loader = [(normalise(images[i:i + 150]), labels[i:i + 150]) for i in range(0, len(labels), 150)]
+    images, labels = images[:100], labels[:100]  # bfloat16 on the CPU is slow: one image is 1 point
+    loader = [(normalise(images[i:i + 40]), labels[i:i + 40]) for i in range(0, len(labels), 40)]
     normalisation = robustness.Normalisation(MEAN, STD)
     bf16 = methods.Precision.from_flag("bf16", torch.device("cpu"))
     clean, attacked = robustness.fgsm_accuracy(model, loader, [0, 8], normalisation, bf16)
     with torch.no_grad(), bf16.autocast():
         expected_clean = (model(normalise(images)).argmax(1) == labels).float().mean().item() * 100
-    assert clean == pytest.approx(expected_clean, abs=0.25)
+    assert clean == pytest.approx(expected_clean, abs=1.0)
     assert attacked < clean
     assert model.training is False
 
