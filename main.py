@@ -12,7 +12,8 @@ our checkpoints bit-identically on the CPU, and also reads the published checkpo
 ``python main.py --evaluate --resume FILE`` only evaluates on the test set. After every Test
 line a ``**Calib**`` line gives the test set's expected calibration error (--ece_bins bins);
 with --evaluate, ``--fgsm EPS ...`` and ``--corruption_dir DIR`` add the FGSM and CIFAR-C errors
-(:mod:`comixup.evaluation`).
+(:mod:`comixup.evaluation`; ``--corruption_average published``: Puzzle Mix's mean accuracy over
+every file of the folder instead).
 ``--config FILE.yml`` takes flag values from a YAML file, and its ``phases:`` and ``lr_points:``
 a multi-phase run (the published ImageNet recipe: configs/imagenet_fast.yml).
 
@@ -44,7 +45,7 @@ import torch
 from comixup.core.lifecycle import (EXIT_DIVERGED, EXIT_INPUT, EXIT_IO, EXIT_OK, RunError, error_line, os_error_text,
                                     report, stop_on_signals)
 from comixup.core.logs import LogPrinter
-from comixup.data.cifar_c import open_release
+from comixup.data.cifar_c import PUBLISHED_AVERAGE, open_release
 from comixup.data.datasets import DataError, check_data_dir, dataset_info
 from comixup.evaluation.report import RobustnessRequest, report_evaluation
 from comixup.models import WIDTH_ARCHS
@@ -171,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for folder in data_folders(args):
             check_data_dir(args.dataset, folder)
         if args.corruption_dir:  # its file headers and labels: the images are read after the test set
-            open_release(args.corruption_dir, dataset_info(args.dataset).num_classes)
+            open_release(args.corruption_dir, dataset_info(args.dataset).num_classes,
+                         check_every_file=args.corruption_average == PUBLISHED_AVERAGE)
     except (ValueError, DataError) as err:
         if rank == 0:
             report(f"error: {err}")

@@ -45,7 +45,7 @@ PLOT_FORMATS = (".png", ".pdf", ".svg")
 # Settings that say where or how a run was started, not what it trained: never a reason to split.
 _NOT_SETTINGS = frozenset({"seed", "data_dir", "root_dir", "resume", "workers", "ngpu", "print_freq", "log_off",
                            "evaluate", "start_epoch", "use_cuda", "tag", "parallel", "comix", "data_on_device",
-                           "fgsm", "corruption_dir"})
+                           "fgsm", "corruption_dir", "corruption_average"})
 
 
 class CompareError(Exception):

@@ -30,7 +30,8 @@ import numpy as np
 
 from comixup.data.datasets import DataError
 
-__all__ = ["CORRUPTIONS", "EXTRA_CORRUPTIONS", "SEVERITIES", "LABELS_FILE", "CorruptionRelease", "open_release"]
+__all__ = ["CORRUPTIONS", "EXTRA_CORRUPTIONS", "SEVERITIES", "LABELS_FILE", "CORRUPTION_AVERAGES", "STANDARD_AVERAGE",
+           "PUBLISHED_AVERAGE", "CorruptionRelease", "open_release"]
 
 CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
                "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
@@ -39,6 +40,13 @@ CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", 
 
 EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 """The release's four held-out corruptions, meant for validation: not part of the standard mean."""
+
+STANDARD_AVERAGE = "standard"
+PUBLISHED_AVERAGE = "published"
+CORRUPTION_AVERAGES = (STANDARD_AVERAGE, PUBLISHED_AVERAGE)
+"""The choices of ``--corruption_average``: ``standard``, the mean top-1 *error* over the 15
+standard corruptions (those found); ``published``, Puzzle Mix's ``test_robust.py``, the mean
+top-1 *accuracy* over every ``.npy`` file of the folder (:attr:`CorruptionRelease.every_file`)."""
 
 SEVERITIES = 5
 LABELS_FILE = "labels.npy"
@@ -82,6 +90,15 @@ class CorruptionRelease:
         on the order, so this one is sorted to print the same everywhere. As ``glob('*.npy')``,
         it skips hidden files (e.g. the ``._<name>.npy`` that macOS's tar adds)."""
         return sorted([*self.found, *self.extra_found, *self.other_found])
+
+    def averaged(self, average: str) -> list[str]:
+        """The corruptions whose mean ``average`` (one of CORRUPTION_AVERAGES) takes: the standard
+        ones found (in CORRUPTIONS order), or every file (:attr:`every_file`)."""
+        if average == STANDARD_AVERAGE:
+            return list(self.found)
+        if average == PUBLISHED_AVERAGE:
+            return self.every_file
+        raise ValueError(f"average must be one of {', '.join(CORRUPTION_AVERAGES)}, got {average!r}")
 
     def severity(self, corruption: str, severity: int) -> tuple[np.ndarray, np.ndarray]:
         """(images (n, 32, 32, 3) uint8, memory-mapped; labels (n,) int64) of ``corruption`` at

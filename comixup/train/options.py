@@ -17,6 +17,7 @@ import torch
 from comixup import models
 from comixup.core import lifecycle
 from comixup.core.lifecycle import str2bool
+from comixup.data.cifar_c import CORRUPTION_AVERAGES, PUBLISHED_AVERAGE, STANDARD_AVERAGE
 from comixup.data.datasets import DATASETS, dataset_info
 from comixup.mixing import comix_solver
 from comixup.models.init import INITS
@@ -194,6 +195,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--corruption_dir", default="", metavar="DIR",
                             help="with --evaluate, CIFAR only: also the top-1 error on CIFAR-10-C / CIFAR-100-C, "
                                  "the release's folder of <corruption>.npy files and labels.npy")
+    evaluation.add_argument("--corruption_average", default=STANDARD_AVERAGE, choices=CORRUPTION_AVERAGES,
+                            help="the mean of --corruption_dir: standard = the mean top-1 error over the 15 standard "
+                                 "corruptions; published = Puzzle Mix's test_robust.py, the mean top-1 accuracy over "
+                                 "every .npy file of the folder (19 in the release), which it labels 'mCE'")
 
     accel = parser.add_argument_group("acceleration")
     accel.add_argument("--ngpu", type=int, default=1,
@@ -348,10 +353,13 @@ def validate_args(args: argparse.Namespace) -> None:
 
 
 def _evaluation_problems(args: argparse.Namespace, problems: list[str]) -> None:
-    """--ece_bins, --fgsm and --corruption_dir (the folder's files are checked by main with
-    comixup.data.cifar_c.open_release, before any heavy work)."""
+    """--ece_bins, --fgsm, --corruption_dir and --corruption_average (the folder's files are checked
+    by main with comixup.data.cifar_c.open_release, before any heavy work)."""
     bins, fgsm = getattr(args, "ece_bins", 15), getattr(args, "fgsm", None) or []
     corruption_dir = getattr(args, "corruption_dir", "")
+    if getattr(args, "corruption_average", STANDARD_AVERAGE) == PUBLISHED_AVERAGE and not corruption_dir:
+        problems.append("--corruption_average published averages the files of a CIFAR-C folder: give "
+                        "--corruption_dir DIR (with --evaluate)")
     if bins < 1:
         problems.append(f"--ece_bins must be 1 or more, got {bins}")
     if fgsm and not args.evaluate:
