@@ -23,14 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import test_calibration as calibration
 import torch
 import torch.nn.functional as F
-from runs import TEST_RE, TRAIN_PER_CLASS, base_args, one_error_line, only_experiment, read_checkpoint
-from test_checkpoints import save_published_checkpoint
-from test_distributed import reductions, torchrun
 
-import main
 from comixup import models
 from comixup.core.calibration import CalibrationMeter
 from comixup.data import cifar_c
@@ -40,14 +35,26 @@ from comixup.evaluation import table as evaluation_table
 from comixup.evaluation.report import corruption_column
 from comixup.train import methods
 
+import main
+from tests.support.evaluation import (
+    CALIB_RE,
+    FGSM_RE,
+    MEAN,
+    STD,
+    eval_args,
+    normalise,
+    reference_ece,
+    reference_fgsm_error,
+    unnormalised_split,
+    write_release,
+)
+from tests.support.processes import reductions, torchrun
+from tests.support.published import save_published_checkpoint
+from tests.support.runs import TEST_RE, TRAIN_PER_CLASS, base_args, one_error_line, only_experiment, read_checkpoint
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # test_calibration's: a CIFAR-10 of 400 test images and a trained model in the published format
-published_run = calibration.published_run
-CALIB_RE, FGSM_RE, MEAN, STD = calibration.CALIB_RE, calibration.FGSM_RE, calibration.MEAN, calibration.STD
-eval_args, normalise, reference_ece = calibration.eval_args, calibration.normalise, calibration.reference_ece
-reference_fgsm_error, unnormalised_split = calibration.reference_fgsm_error, calibration.unnormalised_split
-write_release = calibration.write_release
 
 # CIFAR-100's statistics as the published code and Puzzle Mix's test_robust.py write them (x / 255)
 CIFAR100_MEAN = (129.3 / 255, 124.1 / 255, 112.4 / 255)
