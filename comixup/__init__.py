@@ -1,5 +1,6 @@
-"""Co-Mixup (Kim et al., ICLR 2021): saliency-guided joint mixup with supermodular diversity, and the
-mixup baselines it is compared with, as a library.
+"""Co-Mixup (Kim et al., ICLR 2021): saliency-guided joint mixup with supermodular diversity, the
+mixup baselines it is compared with, and its successors (SaliencyMix, FMix, ResizeMix, GuidedMixup),
+as a library.
 
     from comixup import CoMixup, CutMix, saliency_and_clean_loss
 
@@ -48,6 +49,12 @@ _EXPORTS = {
     "cutmix": "comixup.mixing.baselines",
     "ManifoldMix": "comixup.mixing.baselines",
     "PairMix": "comixup.mixing.baselines",
+    # the successors (SaliencyMix needs the [saliencymix] extra when built)
+    "SaliencyMix": "comixup.mixing.saliencymix",
+    "FMix": "comixup.mixing.fmix",
+    "ResizeMix": "comixup.mixing.resizemix",
+    "GuidedMixupAP": "comixup.mixing.guided",
+    "GuidedMixupSR": "comixup.mixing.guided",
     # saliency pooled into blocks, shared by Co-Mixup and Puzzle Mix
     "block_saliency": "comixup.mixing.saliency_blocks",
     # models

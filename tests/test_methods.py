@@ -297,7 +297,8 @@ def test_method_precedence(argv, method):
 
 @pytest.mark.parametrize("name, alpha, clean_lam", [
     ("comix", 2.0, 1.0), ("vanilla", None, 1.0), ("mixup", 1.0, 0.0), ("manifold", 2.0, 0.0),
-    ("cutmix", 1.0, 0.0), ("puzzle", 1.0, 0.0),
+    ("cutmix", 1.0, 0.0), ("puzzle", 1.0, 0.0), ("saliencymix", 1.0, 0.0), ("fmix", 1.0, 0.0),
+    ("resizemix", None, 0.0), ("guided_ap", None, 0.0), ("guided_sr", None, 0.0),
 ])
 def test_published_defaults_per_method(name, alpha, clean_lam):
     args = parse("--method", name)
@@ -311,7 +312,9 @@ def test_build_method_reads_the_flags():
     built = {name: methods.build_method(parse("--method", name), 100, info) for name in methods.METHODS}
     assert {name: type(m).__name__ for name, m in built.items()} == {
         "vanilla": "VanillaMethod", "mixup": "InputMixupMethod", "manifold": "ManifoldMixMethod",
-        "cutmix": "CutMixMethod", "puzzle": "PuzzleMixMethod", "comix": "CoMixupMethod"}
+        "cutmix": "CutMixMethod", "puzzle": "PuzzleMixMethod", "comix": "CoMixupMethod",
+        "saliencymix": "SaliencyMixMethod", "fmix": "FMixMethod", "resizemix": "ResizeMixMethod",
+        "guided_ap": "GuidedMixupAPMethod", "guided_sr": "GuidedMixupSRMethod"}
     assert built["mixup"].alpha == 1.0 and built["cutmix"].alpha == 1.0 and built["manifold"].mixer.alpha == 2.0
     assert built["puzzle"].clean_lam == 0.0 and built["comix"].clean_lam == 1.0
     assert built["puzzle"].mixer.config == puzzlemix.PuzzleMixConfig(

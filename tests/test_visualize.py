@@ -14,6 +14,10 @@ from comixup.data.datasets import dataset_info
 from comixup.data.synthetic import blob_saliency, write_cifar, write_image_folder
 from comixup.mixing import baselines, comix, puzzlemix
 from comixup.mixing.base import Mixer
+from comixup.mixing.fmix import FMix
+from comixup.mixing.guided import GuidedMixupAP, GuidedMixupSR, spectral_residual
+from comixup.mixing.resizemix import ResizeMix
+from comixup.mixing.saliencymix import SaliencyMix
 from comixup.train import methods
 from comixup.visualize import mixed_batch as visualize
 
@@ -90,9 +94,24 @@ def test_mix_batch_matches_each_method_and_its_shares_are_the_mixed_targets(meth
     elif method == "cutmix":
         mixed, targets = baselines.cutmix(x, onehot, alpha=1.0, rng=rng)
         assert result.box is not None
-    else:
+    elif method == "puzzle":
         mixed, targets = puzzlemix.PuzzleMix(mean=CIFAR.mean, std=CIFAR.std, rng=rng)(x, onehot, saliency)
         assert result.grid_size in puzzlemix.BLOCK_CHOICES
+    elif method == "saliencymix":  # a figure always mixes: probability 1
+        mixed, targets = SaliencyMix(prob=1.0, beta=1.0, mean=CIFAR.mean, std=CIFAR.std, rng=rng)(x, onehot)
+        assert result.box is not None
+    elif method == "fmix":
+        mixed, targets = FMix(alpha=1.0, rng=rng)(x, onehot)
+    elif method == "resizemix":
+        mixed, targets = ResizeMix(rng=rng)(x, onehot)
+        assert result.box is not None
+    elif method == "guided_ap":
+        mixed, targets = GuidedMixupAP(mix_prob=1.0, rng=rng)(x, onehot, saliency)
+    else:
+        assert method == "guided_sr"
+        mixed, targets = GuidedMixupSR(mix_prob=1.0, rng=rng)(x, onehot)
+        torch.testing.assert_close(result.saliency, spectral_residual(x))  # the maps it mixes by are drawn
+    assert result.max_sources == (6 if method == "comix" else 2)
     torch.testing.assert_close(result.mixed, mixed)
     np.testing.assert_allclose(result.shares, targets.double().numpy(), atol=1e-6)
     np.testing.assert_allclose(result.shares.sum(1), 1, atol=1e-9)
@@ -258,6 +277,40 @@ def test_a_registered_method_is_drawn_with_its_own_mixing(tmp_path, cifar_dir, m
             num_classes=10, rng=np.random.default_rng(0)))
 
 
+@pytest.mark.parametrize("method, extra", [
+    ("saliencymix", ["--grid", "--salmix_detector_input", "normalised"]),
+    ("fmix", ["--fmix_spectrum", "published", "--mixup_alpha", "0.5"]),
+    ("resizemix", ["--grid", "--resizemix_use_alpha", "True", "--resizemix_scope", "0.3", "0.6"]),
+    ("guided_ap", ["--guided_pairing", "random"]),
+    ("guided_sr", []),
+])
+def test_the_successors_are_drawn_with_their_options(tmp_path, cifar_dir, capsys, method, extra):
+    rc, out = run_main(tmp_path, cifar_dir, "--method", method, *extra)
+    assert rc == 0, capsys.readouterr().err
+    args = visualize.get_args_parser().parse_args(["--dataset", "cifar10", "--data_dir", str(cifar_dir),
+                                                   "--num_images", "4", "--initial_channels", "16",
+                                                   "--method", method, *extra])
+    drawn = visualize.make_figure(args)
+    title_lines = len(drawn.figure.title.splitlines())
+    # every output draws from itself and one partner: two sources, one annotation line
+    assert drawn.mix.max_sources == 2 and all(1 <= text.count("#") <= 2 for text in drawn.figure.annotations)
+    assert read_png(out).shape[:2] == visualize.figure_size_px(4, 2, title_lines)[::-1]
+    assert drawn.figure.title.startswith(methods.REGISTRY[method].title + " on CIFAR-10")
+    options = [flag for flag in extra if flag.startswith("--") and flag not in ("--grid", "--mixup_alpha")]
+    assert all(flag in drawn.figure.title for flag in options)
+    assert ("alpha 0.5" in drawn.figure.title) == (method == "fmix")
+    assert not torch.equal(drawn.mix.mixed, drawn.images)  # a figure always mixes
+    np.testing.assert_allclose(drawn.mix.shares.sum(1), 1, atol=1e-9)
+    if "--grid" in extra:
+        assert drawn.mix.box is not None
+    else:
+        rc, _ = run_main(tmp_path, cifar_dir, "--method", method, "--grid", *extra, out_name="grid.png")
+        assert rc == 2 and "has no mask grid or box to outline" in error_line(capsys)
+    if method == "guided_sr":  # row 2 shows the spectral residual it mixes by
+        torch.testing.assert_close(drawn.saliency, spectral_residual(drawn.images))
+        assert "saliency: spectral residual" in drawn.figure.title
+
+
 def test_an_image_folder_of_the_datasets_size_is_read_with_its_normalisation(tmp_path, capsys):
     root = write_image_folder(tmp_path / "folder", num_classes=3, per_class=3, size=32, splits=("test",))
     rc, out = run_main(tmp_path, root / "test")
@@ -305,6 +358,9 @@ def test_bad_data_dir_is_one_error_line_and_no_file(tmp_path, capsys):
     (["--num_images", "1"], "--num_images"),
     (["--method", "mixup", "--grid"], "no mask grid"),
     (["--method", "cutmix", "--m_beta", "0.5"], "--m_beta applies only to --method comix"),
+    (["--method", "cutmix", "--fmix_spectrum", "published"], "--fmix_spectrum applies only to --method fmix"),
+    (["--method", "guided_ap", "--mixup_alpha", "1"], "--method guided_ap draws no mixing weight"),
+    (["--method", "fmix", "--fmix_max_soft", "0.9"], "--fmix_max_soft must be"),
     (["--m_block_num", "5"], "does not divide"),
     (["--out", "figure.jpg"], ".png"),
     (["--split", "train"], "single ImageFolder"),

@@ -38,7 +38,9 @@ __all__ = ["Group", "Stat", "CompareError", "find_run_folders", "group_runs", "m
            "format_table", "main", "GROUP_KEYS", "METHOD_ORDER"]
 
 GROUP_KEYS = ("dataset", "arch", "method", "epochs")
-METHOD_ORDER = ("vanilla", "mixup", "manifold", "cutmix", "puzzle", "comix")
+METHOD_ORDER = ("vanilla", "mixup", "manifold", "cutmix", "puzzle", "comix", "saliencymix", "fmix", "resizemix",
+                "guided_ap", "guided_sr")
+"""The order of the methods in a table: main.py's --method choices (a run's ``method`` names it)."""
 FORMATS = TABLE_FORMATS
 LEFT_OUT = ("running", "unfinished", "diverged")  # the statuses of runs kept out of the numbers
 PLOT_FORMATS = (".png", ".pdf", ".svg")

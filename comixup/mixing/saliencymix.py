@@ -25,7 +25,8 @@ normalised float32 image in RGB order, which reproduces the official boxes bit f
 **Random draws**, from ``rng`` or numpy's global state, in the official order: the mixing coin (mix
 when it is below ``prob``), then lam, then the permutation (``torch.randperm`` in the official code;
 numpy here, so one saved numpy state resumes a run). A batch that is not mixed draws only the coin and
-comes back unchanged. The detector draws nothing.
+comes back unchanged. The detector draws nothing. :meth:`SaliencyMix.plan` makes the draws and finds
+the box without mixing (a :class:`~comixup.mixing.baselines.CutMixPlan`, whose ``apply`` pastes it).
 
 The detector needs OpenCV's contrib modules: ``pip install "comixup[saliencymix]"``
 (opencv-contrib-python-headless, a superset of opencv-python-headless; both install the one ``cv2``
@@ -44,8 +45,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from comixup.mixing.base import Mixer, check_choice, check_float
-from comixup.mixing.baselines import draw_lambda, draw_permutation, mix_targets
+from comixup.mixing.base import Mixer, check_choice, check_float, check_images
+from comixup.mixing.baselines import CutMixPlan, draw_lambda, draw_permutation
 from comixup.mixing.random_draws import draw_unit
 
 __all__ = ["DETECTOR_INPUTS", "INSTALL_HINT", "OpenCVContribMissing", "require_saliency_detector",
@@ -219,6 +220,26 @@ class SaliencyMix(Mixer):
         return (f"SaliencyMix(prob={self.prob}, beta={self.beta}, detector_input={self.detector_input!r}, "
                 f"mean={self.mean}, std={self.std})")
 
+    def plan(self, x: Tensor) -> CutMixPlan | None:
+        """Draw the mixing coin, then lam, the partners and the box for the batch x, in the official
+        order (module docstring); None when the coin leaves the batch unmixed (only the coin drawn).
+
+        Args:
+            x: normalised images (B, C, H, W), floating point, C 1 or 3 (RGB).
+
+        Returns:
+            The box every image takes from its partner, and ``kept`` = 1 - the box's area share.
+        """
+        x = check_images(x)
+        if not draw_unit(self.rng) < self.prob:
+            return None
+        lam = draw_lambda(self.beta, self.rng)
+        perm = draw_permutation(x.shape[0], self.rng)
+        image = detector_image(x[int(perm[0])], self.detector_input, self.mean, self.std)
+        top, bottom, left, right = saliency_box(fine_grained_saliency(image), lam)
+        kept = 1 - (bottom - top) * (right - left) / (x.shape[-2] * x.shape[-1])
+        return CutMixPlan(perm=perm, box=(top, bottom, left, right), kept=kept)
+
     @torch.no_grad()
     def __call__(self, x: Tensor, y: Tensor, saliency: None = None) -> tuple[Tensor, Tensor]:
         """Mix a batch, or return it unchanged (with probability 1 - prob).
@@ -234,14 +255,7 @@ class SaliencyMix(Mixer):
             the batch is not mixed, ``x`` itself and y as soft targets.
         """
         x, targets, _ = self._door(x, y, saliency)
-        if not draw_unit(self.rng) < self.prob:
+        plan = self.plan(x)
+        if plan is None:
             return x, targets
-        lam = draw_lambda(self.beta, self.rng)
-        perm = draw_permutation(x.shape[0], self.rng)
-        partner = torch.as_tensor(perm, device=x.device)
-        image = detector_image(x[int(perm[0])], self.detector_input, self.mean, self.std)
-        top, bottom, left, right = saliency_box(fine_grained_saliency(image), lam)
-        mixed = x.clone()
-        mixed[:, :, top:bottom, left:right] = x[partner][:, :, top:bottom, left:right]
-        kept = 1 - (bottom - top) * (right - left) / (x.shape[-2] * x.shape[-1])
-        return mixed, mix_targets(targets, perm, kept)
+        return plan.apply(x, targets)

@@ -2,8 +2,10 @@
 
 ``main.py`` trains with any of: ``vanilla`` (no mixing), ``mixup`` (input mixup), ``manifold``
 (manifold mixup), ``cutmix``, ``puzzle`` (Puzzle Mix) and ``comix`` (Co-Mixup, the published
-recipe); the baselines as the Puzzle Mix repository runs them. Each is a
-:class:`Method`::
+recipe), the baselines as the Puzzle Mix repository runs them; and Co-Mixup's successors
+``saliencymix``, ``fmix``, ``resizemix``, ``guided_ap`` and ``guided_sr`` (GuidedMixup with
+input-gradient or spectral-residual saliency), each as its paper describes it, each official
+code's departures one flag away. Each is a :class:`Method`::
 
     method = build_method(args, num_classes, dataset_info(args.dataset), executor=pool)
     optimizer.zero_grad()
@@ -12,21 +14,28 @@ recipe); the baselines as the Puzzle Mix repository runs them. Each is a
     optimizer.step()
     top1 = accuracy(step.logits, labels)
 
-A method runs every forward pass of the step (and, for ``comix`` and ``puzzle`` with
-``clean_lam > 0``, the clean-loss backward that accumulates its parameter gradients); the caller
-does the mixed-loss backward and the optimiser step.
+A method runs every forward pass of the step (and, for ``comix``, ``puzzle`` and ``guided_ap``
+with ``clean_lam > 0``, the clean-loss backward that accumulates its parameter gradients); the
+caller does the mixed-loss backward and the optimiser step.
 
 Losses (``--loss``): ``bce``, the published binary cross-entropy between softmax(logits) and the
 soft targets (mean over batch x classes), or ``ce``, the soft-target cross entropy
-``-sum(t * log_softmax(logits))`` (mean over the batch). The clean-input loss of Co-Mixup and
-Puzzle Mix is cross entropy in both published repositories, whatever ``--loss`` says.
+``-sum(t * log_softmax(logits))`` (mean over the batch). The clean-input loss of Co-Mixup,
+Puzzle Mix and GuidedMixup-AP is cross entropy in their published repositories, whatever ``--loss``
+says.
 
-Train accuracy (:attr:`StepResult.logits`): Co-Mixup, Puzzle Mix and vanilla give the logits of
-the clean images (their clean pass computes them anyway; Co-Mixup's published log is on clean
-images). Input mixup, manifold mixup and CutMix have no clean pass; they give the logits of the
-mixed images, to be scored against the label of the image each mixed image was made from (the
-"self" image, weight lam or the area outside the CutMix box), which is what the Puzzle Mix
-repository logs for them. :attr:`Method.clean_logits` says which.
+Train accuracy (:attr:`StepResult.logits`): Co-Mixup, Puzzle Mix, GuidedMixup-AP and vanilla give
+the logits of the clean images (their clean pass computes them anyway; Co-Mixup's published log is
+on clean images). The methods without a clean pass (input mixup, manifold mixup, CutMix,
+SaliencyMix, FMix, ResizeMix, GuidedMixup-SR) give the logits of the mixed images, to be scored
+against the label of the image each mixed image was made from (the "self" image, weight lam or
+the area outside the pasted box), which is what the Puzzle Mix repository logs for them; a batch
+that a mixing coin left unmixed gives its clean logits. :attr:`Method.clean_logits` says which.
+
+Method-specific flags: the successors' hyperparameters are flags (:class:`MethodFlag`, declared by
+each class in :attr:`Method.flags`) that are None on the command line until
+:func:`fill_published_defaults` sets the method's published value, so that one given with another
+method is refused (:func:`foreign_flag_problems`) instead of silently ignored.
 
 Randomness comes from numpy's global state (``np.random``) only, so a checkpoint that saves it
 resumes every method bit-identically.
@@ -50,7 +59,7 @@ import time
 from abc import ABC, abstractmethod
 from argparse import Namespace
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar, ContextManager, Mapping, Sequence
 
 import numpy as np
@@ -59,11 +68,12 @@ import torch.nn as nn
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
+from comixup.core.lifecycle import str2bool
 from comixup.core.losses import LOSSES, bce_on_probabilities, soft_target_loss
 from comixup.core.precision import AMP_MODES, FLOAT32, Precision
 from comixup.core.tensors import to_one_hot
-from comixup.mixing import baselines, comix, puzzlemix
-from comixup.mixing.base import Mixer
+from comixup.mixing import baselines, comix, fmix, guided, puzzlemix, resizemix, saliencymix
+from comixup.mixing.base import Mixer, check_bool, check_choice, check_float
 from comixup.mixing.parallel import default_workers
 from comixup.mixing.saliency import saliency_and_clean_loss
 from comixup.mixing.saliency_blocks import check_grid
@@ -71,6 +81,8 @@ from comixup.mixing.saliency_blocks import check_grid
 __all__ = [
     "METHODS", "LOSSES", "PUBLISHED_MIXUP_ALPHA", "PUBLISHED_CLEAN_LAM", "PUZZLE_CHUNKS", "StepResult", "Method",
     "VanillaMethod", "InputMixupMethod", "ManifoldMixMethod", "CutMixMethod", "PuzzleMixMethod", "CoMixupMethod",
+    "SaliencyMixMethod", "FMixMethod", "ResizeMixMethod", "GuidedMixupAPMethod", "GuidedMixupSRMethod",
+    "MethodFlag", "method_flags", "foreign_flag_problems", "add_method_flags", "format_flag_value",
     "soft_target_loss", "bce_on_probabilities", "published_default", "fill_published_defaults", "build_method",
     "pool_workers", "puzzle_geometry_problem", "AMP_MODES", "Precision", "REGISTRY", "method_class", "MixResult",
     "FigureSettings", "pair_shares",
@@ -135,8 +147,11 @@ class MixResult:
 
     mixed (B_out, C, H, W) like the inputs; shares (B_out, B_in) float64, row j the share of each
     input in output j (rows sum to 1); grid_size: the mask grid n (n x n blocks) or None; box: the
-    CutMix box (top, bottom, left, right) or None; max_sources: the most inputs one output can
-    draw from under this method's settings (fixes the annotation space of the figure).
+    pasted box (top, bottom, left, right) shared by the batch (CutMix, SaliencyMix, ResizeMix) or
+    None; max_sources: the most inputs one output can draw from under this method's settings
+    (fixes the annotation space of the figure); saliency: the maps (B, H, W) the method mixed by
+    when they are not the input-gradient saliency it was given (GuidedMixup-SR's spectral
+    residual), else None.
     """
 
     method: str
@@ -145,6 +160,7 @@ class MixResult:
     grid_size: int | None = None
     box: tuple[int, int, int, int] | None = None
     max_sources: int = 2
+    saliency: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -160,8 +176,10 @@ class FigureSettings:
     std: Sequence[float] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
-    def alpha(self, method: type[Method]) -> float:
-        return method.published_mixup_alpha if self.mixup_alpha is None else self.mixup_alpha
+    def alpha(self, method: type[Method]) -> float | None:
+        """The concentration to draw with: --mixup_alpha, else the method's default under its
+        options (None: the method draws no Beta / Dirichlet weight)."""
+        return method.default_mixup_alpha(self.options) if self.mixup_alpha is None else self.mixup_alpha
 
 
 def pair_shares(perm: np.ndarray, own: np.ndarray) -> np.ndarray:
@@ -172,6 +190,38 @@ def pair_shares(perm: np.ndarray, own: np.ndarray) -> np.ndarray:
     np.add.at(shares, (rows, rows), own)
     np.add.at(shares, (rows, perm), 1 - own)
     return shares
+
+
+@dataclass(frozen=True)
+class MethodFlag:
+    """One hyperparameter flag of a method, ``--<dest>``.
+
+    On the command line it is None (unset) until :func:`fill_published_defaults` sets the
+    method's published value, so that a flag given with another method can be refused
+    (:func:`foreign_flag_problems`). Methods that share a flag (GuidedMixup's two) declare it
+    each, with their own default.
+    """
+
+    dest: str
+    """The flag without its dashes, and the attribute of the parsed arguments."""
+    default: Any
+    """The method's published value (its paper's CIFAR setting)."""
+    help: str
+    check: Callable[[str, Any], Any]
+    """``check("--dest", value)`` raises TypeError or ValueError, one line naming the flag, for a
+    value the method cannot run with."""
+    type: Callable[[str], Any] = float
+    choices: tuple[str, ...] | None = None
+    nargs: int | None = None
+    metavar: str | None = None
+    in_figure: bool = True
+    """visualize.py takes it too. Not the mixing probabilities: a figure always mixes."""
+
+    def resolved(self, value: Any) -> Any:
+        """``value``, or the published value when it is None (a list where the flag takes several)."""
+        if value is not None:
+            return value
+        return list(self.default) if self.nargs else self.default
 
 
 class Method(ABC):
@@ -187,7 +237,9 @@ class Method(ABC):
     title: ClassVar[str]
     """How figures and tables name it."""
     published_mixup_alpha: ClassVar[float | None]
-    """--mixup_alpha of the method's published command (None: it mixes nothing)."""
+    """--mixup_alpha of the method's published command (None: it draws no Beta / Dirichlet
+    weight: vanilla mixes nothing, GuidedMixup's shares come from saliency maps, ResizeMix draws
+    its scale uniformly)."""
     published_clean_lam: ClassVar[float]
     """--clean_lam of the method's published command."""
     clean_pass: ClassVar[bool] = False
@@ -201,11 +253,62 @@ class Method(ABC):
     with another method's mixing)."""
     precision: Precision = FLOAT32
     """How the forward passes run (see :class:`Precision`); set by :func:`build_method`."""
+    flags: ClassVar[tuple[MethodFlag, ...]] = ()
+    """The method's own hyperparameter flags (see :class:`MethodFlag`), refused with any other method."""
+    flag_group: ClassVar[str] = ""
+    """The --help group of its flags (methods that share flags share the group)."""
+    figure_outline: ClassVar[str | None] = None
+    """What visualize.py's --grid outlines on the mixed images ("mask blocks" or "box"); None:
+    nothing, and --grid is refused."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.drawable = (cls.draw_mix.__func__ is not Method.draw_mix.__func__
                         or cls.figure_mixer.__func__ is not Method.figure_mixer.__func__)
+
+    @classmethod
+    def flag(cls, dest: str) -> MethodFlag:
+        """The method's flag ``--<dest>``; KeyError when it has none of that name."""
+        for flag in cls.flags:
+            if flag.dest == dest:
+                return flag
+        raise KeyError(f"--method {cls.name} has no flag --{dest}")
+
+    @classmethod
+    def setting(cls, source: Any, dest: str) -> Any:
+        """The value of the method's flag ``--<dest>`` in ``source`` (parsed arguments, or a mapping
+        by flag name such as :attr:`FigureSettings.options`), its published value where unset."""
+        value = source.get(dest) if isinstance(source, Mapping) else getattr(source, dest, None)
+        return cls.flag(dest).resolved(value)
+
+    @classmethod
+    def default_mixup_alpha(cls, source: Any) -> float | None:
+        """--mixup_alpha when it is not given, under the method's flags in ``source`` (as
+        :meth:`setting`): its published value, by default."""
+        return cls.published_mixup_alpha
+
+    @classmethod
+    def unused_mixup_alpha(cls, source: Any) -> str | None:
+        """Why a given --mixup_alpha would mean nothing under the method's flags in ``source``
+        (completing "--method NAME ..."), or None when it is used."""
+        return None
+
+    @classmethod
+    def missing_requirement(cls) -> str | None:
+        """Why the method cannot run in this installation (an optional package it needs is
+        missing: one line naming what to install), or None."""
+        return None
+
+    @classmethod
+    def flag_problems(cls, source: Any) -> list[str]:
+        """The method's own flags in ``source`` checked: one message per problem, naming the flag."""
+        problems = []
+        for flag in cls.flags:
+            try:
+                flag.check(f"--{flag.dest}", cls.setting(source, flag.dest))
+            except (TypeError, ValueError) as err:
+                problems.append(str(err))
+        return problems
 
     @classmethod
     def figure_mixer(cls, batch: int, settings: FigureSettings) -> Mixer | None:
@@ -247,11 +350,19 @@ class Method(ABC):
         images of side ``image_size``; ``already``: the problems the common checks found."""
         problems = []
         if not cls.clean_pass and args.clean_lam > 0:
+            with_pass = [n for n, m in REGISTRY.items() if m.clean_pass]
             problems.append(f"--clean_lam {args.clean_lam}: --method {cls.name} has no clean-input pass "
-                            f"(only {' and '.join(n for n, m in REGISTRY.items() if m.clean_pass)} do); leave it out")
+                            f"(only {', '.join(with_pass[:-1])} and {with_pass[-1]} do); leave it out")
         alpha = args.mixup_alpha
-        if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
+        unused = cls.unused_mixup_alpha(args) if alpha is not None else None
+        if unused is not None:
+            problems.append(f"--mixup_alpha {alpha}: --method {cls.name} {unused}; leave it out")
+        elif alpha is not None and not (math.isfinite(alpha) and alpha > 0):
             problems.append(f"--mixup_alpha must be a finite number > 0, got {alpha}")
+        problems += cls.flag_problems(args)
+        missing = None if getattr(args, "evaluate", False) else cls.missing_requirement()  # evaluating mixes nothing
+        if missing is not None:
+            problems.append(f"--method {cls.name}: {missing}")
         return problems
 
     def __init__(self, num_classes: int, loss: str = "bce") -> None:
@@ -313,11 +424,27 @@ class VanillaMethod(Method):
         return self._result(logits, targets, 0.0, logits)
 
 
-class _PairMethod(Method):
-    """Shared by input mixup and CutMix: mix the inputs with ``mixer_class``, then one forward pass."""
+class _MixedInputMethod(Method):
+    """Mix the inputs with ``self.mixer`` (``mixer(images, labels)``), then one forward pass on the
+    mixed batch, whose logits give the train accuracy."""
 
     clean_logits = False
     published_clean_lam = 0.0
+    mixer: Mixer
+
+    def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> StepResult:
+        self._one_hot(images, labels)  # the shapes; the mixer makes the targets
+        started = time.perf_counter()
+        mixed_images, mixed_targets = self.mixer(images, labels)
+        mix_time = time.perf_counter() - started
+        with self.precision.autocast():
+            logits = model(mixed_images)
+        return self._result(logits, mixed_targets, mix_time, logits)
+
+
+class _PairMethod(_MixedInputMethod):
+    """Shared by input mixup and CutMix: mix the inputs with ``mixer_class``, then one forward pass."""
+
     mixer_class: ClassVar[type[Mixer]]
 
     @classmethod
@@ -331,15 +458,6 @@ class _PairMethod(Method):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(num_classes={self.num_classes}, alpha={self.alpha}, loss={self.loss!r})"
-
-    def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> StepResult:
-        self._one_hot(images, labels)  # the shapes; the mixer makes the targets
-        started = time.perf_counter()
-        mixed_images, mixed_targets = self.mixer(images, labels)
-        mix_time = time.perf_counter() - started
-        with self.precision.autocast():
-            logits = model(mixed_images)
-        return self._result(logits, mixed_targets, mix_time, logits)
 
 
 class InputMixupMethod(_PairMethod):
@@ -365,6 +483,7 @@ class CutMixMethod(_PairMethod):
     title = "CutMix"
     published_mixup_alpha = 1.0
     mixer_class = baselines.CutMix
+    figure_outline = "box"
 
     @classmethod
     def draw_mix(cls, images: Tensor, labels: Tensor, saliency: Tensor, settings: FigureSettings) -> MixResult:
@@ -459,18 +578,28 @@ class _SaliencyMethod(Method):
             raise ValueError(f"clean_lam must be a finite number >= 0, got {clean_lam!r}")
         self.clean_lam = float(clean_lam)
 
-    def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> StepResult:
-        targets = self._one_hot(images, labels)
+    def _clean_pass(self, model: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The clean forward/backward: (the input-gradient saliency (B, H, W), non-finite maps
+        zeroed; the clean logits), the clean loss's parameter gradients accumulated when
+        clean_lam > 0."""
         precision = self.precision
         clean_model = _AutocastForward(model, precision) if precision.enabled else model
         with _local_gradients(model):
             saliency, _, clean_logits = saliency_and_clean_loss(clean_model, images, labels, self.clean_lam,
                                                                 self.num_classes, scaler=precision.scaler)
-        saliency = _zero_non_finite(saliency)
+        return _zero_non_finite(saliency), clean_logits
+
+    def _mix(self, images: Tensor, targets: Tensor, saliency: Tensor) -> tuple[Tensor, Tensor]:
+        """The mixed images and targets of the batch (``targets`` one-hot (B, K))."""
+        return self.mixer(images, targets, saliency)
+
+    def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> StepResult:
+        targets = self._one_hot(images, labels)
+        saliency, clean_logits = self._clean_pass(model, images, labels)
         started = time.perf_counter()
-        mixed_images, mixed_targets = self.mixer(images, targets, saliency)
+        mixed_images, mixed_targets = self._mix(images, targets, saliency)
         mix_time = time.perf_counter() - started
-        with precision.autocast():
+        with self.precision.autocast():
             logits = model(mixed_images)
         return self._result(logits, mixed_targets, mix_time, clean_logits)
 
@@ -485,6 +614,7 @@ class PuzzleMixMethod(_SaliencyMethod):
     title = "Puzzle Mix"
     config_class = puzzlemix.PuzzleMixConfig
     published_clean_lam = 0.0
+    figure_outline = "mask blocks"
 
     @classmethod
     def from_args(cls, args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> Method:
@@ -539,6 +669,7 @@ class CoMixupMethod(_SaliencyMethod):
     config_class = comix.CoMixupConfig
     published_mixup_alpha = 2.0
     published_clean_lam = 1.0
+    figure_outline = "mask blocks"
 
     @classmethod
     def from_args(cls, args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> Method:
@@ -596,11 +727,315 @@ class CoMixupMethod(_SaliencyMethod):
                          max_sources=min(batch, n_block * n_block))
 
 
+# --------------------------------------------------------------------------- the successors
+
+def _probability(name: str, value: Any) -> float:
+    return check_float(name, value, minimum=0, maximum=1)
+
+
+def _scale_range(name: str, value: Any) -> tuple[float, float]:
+    """ResizeMix's scope: two shares of the image side, LOW <= HIGH, within [0, 1]."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise TypeError(f"{name} takes two numbers, LOW HIGH, got {value!r}")
+    low, high = (check_float(name, part, minimum=0, maximum=1) for part in value)
+    if low > high:
+        raise ValueError(f"{name} must be LOW HIGH with LOW <= HIGH, got {low} {high}")
+    return low, high
+
+
+_SALMIX_PROB = MethodFlag(
+    "salmix_prob", 0.5, "probability that a batch is mixed; the others train on clean images (the official "
+    "--salmix_prob)", check=_probability, metavar="P", in_figure=False)
+_SALMIX_DETECTOR_INPUT = MethodFlag(
+    "salmix_detector_input", "uint8", "what OpenCV's saliency detector reads: uint8 = the decoded image in BGR "
+    "order, what the detector is made for; normalised = the normalised float image, as the official code passes it "
+    "(the detector misreads it, so the box lands about at random)",
+    check=lambda name, value: check_choice(name, value, saliencymix.DETECTOR_INPUTS), type=str,
+    choices=saliencymix.DETECTOR_INPUTS)
+_FMIX_DECAY_POWER = MethodFlag(
+    "fmix_decay_power", 3.0, "decay d of the random spectrum, 1 / f^d: larger values give smoother masks",
+    check=lambda name, value: check_float(name, value, minimum=0), metavar="D")
+_FMIX_MAX_SOFT = MethodFlag(
+    "fmix_max_soft", 0.0, "share of the pixels on each side of the mask's threshold that ramp from 1 to 0, "
+    "in [0, 0.5] (0: binary masks)", check=lambda name, value: check_float(name, value, minimum=0, maximum=0.5),
+    metavar="S")
+_FMIX_SPECTRUM = MethodFlag(
+    "fmix_spectrum", "isotropic", "isotropic = the paper's spectrum; published = the official make_low_freq_image's, "
+    "which keeps only the horizontal frequencies 0 and 1/W (vertical bands)",
+    check=lambda name, value: check_choice(name, value, fmix.SPECTRA), type=str, choices=fmix.SPECTRA)
+_RESIZEMIX_SCOPE = MethodFlag(
+    "resizemix_scope", (0.1, 0.8), "range of the scale rate tau: the partner image is shrunk to a box of "
+    "int(side x tau) pixels", check=_scale_range, nargs=2, metavar=("LOW", "HIGH"))
+_RESIZEMIX_USE_ALPHA = MethodFlag(
+    "resizemix_use_alpha", False, "True: tau ~ Beta(a, a), a = --mixup_alpha (then default 1.0), drawn again "
+    "uniformly over the scope when outside it, as OpenMixup's CIFAR configuration; False: tau uniform over the "
+    "scope, as the paper", check=check_bool, type=str2bool, metavar="BOOL")
+_GUIDED_MIX_PROB_AP = MethodFlag(
+    "mix_prob", 0.8, "probability that a batch is mixed; the others train on clean images, without guided_ap's "
+    "saliency pass (the released code's --mix_prob)", check=_probability, metavar="P", in_figure=False)
+_GUIDED_MIX_PROB_SR = replace(_GUIDED_MIX_PROB_AP, default=0.5)
+_GUIDED_PAIRING = MethodFlag(
+    "guided_pairing", "greedy", "greedy = the paper's farthest-neighbour cycle over the saliency maps; random = a "
+    "random permutation, which is what the released CIFAR code runs",
+    check=lambda name, value: check_choice(name, value, guided.PAIRINGS), type=str, choices=guided.PAIRINGS)
+
+
+class _SuccessorMethod(_MixedInputMethod):
+    """A successor without a clean pass: ``mixer`` mixes the inputs, one forward pass follows."""
+
+    def __init__(self, num_classes: int, mixer: Mixer, loss: str = "bce") -> None:
+        super().__init__(num_classes, loss)
+        self.mixer = mixer
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.mixer!r}, num_classes={self.num_classes}, loss={self.loss!r})"
+
+
+class SaliencyMixMethod(_SuccessorMethod):
+    """SaliencyMix (Uddin et al., "SaliencyMix: A Saliency Guided Data Augmentation Strategy for Better
+    Regularization", ICLR 2021): with probability --salmix_prob, CutMix with the box centred on the
+    saliency peak of one permuted image (OpenCV's fine-grained detector), lam ~ Beta(--mixup_alpha,
+    --mixup_alpha) (the official --beta); :class:`saliencymix.SaliencyMix`."""
+
+    name = "saliencymix"
+    title = "SaliencyMix"
+    published_mixup_alpha = 1.0
+    flags = (_SALMIX_PROB, _SALMIX_DETECTOR_INPUT)
+    flag_group = "SaliencyMix"
+    figure_outline = "box"
+
+    @classmethod
+    def missing_requirement(cls) -> str | None:
+        try:
+            saliencymix.require_saliency_detector()
+        except saliencymix.OpenCVContribMissing as err:
+            return str(err)
+        return None
+
+    @classmethod
+    def from_args(cls, args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> Method:
+        normalisation = {} if dataset_info is None else {"mean": dataset_info.mean, "std": dataset_info.std}
+        mixer = saliencymix.SaliencyMix(prob=cls.setting(args, "salmix_prob"), beta=_setting(args, "mixup_alpha"),
+                                        detector_input=cls.setting(args, "salmix_detector_input"),
+                                        num_classes=num_classes, **normalisation)
+        return cls(num_classes, mixer, _loss(args))
+
+    @classmethod
+    def name_part(cls, args: Any) -> str:
+        part = f"{super().name_part(args)}_prob_{cls.setting(args, 'salmix_prob')}"
+        detector_input = cls.setting(args, "salmix_detector_input")
+        if detector_input != cls.flag("salmix_detector_input").default:
+            part += f"_detector_{detector_input}"
+        return part
+
+    @classmethod
+    def draw_mix(cls, images: Tensor, labels: Tensor, saliency: Tensor, settings: FigureSettings) -> MixResult:
+        """A mixed batch (the coin always mixes) under ``settings.options``; shares the box's area."""
+        mixer = saliencymix.SaliencyMix(prob=1.0, beta=settings.alpha(cls), mean=settings.mean, std=settings.std,
+                                        detector_input=cls.setting(settings.options, "salmix_detector_input"),
+                                        rng=settings.rng)
+        plan = mixer.plan(images)
+        mixed, _ = plan.apply(images, torch.eye(images.shape[0], device=images.device))
+        return MixResult(cls.name, mixed, pair_shares(plan.perm, np.full(images.shape[0], plan.kept)), box=plan.box)
+
+
+class FMixMethod(_SuccessorMethod):
+    """FMix (Harris et al., "FMix: Enhancing Mixed Sample Data Augmentation", 2020): one binary mask per
+    batch cut from a random low-frequency image, lam ~ Beta(--mixup_alpha, --mixup_alpha) weighing
+    the labels; :class:`fmix.FMix`."""
+
+    name = "fmix"
+    title = "FMix"
+    published_mixup_alpha = 1.0
+    flags = (_FMIX_DECAY_POWER, _FMIX_MAX_SOFT, _FMIX_SPECTRUM)
+    flag_group = "FMix"
+
+    @classmethod
+    def _mixer(cls, source: Any, alpha: float, num_classes: int | None = None,
+               rng: np.random.Generator | None = None) -> fmix.FMix:
+        return fmix.FMix(alpha=alpha, decay_power=cls.setting(source, "fmix_decay_power"),
+                         max_soft=cls.setting(source, "fmix_max_soft"), spectrum=cls.setting(source, "fmix_spectrum"),
+                         num_classes=num_classes, rng=rng)
+
+    @classmethod
+    def from_args(cls, args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> Method:
+        return cls(num_classes, cls._mixer(args, _setting(args, "mixup_alpha"), num_classes), _loss(args))
+
+    @classmethod
+    def name_part(cls, args: Any) -> str:
+        part = f"{super().name_part(args)}_decay_{cls.setting(args, 'fmix_decay_power')}"
+        max_soft = cls.setting(args, "fmix_max_soft")
+        if max_soft > 0:
+            part += f"_soft_{max_soft}"
+        spectrum = cls.setting(args, "fmix_spectrum")
+        return part + ("" if spectrum == cls.flag("fmix_spectrum").default else f"_spectrum_{spectrum}")
+
+    @classmethod
+    def figure_mixer(cls, batch: int, settings: FigureSettings) -> Mixer | None:
+        """FMix under ``settings.options``; the shares are the label weights lam (the mask's mean is
+        within one pixel of it)."""
+        return cls._mixer(settings.options, settings.alpha(cls), rng=settings.rng)
+
+
+class ResizeMixMethod(_SuccessorMethod):
+    """ResizeMix (Qin et al., "ResizeMix: Mixing Data with Preserved Object Information and True
+    Labels", 2020): each image's whole partner, shrunk by tau ~ U(--resizemix_scope), pasted into one
+    random box; labels by the box's area. Where the paper leaves it open (no official code), as
+    OpenMixup implements it; :class:`resizemix.ResizeMix`."""
+
+    name = "resizemix"
+    title = "ResizeMix"
+    published_mixup_alpha = None
+    flags = (_RESIZEMIX_SCOPE, _RESIZEMIX_USE_ALPHA)
+    flag_group = "ResizeMix"
+    figure_outline = "box"
+    OPENMIXUP_ALPHA: ClassVar[float] = 1.0
+    """The Beta concentration of OpenMixup's CIFAR configuration (use_alpha with alpha 1)."""
+
+    @classmethod
+    def default_mixup_alpha(cls, source: Any) -> float | None:
+        return cls.OPENMIXUP_ALPHA if cls.setting(source, "resizemix_use_alpha") else None
+
+    @classmethod
+    def unused_mixup_alpha(cls, source: Any) -> str | None:
+        if cls.setting(source, "resizemix_use_alpha"):
+            return None
+        return ("draws its scale uniformly over --resizemix_scope (--mixup_alpha is the Beta concentration of "
+                "--resizemix_use_alpha True)")
+
+    @classmethod
+    def _mixer(cls, source: Any, alpha: float | None, num_classes: int | None = None,
+               rng: np.random.Generator | None = None) -> resizemix.ResizeMix:
+        # without use_alpha the mixer never reads alpha: its own default then
+        return resizemix.ResizeMix(scope=tuple(cls.setting(source, "resizemix_scope")),
+                                   use_alpha=cls.setting(source, "resizemix_use_alpha"),
+                                   alpha=cls.OPENMIXUP_ALPHA if alpha is None else alpha, num_classes=num_classes,
+                                   rng=rng)
+
+    @classmethod
+    def from_args(cls, args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> Method:
+        alpha = getattr(args, "mixup_alpha", None)
+        return cls(num_classes, cls._mixer(args, cls.default_mixup_alpha(args) if alpha is None else alpha,
+                                           num_classes), _loss(args))
+
+    @classmethod
+    def name_part(cls, args: Any) -> str:
+        low, high = cls.setting(args, "resizemix_scope")
+        part = f"_method_{cls.name}_scope_{low}_{high}"
+        if cls.setting(args, "resizemix_use_alpha"):
+            alpha = getattr(args, "mixup_alpha", None)
+            part += f"_use_alpha_{cls.default_mixup_alpha(args) if alpha is None else alpha}"
+        return part
+
+    @classmethod
+    def draw_mix(cls, images: Tensor, labels: Tensor, saliency: Tensor, settings: FigureSettings) -> MixResult:
+        """ResizeMix under ``settings.options``; shares the box's area."""
+        drawn = cls._mixer(settings.options, settings.alpha(cls), rng=settings.rng).draw(
+            images.shape[0], images.shape[-2], images.shape[-1])
+        mixed = resizemix.paste_resized(images, drawn.perm, drawn.box)
+        return MixResult(cls.name, mixed, pair_shares(drawn.perm, np.full(images.shape[0], drawn.kept)),
+                         box=drawn.box)
+
+
+class _GuidedMixup(Method):
+    """What GuidedMixup's two methods share: the flags' group, the folder name, no Beta weight."""
+
+    flag_group = "GuidedMixup"
+    published_mixup_alpha = None
+
+    @classmethod
+    def unused_mixup_alpha(cls, source: Any) -> str | None:
+        return "draws no mixing weight (each pixel's share comes from the two images' saliency maps)"
+
+    @classmethod
+    def name_part(cls, args: Any) -> str:
+        part = f"_method_{cls.name}_mix_prob_{cls.setting(args, 'mix_prob')}"
+        pairing = cls.setting(args, "guided_pairing")
+        return part + ("" if pairing == cls.flag("guided_pairing").default else f"_pairing_{pairing}")
+
+
+class GuidedMixupAPMethod(_GuidedMixup, _SaliencyMethod):
+    """GuidedMixup with input-gradient saliency (Guided-AP; Kang & Kim, "GuidedMixup: An Efficient
+    Mixup Strategy Guided by Saliency Maps", AAAI 2023), as the released training loop runs it: the
+    mixing coin first (probability --mix_prob); a batch left unmixed trains as vanilla, without the
+    clean pass; a mixed one runs Co-Mixup's clean pass (saliency and, with clean_lam > 0, the clean
+    loss), then each image mixes pixel by pixel with its partner (paired greedily far apart) by the
+    ratio of their blurred saliency maps; :class:`guided.GuidedMixupAP`."""
+
+    name = "guided_ap"
+    title = "GuidedMixup (AP)"
+    published_clean_lam = 0.0
+    flags = (_GUIDED_MIX_PROB_AP, _GUIDED_PAIRING)
+    mixer: guided.GuidedMixupAP
+
+    @classmethod
+    def arg_problems(cls, args: Any, image_size: int, already: Sequence[str]) -> list[str]:
+        return Method.arg_problems.__func__(cls, args, image_size, already)
+
+    @classmethod
+    def from_args(cls, args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> Method:
+        mixer = guided.GuidedMixupAP(mix_prob=cls.setting(args, "mix_prob"),
+                                     pairing=cls.setting(args, "guided_pairing"), num_classes=num_classes)
+        return cls(num_classes, mixer, _setting(args, "clean_lam"), _loss(args))
+
+    def __init__(self, num_classes: int, mixer: guided.GuidedMixupAP, clean_lam: float = 0.0,
+                 loss: str = "bce") -> None:
+        super().__init__(num_classes, clean_lam, loss)
+        self.mixer = mixer
+
+    def __repr__(self) -> str:
+        return f"GuidedMixupAPMethod({self.mixer!r}, clean_lam={self.clean_lam}, loss={self.loss!r})"
+
+    def _mix(self, images: Tensor, targets: Tensor, saliency: Tensor) -> tuple[Tensor, Tensor]:
+        return self.mixer.mix(images, targets, saliency)  # the coin is drawn already
+
+    def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> StepResult:
+        if self.mixer.decide():
+            return super().__call__(model, images, labels)
+        targets = self._one_hot(images, labels)
+        with self.precision.autocast():
+            logits = model(images)
+        return self._result(logits, targets, 0.0, logits)
+
+    @classmethod
+    def figure_mixer(cls, batch: int, settings: FigureSettings) -> Mixer | None:
+        """A mixed batch (the coin always mixes) by the given input-gradient saliency; shares mean(M)."""
+        return guided.GuidedMixupAP(mix_prob=1.0, pairing=cls.setting(settings.options, "guided_pairing"),
+                                    rng=settings.rng)
+
+
+class GuidedMixupSRMethod(_GuidedMixup, _SuccessorMethod):
+    """GuidedMixup with spectral-residual saliency (Guided-SR; Kang & Kim, AAAI 2023): no extra pass;
+    with probability --mix_prob each image mixes pixel by pixel with its partner (paired greedily
+    far apart) by the ratio of the blurred spectral residuals of the two images;
+    :class:`guided.GuidedMixupSR`."""
+
+    name = "guided_sr"
+    title = "GuidedMixup (SR)"
+    flags = (_GUIDED_MIX_PROB_SR, _GUIDED_PAIRING)
+
+    @classmethod
+    def from_args(cls, args: Any, num_classes: int, dataset_info: Any, executor: Executor | None) -> Method:
+        mixer = guided.GuidedMixupSR(mix_prob=cls.setting(args, "mix_prob"),
+                                     pairing=cls.setting(args, "guided_pairing"), num_classes=num_classes)
+        return cls(num_classes, mixer, _loss(args))
+
+    @classmethod
+    def draw_mix(cls, images: Tensor, labels: Tensor, saliency: Tensor, settings: FigureSettings) -> MixResult:
+        """A mixed batch (the coin always mixes); the figure shows the spectral residual it mixed by
+        instead of the input-gradient saliency; shares mean(M)."""
+        mixer = guided.GuidedMixupSR(mix_prob=1.0, pairing=cls.setting(settings.options, "guided_pairing"),
+                                     rng=settings.rng)
+        mixed, shares = mixer(images, torch.eye(images.shape[0], device=images.device))
+        return MixResult(cls.name, mixed, shares.double().cpu().numpy(), saliency=guided.spectral_residual(images))
+
+
 # --------------------------------------------------------------------------- the registry
 
 REGISTRY: dict[str, type[Method]] = {
     method.name: method
-    for method in (VanillaMethod, InputMixupMethod, ManifoldMixMethod, CutMixMethod, PuzzleMixMethod, CoMixupMethod)
+    for method in (VanillaMethod, InputMixupMethod, ManifoldMixMethod, CutMixMethod, PuzzleMixMethod, CoMixupMethod,
+                   SaliencyMixMethod, FMixMethod, ResizeMixMethod, GuidedMixupAPMethod, GuidedMixupSRMethod)
 }
 """Every method by its --method name. Adding a method: its class (the attributes and class
 methods of :class:`Method`) and one entry here; the parser, the checks, the experiment name,
@@ -610,12 +1045,14 @@ METHODS = tuple(REGISTRY)
 """The --method choices."""
 
 PUBLISHED_MIXUP_ALPHA: dict[str, float | None] = {name: m.published_mixup_alpha for name, m in REGISTRY.items()}
-"""--mixup_alpha of each method's published command (vanilla mixes nothing)."""
+"""--mixup_alpha of each method's published command (None: vanilla mixes nothing, GuidedMixup draws
+no mixing weight, ResizeMix draws its scale uniformly unless --resizemix_use_alpha True, with 1.0)."""
 
 PUBLISHED_CLEAN_LAM: dict[str, float] = {name: m.published_clean_lam for name, m in REGISTRY.items()}
-"""--clean_lam of each method's published command. Puzzle Mix's default 0 runs the saliency pass
-in eval mode and discards its loss; vanilla ignores it but the Co-Mixup script's default 1.0 is
-part of its published experiment name; mixup, manifold and CutMix have no clean pass."""
+"""--clean_lam of each method's published command. Puzzle Mix's and GuidedMixup-AP's default 0 runs
+the saliency pass in eval mode and discards its loss; vanilla ignores it but the Co-Mixup
+script's default 1.0 is part of its published experiment name; the methods without a clean pass
+take 0."""
 
 
 def method_class(name: str) -> type[Method]:
@@ -636,11 +1073,61 @@ def published_default(method: str, name: str) -> float | None:
 
 
 def fill_published_defaults(args: Namespace) -> None:
-    """Set ``args.mixup_alpha`` and ``args.clean_lam`` that are None to ``args.method``'s published
-    values (vanilla's mixup_alpha stays None: it mixes nothing)."""
-    for name in ("mixup_alpha", "clean_lam"):
-        if getattr(args, name, None) is None:
-            setattr(args, name, published_default(args.method, name))
+    """Set the flags of ``args.method`` (:attr:`Method.flags`), ``args.mixup_alpha`` and
+    ``args.clean_lam`` that are None (or absent) to its published values; the other methods' flags
+    are left as they are. ``mixup_alpha`` stays None for the methods that draw no Beta / Dirichlet
+    weight (vanilla, GuidedMixup, ResizeMix without --resizemix_use_alpha). Idempotent."""
+    method = method_class(args.method)
+    for flag in method.flags:
+        setattr(args, flag.dest, flag.resolved(getattr(args, flag.dest, None)))
+    if getattr(args, "mixup_alpha", None) is None:
+        args.mixup_alpha = method.default_mixup_alpha(args)
+    if getattr(args, "clean_lam", None) is None:
+        args.clean_lam = method.published_clean_lam
+
+
+def method_flags() -> dict[str, list[type[Method]]]:
+    """Every method-specific flag (:attr:`Method.flags`) by name, with the methods that take it."""
+    owners: dict[str, list[type[Method]]] = {}
+    for method in REGISTRY.values():
+        for flag in method.flags:
+            owners.setdefault(flag.dest, []).append(method)
+    return owners
+
+
+def foreign_flag_problems(args: Any) -> list[str]:
+    """The method-specific flags set in ``args`` (not None) that ``args.method`` does not take, one
+    message each, naming the flag and the methods it belongs to."""
+    problems = []
+    for dest, owners in method_flags().items():
+        if getattr(args, dest, None) is not None and args.method not in (m.name for m in owners):
+            problems.append(f"--{dest} applies only to --method {' or '.join(m.name for m in owners)}")
+    return problems
+
+
+def format_flag_value(value: Any) -> str:
+    """A flag's value as it is typed on the command line (``0.1 0.8`` for two numbers)."""
+    return " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def add_method_flags(parser: Any, figure: bool = False) -> None:
+    """Add every method-specific flag to ``parser`` (an argparse parser), one group per
+    :attr:`Method.flag_group`, each flag defaulting to None (unset) with its published value(s) in
+    its help; ``figure``: only the ones visualize.py takes (:attr:`MethodFlag.in_figure`)."""
+    groups: dict[str, Any] = {}
+    for dest, owners in method_flags().items():
+        flag = owners[0].flag(dest)
+        if figure and not flag.in_figure:
+            continue
+        group_name = owners[0].flag_group
+        if group_name not in groups:
+            names = [m.name for m in REGISTRY.values() if m.flag_group == group_name]
+            groups[group_name] = parser.add_argument_group(f"{group_name} (--method {', '.join(names)})")
+        defaults = {m.name: format_flag_value(m.flag(dest).default) for m in owners}
+        shown = (next(iter(defaults.values())) if len(set(defaults.values())) == 1
+                 else ", ".join(f"{name} {value}" for name, value in defaults.items()))
+        groups[group_name].add_argument(f"--{dest}", type=flag.type, default=None, choices=flag.choices,
+                                        nargs=flag.nargs, metavar=flag.metavar, help=f"{flag.help} (default: {shown})")
 
 
 def _setting(args: Any, name: str) -> Any:

@@ -3,10 +3,13 @@
     python visualize.py --dataset cifar10 --data_dir ./data/cifar10-images/test \\
         --resume experiments/<name>/model_best.pth.tar --num_images 8 --out images/figure.png
 
-Row 1 shows the inputs (de-normalised), row 2 their input-gradient saliency maps as heat maps,
-row 3 the mixed outputs, each annotated with the inputs it draws from and their shares
-(``#2 56% · #5 44%``, numbers as above the inputs): mask areas for Co-Mixup and Puzzle Mix,
-the mixing weights for mixup and CutMix. ``--grid`` outlines the mask blocks (CutMix: its box).
+Row 1 shows the inputs (de-normalised), row 2 their input-gradient saliency maps as heat maps
+(GuidedMixup-SR: the spectral residual it mixes by), row 3 the mixed outputs, each annotated with
+the inputs it draws from and their shares (``#2 56% · #5 44%``, numbers as above the inputs): mask
+areas for Co-Mixup and Puzzle Mix, the label weights of the others (the pasted box's area for
+CutMix, SaliencyMix and ResizeMix, lam for mixup and FMix, the mean pixel ratio for GuidedMixup).
+``--grid`` outlines the mask blocks (CutMix, SaliencyMix, ResizeMix: the box). The methods that
+mix with a probability (SaliencyMix, GuidedMixup) always mix in the figure.
 
 ``--data_dir`` is either the data set's usual folder (read with ``comixup.data.datasets.get_datasets``,
 never downloading; ``--split`` picks train or test) or one ImageFolder of images of the data
@@ -38,7 +41,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -112,7 +115,8 @@ MixResult = methods.MixResult
 def mix_batch(method: str, x: Tensor, labels: Tensor, saliency: Tensor, num_classes: int,
               rng: np.random.Generator, mixup_alpha: float | None = None,
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-              comix_options: dict[str, Any] | None = None, puzzle_block_num: int = -1) -> MixResult:
+              comix_options: dict[str, Any] | None = None, puzzle_block_num: int = -1,
+              method_options: Mapping[str, Any] | None = None) -> MixResult:
     """Mix the batch x (B, C, H, W) with labels (B,) and saliency (B, H, W) as the registered
     ``method`` draws it (:meth:`comixup.train.methods.Method.draw_mix`), every draw from ``rng``.
 
@@ -120,8 +124,10 @@ def mix_batch(method: str, x: Tensor, labels: Tensor, saliency: Tensor, num_clas
     arguments) over the published defaults; shares are the mask areas. mixup / cutmix: a shuffled
     partner per image and lam ~ Beta(alpha, alpha); shares lam (CutMix: the kept area). puzzle:
     Puzzle Mix with its published defaults, ``puzzle_block_num`` (-1: drawn) and mean/std (the
-    normalisation of x); shares the mask areas. Raises ValueError for a method that cannot be
-    drawn and for settings the method rejects.
+    normalisation of x); shares the mask areas. saliencymix, fmix, resizemix, guided_ap,
+    guided_sr: their own flags in ``method_options`` (by flag name, e.g. ``{"fmix_spectrum":
+    "published"}``) over their published values, always mixing. Raises ValueError for a method that
+    cannot be drawn and for settings the method rejects.
     """
     drawable = drawable_methods()
     if method not in drawable:
@@ -131,6 +137,8 @@ def mix_batch(method: str, x: Tensor, labels: Tensor, saliency: Tensor, num_clas
         options = dict(comix_options or {})
     elif method == "puzzle":
         options = {"block_num": puzzle_block_num}
+    else:
+        options = dict(method_options or {})
     settings = methods.FigureSettings(num_classes=num_classes, rng=rng, mixup_alpha=mixup_alpha, mean=mean, std=std,
                                       options=options)
     return methods.REGISTRY[method].draw_mix(x, labels, saliency, settings)
@@ -219,7 +227,8 @@ def build_figure(inputs: Tensor, saliency: Tensor, mix: MixResult, mean: Sequenc
                  title: str = "", input_names: Sequence[str] | None = None, grid: bool = False) -> FigureResult:
     """Draw the three-row figure from tensors: inputs (N, C, H, W) normalised by mean/std,
     saliency (N, H, W), and their mix (N outputs). input_names label the inputs (``#k name``);
-    grid outlines the mask blocks (or the CutMix box) on the outputs. Uses matplotlib's Agg
+    grid outlines the mask blocks (or the pasted box) on the outputs. Row 2 shows ``mix.saliency``
+    instead of ``saliency`` when the method mixed by maps of its own. Uses matplotlib's Agg
     canvas directly, so pyplot's state is untouched. Nothing is written to disk."""
     count = inputs.shape[0]
     if saliency.shape[0] != count or mix.mixed.shape[0] != count or mix.shares.shape != (count, count):
@@ -228,10 +237,10 @@ def build_figure(inputs: Tensor, saliency: Tensor, mix: MixResult, mean: Sequenc
     if input_names is not None and len(input_names) != count:
         raise ValueError(f"got {len(input_names)} input names for {count} inputs")
     if grid and mix.grid_size is None and mix.box is None:
-        raise ValueError(f"{_title(mix.method)} has no mask grid to draw")
+        raise ValueError(f"{_title(mix.method)} has no mask grid or box to draw")
     shown_inputs = denormalise(inputs, mean, std)
     shown_outputs = denormalise(mix.mixed, mean, std)
-    sal = saliency.detach().float().cpu()
+    sal = (saliency if mix.saliency is None else mix.saliency).detach().float().cpu()
     peak = sal.flatten(1).amax(1).clamp_min(torch.finfo(torch.float32).tiny).view(-1, 1, 1)
     shown_saliency = (sal / peak).numpy()
     annotations = [format_shares(row) for row in mix.shares]
@@ -282,7 +291,7 @@ def build_figure(inputs: Tensor, saliency: Tensor, mix: MixResult, mean: Sequenc
 
 
 def _draw_grid(axes: Any, mix: MixResult, image_height: int, image_width: int) -> None:
-    """Block boundaries of the mask grid (or the CutMix box) over an output panel."""
+    """Block boundaries of the mask grid (or the pasted box) over an output panel."""
     style = dict(color="white", linewidth=1.2, alpha=0.9)
     if mix.grid_size is not None:
         for k in range(1, mix.grid_size):
@@ -455,12 +464,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="preactresnet width (default: the checkpoint's, else 64)")
     parser.add_argument("--method", default="comix", choices=drawable_methods(), help="mixing method")
     parser.add_argument("--out", default="images/figure.png", help="PNG file to write")
-    parser.add_argument("--grid", action="store_true", help="outline the mask blocks (CutMix: the box) on the outputs")
+    parser.add_argument("--grid", action="store_true",
+                        help="outline the mask blocks (cutmix, saliencymix, resizemix: the box) on the outputs")
     parser.add_argument("--num_images", type=int, default=8,
                         help="inputs shown; Co-Mixup mixes them as one partition (m_part = num_images)")
     parser.add_argument("--seed", type=int, default=0, help="picks the images, the fresh model and the mixing")
     parser.add_argument("--mixup_alpha", type=float, default=None,
-                        help="Dirichlet (Co-Mixup, default 2.0) or Beta (others, default 1.0) concentration")
+                        help="Dirichlet (Co-Mixup, default 2.0) or Beta (others, default 1.0; ResizeMix only with "
+                             "--resizemix_use_alpha True; GuidedMixup draws no weight) concentration")
     comix_group = parser.add_argument_group("Co-Mixup (defaults: the published ones)")
     comix_group.add_argument("--m_block_num", type=int, default=None, help="mask grid size n; -1: random (default 4)")
     comix_group.add_argument("--m_beta", type=float, default=None, help="label smoothness (default 0.32)")
@@ -475,11 +486,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     puzzle_group = parser.add_argument_group("Puzzle Mix")
     puzzle_group.add_argument("--block_num", type=int, default=None,
                               help="mask grid size; -1: drawn from 2, 4, 8, 16 (default -1, as published)")
+    methods.add_method_flags(parser, figure=True)
     return parser
 
 
 def _check_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Check the arguments; returns the Co-Mixup options given. VisualizeError with every problem."""
+    """Check the arguments; returns the options of --method given (Co-Mixup's, or a successor's
+    flags), by flag name. VisualizeError with every problem."""
     problems = []
     if not 2 <= args.num_images <= MAX_IMAGES:
         problems.append(f"--num_images must lie in [2, {MAX_IMAGES}] (mixing needs two inputs), got {args.num_images}")
@@ -489,7 +502,11 @@ def _check_args(args: argparse.Namespace) -> dict[str, Any]:
         problems.append(f"--out must name a .png file, got {args.out}")
     if args.resume and not os.path.isfile(args.resume):
         problems.append(f"--resume {args.resume}: no such checkpoint file")
-    if args.mixup_alpha is not None and not (math.isfinite(args.mixup_alpha) and args.mixup_alpha > 0):
+    method = methods.REGISTRY[args.method]
+    unused_alpha = method.unused_mixup_alpha(args) if args.mixup_alpha is not None else None
+    if unused_alpha is not None:
+        problems.append(f"--mixup_alpha {args.mixup_alpha}: --method {args.method} {unused_alpha}; leave it out")
+    elif args.mixup_alpha is not None and not (math.isfinite(args.mixup_alpha) and args.mixup_alpha > 0):
         problems.append(f"--mixup_alpha must be a positive number, got {args.mixup_alpha}")
     comix_options = {name: getattr(args, name) for name in _CO_MIXUP_FLAGS if getattr(args, name) is not None}
     size = dataset_info(args.dataset).image_size
@@ -497,8 +514,15 @@ def _check_args(args: argparse.Namespace) -> dict[str, Any]:
         problems.append(f"{', '.join('--' + k for k in comix_options)} applies only to --method comix")
     if args.method != "puzzle" and args.block_num is not None:
         problems.append("--block_num applies only to --method puzzle (Co-Mixup's grid is --m_block_num)")
-    if args.grid and args.method == "mixup":
-        problems.append("--grid: input mixup has no mask grid (use it with comix, cutmix or puzzle)")
+    problems += methods.foreign_flag_problems(args)
+    problems += method.flag_problems(args)
+    missing = method.missing_requirement()
+    if missing is not None:
+        problems.append(f"--method {args.method}: {missing}")
+    if args.grid and method.figure_outline is None:
+        outlined = [name for name in drawable_methods() if methods.REGISTRY[name].figure_outline is not None]
+        problems.append(f"--grid: {method.title} has no mask grid or box to outline (use it with "
+                        f"{', '.join(outlined)})")
     if args.method == "comix":
         try:
             comix.CoMixupConfig(**comix_options)
@@ -513,13 +537,15 @@ def _check_args(args: argparse.Namespace) -> dict[str, Any]:
                             f"got {args.block_num}")
     if problems:
         raise VisualizeError("; ".join(problems))
-    return comix_options
+    if args.method == "comix":
+        return comix_options
+    return {flag.dest: getattr(args, flag.dest) for flag in method.flags if getattr(args, flag.dest, None) is not None}
 
 
 @dataclass
 class Visualisation:
     """What :func:`make_figure` computed: the figure, the batch (images normalised, labels), the
-    saliency it drew (B, H, W) and the mix."""
+    saliency it drew (B, H, W; GuidedMixup-SR: its spectral residual) and the mix."""
 
     figure: FigureResult
     images: Tensor
@@ -531,7 +557,7 @@ class Visualisation:
 def make_figure(args: argparse.Namespace) -> Visualisation:
     """Load the batch and the model, compute saliency, mix and draw, as parsed ``args`` say.
     Raises VisualizeError, DataError or CheckpointError (one line each) for bad input."""
-    comix_options = _check_args(args)
+    options = _check_args(args)
     info = dataset_info(args.dataset)
     select_seq, mix_seq = np.random.SeedSequence(args.seed).spawn(2)
     batch = _load_batch(args.dataset, args.data_dir, args.split, args.num_images, np.random.default_rng(select_seq))
@@ -547,21 +573,27 @@ def make_figure(args: argparse.Namespace) -> Visualisation:
     try:
         mix = mix_batch(args.method, batch.images, batch.labels, saliency, num_classes,
                         np.random.default_rng(mix_seq), mixup_alpha=args.mixup_alpha, mean=info.mean, std=info.std,
-                        comix_options=comix_options,
-                        puzzle_block_num=-1 if args.block_num is None else args.block_num)
+                        comix_options=options if args.method == "comix" else None,
+                        puzzle_block_num=-1 if args.block_num is None else args.block_num,
+                        method_options=None if args.method == "comix" else options)
     except ValueError as err:
         raise VisualizeError(str(err)) from err
-    alpha = methods.REGISTRY[args.method].published_mixup_alpha if args.mixup_alpha is None else args.mixup_alpha
-    settings = [f"alpha {alpha:g}"]
+    method = methods.REGISTRY[args.method]
+    alpha = method.default_mixup_alpha(options) if args.mixup_alpha is None else args.mixup_alpha
+    settings = [] if alpha is None else [f"alpha {alpha:g}"]
     if mix.grid_size is not None:
         settings.append(f"{mix.grid_size}x{mix.grid_size} grid")
     if args.method == "comix":
         settings.append(f"one partition of {args.num_images}")
+    else:
+        settings += [f"--{dest} {methods.format_flag_value(value)}" for dest, value in options.items()]
+    shown_saliency = model_text if mix.saliency is None else "spectral residual of the images"
     title = (f"{_title(args.method)} on {info.title} ({batch.description}), seed {args.seed}\n"
-             f"saliency: {model_text}\n{' · '.join(settings)}")
+             f"saliency: {shown_saliency}\n{' · '.join(settings)}")
     result = build_figure(batch.images, saliency, mix, info.mean, info.std, title=title, input_names=batch.names,
                           grid=args.grid)
-    return Visualisation(result, batch.images, batch.labels, saliency, mix)
+    return Visualisation(result, batch.images, batch.labels, saliency if mix.saliency is None else mix.saliency,
+                         mix)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
