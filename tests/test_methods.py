@@ -14,10 +14,10 @@ import torch.nn.functional as F
 
 from comixup.data.datasets import dataset_info
 from comixup.mixing import baselines, comix, puzzlemix
-from comixup.models.mixable import MixableClassifier
 from comixup.train import methods
 
 import main
+from tests.support.models import TinyNet
 from tests.support.runs import (
     TEST_RE,
     TRAIN_PER_CLASS,
@@ -37,29 +37,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # --------------------------------------------------------------------------- a tiny model and batch
 
-class TinyNet(MixableClassifier):
-    """A three-depth MixableClassifier that records the mix_layer of every forward call."""
-
-    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.stage1 = nn.Sequential(nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
-        self.stage2 = nn.Sequential(nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1, stride=2))
-        self.fc = nn.Linear(6, num_classes)
-        self.mix_layers: list[int | None] = []
-
-    def stem(self, x):
-        return self.conv(x)
-
-    def stages(self):
-        return [self.stage1, self.stage2]
-
-    def head(self, h):
-        return self.fc(h.mean(dim=(2, 3)))
-
-    def forward(self, x, mix_layer=None, mix_fn=None):
-        self.mix_layers.append(mix_layer)
-        return super().forward(x, mix_layer, mix_fn)
 
 
 @pytest.fixture

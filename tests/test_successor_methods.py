@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from runs import (
+
+from comixup.data.datasets import dataset_info
+from comixup.mixing import fmix, guided, resizemix
+from comixup.mixing.saliency import saliency_and_clean_loss
+from comixup.train import methods, options
+
+import main
+from tests.support.models import TinyNet
+from tests.support.runs import (
     TEST_RE,
     TRAIN_RE,
     assert_one_error_line,
@@ -21,14 +29,6 @@ from runs import (
     only_experiment,
     read_checkpoint,
 )
-from test_methods import TinyNet
-
-from comixup.data.datasets import dataset_info
-from comixup.mixing import fmix, guided, resizemix
-from comixup.mixing.saliency import saliency_and_clean_loss
-from comixup.train import methods, options
-
-import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
