@@ -19,6 +19,7 @@ from comixup import models
 from comixup.core.calibration import CalibrationMeter
 from comixup.mixing import comix
 from comixup.train import checkpoints, distributed, methods
+from comixup.train.methods import saliency as saliency_methods
 
 import main
 from tests.support.processes import (
@@ -255,7 +256,7 @@ def test_the_clean_pass_reduces_nothing_itself(one_process_group, monkeypatch, c
         torch.testing.assert_close(a, b)
 
     if clean_lam > 0:  # the test has teeth
-        monkeypatch.setattr(methods, "_local_gradients", lambda net: contextlib.nullcontext())
+        monkeypatch.setattr(saliency_methods, "_local_gradients", lambda net: contextlib.nullcontext())
         reduced.clear()
         step(ddp)
         assert len(reduced) == 2 * len(set(reduced))
