@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from comixup.mixing import comix, comix_solver, compile_notice
@@ -32,6 +33,7 @@ def run_probe(module_dir: Path, cache_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
 
 
+@pytest.mark.slow  # child interpreters
 def test_one_line_when_compiling_into_an_empty_cache_and_none_when_it_is_warm(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "tiny.py").write_text(TINY_SOLVER)
@@ -47,6 +49,7 @@ def test_one_line_when_compiling_into_an_empty_cache_and_none_when_it_is_warm(tm
     assert warm.stdout.strip() == "6.0" and warm.stderr == ""
 
 
+@pytest.mark.slow  # child interpreters
 def test_the_co_mixup_solver_announces_itself_before_it_runs(monkeypatch):
     seen = []
     monkeypatch.setattr(comix_solver, "announce_compilation", lambda dispatcher, args, what: seen.append(

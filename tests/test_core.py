@@ -88,6 +88,7 @@ def test_stale_temp_files_are_found_and_removed(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth.tar"]
 
 
+@pytest.mark.slow  # child interpreters
 def test_helpers_the_loops_and_every_evaluation_module_load_no_mixing_code():
     """``utils`` (the published helpers), the checkpoint code, the loops and every module of
     ``comixup.evaluation`` load neither the mixing algorithm nor its compiled solver: tools that only

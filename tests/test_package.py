@@ -116,6 +116,7 @@ def _share_the_compiled_solvers(installed: Path) -> None:
         os.utime(installed / "comixup" / "mixing" / module.name, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
+@pytest.mark.slow  # child interpreters
 def test_the_readme_loop_runs_every_mixer_with_class_indices_on_the_installed_package(installed, tmp_path):
     from comixup import CoMixup, PuzzleMix
 
@@ -157,6 +158,7 @@ DISTRIBUTIONS = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy
 OPTIONAL_BACKENDS = {"gco", "bkgco"}  # the published solver's graph-cut libraries, for --m_solver gco / bkgco
 
 
+@pytest.mark.slow  # child interpreters
 def test_the_localization_code_without_opencv_names_the_extra_in_one_line():
     probe = "import sys; sys.modules['cv2'] = None; import comixup.localization.cam"
     failed = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
