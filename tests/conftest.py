@@ -3,6 +3,13 @@ import os
 import pytest
 
 
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: one per core, so one torch thread each
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models run faster on one intra-op thread, and are then immune to a busy second core."""

@@ -180,6 +180,7 @@ def test_train_one_epoch_steps_through_the_grad_scaler(cifar10_dir):
     assert scaler.state_dict()["_growth_tracker"] == 3 and scaler.get_scale() == 2.0 ** 10
 
 
+@pytest.mark.slow  # a run in bf16, which CPUs without bf16 instructions run slowly
 def test_bf16_training_runs_end_to_end(cifar10_dir, tmp_path, capsys):
     root = tmp_path / "exp"
     # 20 training images, one step per epoch: bf16 convolutions are slow on most CPUs

@@ -85,6 +85,7 @@ def test_bins_are_left_open_right_closed():
 
 # --------------------------------------------------------------------------- main.py --evaluate
 
+@pytest.mark.slow  # FGSM on 400 images; evaluate.py's test runs it in the fast tier
 def test_evaluate_prints_ece_and_fgsm_equal_to_the_definitions(published_run, cifar_no_md5, capsys):
     """The issue's 'done when': a published-format CIFAR-10 checkpoint, --fgsm 8."""
     data_dir, checkpoint, model = published_run
@@ -115,6 +116,7 @@ def test_evaluate_prints_ece_and_fgsm_equal_to_the_definitions(published_run, ci
     assert float(fgsm[0].group(2)) == pytest.approx(100 - float(fgsm[0].group(3)), abs=0.011)
 
 
+@pytest.mark.slow  # bf16, which CPUs without bf16 instructions run slowly
 def test_fgsm_under_bf16_autocast_and_eps_0_is_the_clean_accuracy(published_run, cifar_no_md5):
     data_dir, _, model = published_run
     images, labels = unnormalised_split(data_dir, train=False)

@@ -39,9 +39,26 @@ TEST_RE = re.compile(r"^\*\*Test \*\* Prec@1 \d+\.\d\d Prec@5 \d+\.\d\d Error@1 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.fixture(scope="module")
+def published_files(tmp_path_factory):
+    """A small CIFAR-10, and a model trained on it and saved as the published main.py did: made once
+    for the module (the tests only read them)."""
+    root = tmp_path_factory.mktemp("published")
+    data = write_cifar(root / "data", "cifar10", train_per_class=6, test_per_class=2)
+    with pytest.MonkeyPatch.context() as patch:
+        import torchvision.datasets.cifar as cifar
+
+        patch.setattr(cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
+        model, optimizer = trained_model(data)
+    path = root / "published" / "checkpoint.pth.tar"
+    path.parent.mkdir()
+    save_published_checkpoint(path, model, optimizer)
+    return data, path, model
+
+
 @pytest.fixture
-def data_dir(tmp_path, cifar_no_md5):
-    return write_cifar(tmp_path / "data", "cifar10", train_per_class=6, test_per_class=2)
+def data_dir(published_files, cifar_no_md5):
+    return published_files[0]
 
 
 def cifar_args(data_dir: Path, root: Path, *extra: str) -> list[str]:
@@ -52,11 +69,8 @@ def cifar_args(data_dir: Path, root: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture
-def published(tmp_path, data_dir):
-    model, optimizer = trained_model(data_dir)
-    path = tmp_path / "published" / "checkpoint.pth.tar"
-    path.parent.mkdir()
-    save_published_checkpoint(path, model, optimizer)
+def published(published_files):
+    _, path, model = published_files
     return path, model
 
 

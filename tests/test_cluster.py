@@ -25,6 +25,8 @@ from comixup.compare import run_log
 from tests.support.processes import CHILD, STANDALONE_PAIR, child_env, finish, start, start_torchrun, wait_for
 from tests.support.runs import TEST_PER_CLASS, TRAIN_PER_CLASS, base_args
 
+pytestmark = pytest.mark.slow  # every run here is a child process
+
 EPOCHS = 3
 STEPS_PER_EPOCH = 3  # 60 images, batches of 20
 
@@ -69,49 +71,38 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(data, tmp_path_factory):
-    """The uninterrupted runs (0 and 2 loader workers), made once, on demand."""
+    """The uninterrupted runs (0 and 2 loader workers): both start with the module's first test that
+    needs one, beside that test's own runs, and are waited for when asked for."""
+    started = {}
+    for workers in (0, 2):
+        root = tmp_path_factory.mktemp(f"reference{workers}")
+        started[workers] = root, start(run_argv(data, root, workers), root)
     made: dict[int, Path] = {}
 
     def folder(workers: int) -> Path:
         if workers not in made:
-            root = tmp_path_factory.mktemp(f"reference{workers}")
-            rc, _, err = finish(start(run_argv(data, root, workers), root))
+            root, process = started[workers]
+            rc, _, err = finish(process, timeout=240)
             assert rc == 0, err[-3000:]
             made[workers] = only_folder(root)
         return made[workers]
 
-    return folder
+    yield folder
+    for _, process in started.values():
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 # --------------------------------------------------------------------------- one run per folder
 
-def test_a_second_run_into_a_held_folder_stops_and_the_first_is_unharmed(data, reference, tmp_path):
-    root = tmp_path / "exp"
-    first = start(run_argv(data, root, 0), tmp_path, COMIX_TEST_SIGNAL_AT="SIGSTOP:4")  # paused in epoch 1
-    wait_for(lambda: stopped(first.pid), 60, "the first run to pause", first)
-    assert run_log.lock_is_held(str(only_folder(root))) is True
-    second = subprocess.run([sys.executable, str(CHILD), *run_argv(data, root, 0)], cwd=tmp_path, env=child_env(),
-                            capture_output=True, text=True, timeout=120)
-    folder = only_folder(root)
-    assert second.returncode == 2
-    lines = second.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in second.stderr, second.stderr[-2000:]
-    assert lines[0] == (f"error: the experiment folder {folder} is in use by another run (host "
-                        f"{socket.gethostname()}, pid {first.pid}); wait for it to end, or give this run another "
-                        f"--root_dir or --tag")
-    os.kill(first.pid, signal.SIGCONT)
-    rc, _, err = finish(first)
-    assert rc == 0, err[-3000:]
-    assert_same_training(reference(0), folder)
-    log = (folder / "log.txt").read_text()
-    assert epoch_counts(log) == ([1] * EPOCHS, EPOCHS) and "in use by another run" not in log
-    assert not (folder / ".lock").exists()  # released when the run ended
-
-
-def test_a_killed_run_leaves_no_lock_and_resumes_from_its_mid_epoch_checkpoint(data, reference, tmp_path):
-    """--checkpoint_steps 2: checkpoints after steps 2, 4, ... of the run (mid-epoch ones included);
-    SIGKILL after the one at step 4 (epoch 1, step 1): the lock dies with the process, and the
-    same command with --resume auto continues from step 4 to the uninterrupted run's weights."""
+def test_a_held_folder_stops_a_second_run_and_a_killed_run_resumes_from_its_mid_epoch_checkpoint(data, reference,
+                                                                                                    tmp_path):
+    """--checkpoint_steps 2: checkpoints after steps 2, 4, ... of the run (mid-epoch ones included).
+    The run, frozen in step 5 after step 4's checkpoint (epoch 1, step 1), holds its folder: the same
+    command started again stops with one line and leaves no trace. SIGKILL: the lock dies with the
+    process, and the same command with --resume auto continues from step 4 to the uninterrupted
+    run's weights."""
     root = tmp_path / "exp"
     argv = run_argv(data, root, 0, "--checkpoint_steps", "2", "--resume", "auto")
     first = start(argv, tmp_path, COMIX_TEST_SIGNAL_AT="SIGSTOP:5")  # frozen in step 5, after step 4's checkpoint
@@ -120,6 +111,17 @@ def test_a_killed_run_leaves_no_lock_and_resumes_from_its_mid_epoch_checkpoint(d
     assert run_log.lock_is_held(str(folder)) is True
     saved = torch.load(folder / "checkpoint.pth.tar", weights_only=True)
     assert (saved["epoch"], saved["step"]) == (1, 1)  # 4 steps: epoch 0 whole, then 1 step of epoch 1
+
+    second = subprocess.run([sys.executable, str(CHILD), *argv], cwd=tmp_path, env=child_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in second.stderr, second.stderr[-2000:]
+    assert lines[0] == (f"error: the experiment folder {folder} is in use by another run (host "
+                        f"{socket.gethostname()}, pid {first.pid}); wait for it to end, or give this run another "
+                        f"--root_dir or --tag")
+    assert torch.load(folder / "checkpoint.pth.tar", weights_only=True)["step"] == 1  # untouched
+
     os.kill(first.pid, signal.SIGKILL)
     assert finish(first)[0] == -signal.SIGKILL
     assert run_log.lock_is_held(str(folder)) is False  # the file is left, the lock died with the process
@@ -129,7 +131,9 @@ def test_a_killed_run_leaves_no_lock_and_resumes_from_its_mid_epoch_checkpoint(d
     assert f"=> --resume auto: continuing from {folder / 'checkpoint.pth.tar'}" in out
     assert f"=> continuing epoch 001/{EPOCHS:03d} at step 1 of {STEPS_PER_EPOCH} (a mid-epoch checkpoint)" in out
     assert_same_training(reference(0), folder)
-    assert epoch_counts((folder / "log.txt").read_text()) == ([1] * EPOCHS, EPOCHS)
+    log = (folder / "log.txt").read_text()
+    assert epoch_counts(log) == ([1] * EPOCHS, EPOCHS) and "in use by another run" not in log
+    assert not (folder / ".lock").exists()  # released when the run ended
 
 
 # --------------------------------------------------------------------------- pre-emption

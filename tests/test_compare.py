@@ -436,6 +436,7 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys):
     assert not (tmp_path / "curves.jpg").exists()
 
 
+@pytest.mark.slow  # child processes
 def test_command_line(tmp_path):
     good = finished_run(tmp_path / "good", our_settings(epochs=2), [1.0, 2.0])
     done = subprocess.run([sys.executable, str(ROOT / "compare.py"), str(good), "--format", "csv"],

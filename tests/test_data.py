@@ -319,6 +319,7 @@ def test_tiny_missing_folders_are_named(tmp_path):
         get_datasets("tiny-imagenet-200", str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow  # child processes
 def test_relayout_command_line(tmp_path):
     tiny = write_tiny_imagenet_raw(tmp_path, num_classes=2, val_per_class=2)
     done = subprocess.run([sys.executable, "load_data.py", "--data_dir", str(tiny)], cwd=ROOT,

@@ -62,6 +62,7 @@ def _test_line(capsys) -> list[str]:
 
 # --------------------------------------------------------------------------- torchrun, 2 processes
 
+@pytest.mark.slow  # torchrun
 def test_two_processes_train_together_and_only_rank_0_speaks(cifar10_dir, tmp_path, capsys):
     root, record = tmp_path / "ddp", tmp_path / "reductions"
     result = torchrun(ddp_args(cifar10_dir, root, "--epochs", "2"), tmp_path, record)
@@ -114,6 +115,7 @@ def test_two_processes_train_together_and_only_rank_0_speaks(cifar10_dir, tmp_pa
     assert _test_line(capsys) == [matching(out, TEST_RE)[-1].group(0)]
 
 
+@pytest.mark.slow  # torchrun
 def test_a_single_process_checkpoint_resumes_under_ddp_with_clean_lam_0(cifar10_dir, tmp_path):
     """clean_lam 0 takes only the input gradient in the clean pass: DDP must not wait for a reduction."""
     single = tmp_path / "single"
@@ -135,6 +137,7 @@ def test_a_single_process_checkpoint_resumes_under_ddp_with_clean_lam_0(cifar10_
     assert resumed["rng_ranks"][0]["numpy"]["key"] != resumed["rng_ranks"][1]["numpy"]["key"]
 
 
+@pytest.mark.slow  # torchrun
 def test_manifold_mixup_with_data_on_device_and_bf16_under_ddp(cifar10_dir, tmp_path):
     """The model's extra forward arguments (mix_layer, mix_fn) pass through DDP; the on-device loader
     shards the data; autocast runs in every process."""
@@ -165,6 +168,7 @@ def our_tracebacks(err: str) -> list[str]:
     return re.findall(rf'File "{re.escape(str(REPO))}/[^"]+"', err)
 
 
+@pytest.mark.slow  # torchrun
 @pytest.mark.usefixtures("_no_stray_torchrun_env")
 def test_sigterm_to_torchrun_ends_every_rank(cifar10_dir, tmp_path):
     root = tmp_path / "exp"
@@ -189,6 +193,7 @@ def test_sigterm_to_torchrun_ends_every_rank(cifar10_dir, tmp_path):
     assert (exp / "log.txt").read_text().splitlines()[-1] == rank0
 
 
+@pytest.mark.slow  # torchrun
 @pytest.mark.usefixtures("_no_stray_torchrun_env")
 def test_a_nan_on_one_rank_stops_both_at_the_same_step(cifar10_dir, tmp_path):
     root = tmp_path / "exp"

@@ -129,6 +129,7 @@ def test_any_batch_size_through_main(cifar10_dir, tmp_path, capsys, batch, m_par
     assert sum(bool(TEST_RE.match(line)) for line in out) == 1
 
 
+@pytest.mark.slow  # three runs, six epochs
 def test_resume_is_bit_identical_and_the_warmup_is_linear_per_step(cifar10_dir, tmp_path, capsys):
     """3 epochs in one go == 1 epoch, then --resume to 3 (Co-Mixup on, so numpy's state matters;
     augmentation draws from torch's; the lr drop at epoch 2 is applied after the resume too). A
@@ -238,6 +239,7 @@ def test_tensorboard_scalars_next_to_the_log(cifar10_dir, tmp_path):
 
 # --------------------------------------------------------------------------- SIGKILL and --resume
 
+@pytest.mark.slow  # child processes
 def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(cifar10_dir, tmp_path):
     """One kill in the middle of epoch 1's checkpoint write (half its bytes on disk), one at a
     random moment of the resumed run, then a resume to the end: the final weights, momenta and

@@ -19,6 +19,7 @@ def dev_images(tmp_path):
     return tmp_path / "dev"
 
 
+@pytest.mark.slow  # a benchmark's whole run, bf16 included
 def test_quick_run_on_cpu_writes_every_figure(dev_images, tmp_path, capsys, one_thread):
     out = tmp_path / "results" / "check.json"
     assert gpu_check.main(["--device", "cpu", "--quick", "--data_dir", str(dev_images), "--out", str(out)]) == 0

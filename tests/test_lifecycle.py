@@ -13,6 +13,8 @@ import pytest
 
 from tests.support.processes import assert_files_intact, finish, group_members, log_has, run_args, start, wait_for
 
+pytestmark = pytest.mark.slow  # the run is a child process
+
 # --------------------------------------------------------------------------- SIGINT / SIGTERM
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGINT-to-the-group"])

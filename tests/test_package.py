@@ -81,6 +81,7 @@ def installed(tmp_path_factory) -> Path:
     return target
 
 
+@pytest.mark.slow  # pip and a child process
 def test_pip_installs_exactly_one_package_that_imports_from_anywhere(installed, tmp_path):
     names = sorted(p.name for p in installed.iterdir() if p.name != "bin")
     assert len(names) == 2 and names[0] == "comixup" and names[1].startswith("comixup-")

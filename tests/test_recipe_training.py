@@ -112,6 +112,7 @@ def expected_step_lrs(epochs) -> list[float]:
 
 # --------------------------------------------------------------------------- one process
 
+@pytest.mark.slow  # a long run (four phases)
 def test_phases_change_crop_and_batch_and_the_lr_follows_the_points(recipe_dir, tmp_path, recorder, capsys):
     root = tmp_path / "exp"
     assert main.main(recipe_args(recipe_dir, root)) == 0
@@ -197,6 +198,7 @@ def test_built_optimiser_init_and_loaders(recipe_dir):
         assert all(torch.all(b.bn2.weight == 1) for b in run.model.modules() if isinstance(b, BasicBlock))
 
 
+@pytest.mark.slow  # three long runs
 def test_resume_inside_a_phase_across_its_boundary_is_bit_identical(recipe_dir, tmp_path, monkeypatch, recorder,
                                                                     capsys):
     """Co-Mixup (numpy's and torch's streams both matter): 3 epochs in one go == stopped after
@@ -358,6 +360,7 @@ def test_bad_recipes_exit_2_with_one_line(recipe_dir, tmp_path, monkeypatch, cap
 
 # --------------------------------------------------------------------------- torchrun, 2 processes
 
+@pytest.mark.slow  # torchrun
 def test_two_processes_cross_a_phase_boundary(recipe_dir, tmp_path):
     """Global batches 6 then 4: 3 then 2 images per process and step."""
     phases = [dict(PHASES[0], epochs=[0, 1]), dict(PHASES[1], epochs=[1, 2])]

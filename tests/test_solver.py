@@ -244,6 +244,7 @@ def test_unknown_or_missing_backend_is_refused():
                            solver="pygco")
 
 
+@pytest.mark.slow  # a child process compiling the whole solver into a fresh cache
 def test_solver_compiles_without_scipy(tmp_path):
     # numba's matrix product needs scipy's BLAS, which requirements.txt does not bring: the
     # compiled solver must not use it. A fresh numba cache forces a real compilation.
