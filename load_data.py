@@ -11,7 +11,7 @@ from comixup.data.datasets import (DATASETS, DataError, DatasetInfo, check_data_
                                    dataset_transforms, get_datasets)
 from comixup.data.device_loader import DeviceLoader, get_device_loaders
 from comixup.data.loaders import EpochSampler, get_loaders, get_test_loader, get_train_loader, shutdown_workers
-from comixup.data.tiny_imagenet import main, relayout_tiny_imagenet_val
+from comixup.prepare.tiny_imagenet import main, relayout_tiny_imagenet_val
 
 __all__ = ["DATASETS", "DataError", "DatasetInfo", "check_data_dir", "class_balanced_split", "dataset_info",
            "dataset_transforms", "get_datasets", "DeviceLoader", "get_device_loaders", "EpochSampler", "get_loaders",

@@ -12,7 +12,10 @@ lists its flags.
 """
 import sys
 
-from comixup.localization.evaluate import main
-
 if __name__ == "__main__":
+    try:
+        from comixup.localization.evaluate import main
+    except ImportError as err:  # OpenCV missing: one line naming the extra
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(main())

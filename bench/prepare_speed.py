@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from comixup.data import imagenet_resize as prepare_imagenet
+from comixup.prepare import imagenet as prepare_imagenet
 
 IMAGENET_IMAGES = 1_281_167 + 50_000
 SHAPES = [(500, 375), (375, 500), (500, 333), (500, 500)]

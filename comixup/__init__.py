@@ -1,11 +1,13 @@
-"""Co-Mixup (Kim et al., ICLR 2021): saliency-guided joint mixup with supermodular diversity, and the
-mixup baselines it is compared with, as a library.
+"""Co-Mixup (Kim et al., ICLR 2021): saliency-guided joint mixup with supermodular diversity, the
+mixup baselines it is compared with, and its successors (SaliencyMix, FMix, ResizeMix, GuidedMixup),
+as a library.
 
-    from comixup import CoMixup, saliency_and_clean_loss
+    from comixup import CoMixup, CutMix, saliency_and_clean_loss
 
-    mixer = CoMixup(num_classes=100)
+    mixer = CoMixup(num_classes=100)                 # every mixer: keyword-only hyperparameters
     saliency, clean_loss, logits = saliency_and_clean_loss(model, x, y, clean_lam=1.0, num_classes=100)
-    mixed_x, mixed_y = mixer(x, y, saliency)
+    mixed_x, mixed_y = mixer(x, y, saliency)         # y: class indices (B,) or soft targets (B, K)
+    mixed_x, mixed_y = CutMix(num_classes=100)(x, y)
 
 Subpackages, lower layers first (a layer imports only the ones before it):
 
@@ -28,27 +30,43 @@ from typing import Any
 __version__ = "1.0.0"
 
 _EXPORTS = {
-    # Co-Mixup
+    # the mixers, one dialect (comixup.mixing.base)
+    "Mixer": "comixup.mixing.base",
     "CoMixup": "comixup.mixing.comix",
     "CoMixupConfig": "comixup.mixing.comix",
-    "saliency_and_clean_loss": "comixup.mixing.comix",
-    "PartitionPool": "comixup.mixing.parallel",
-    # the baselines
     "PuzzleMix": "comixup.mixing.puzzlemix",
     "PuzzleMixConfig": "comixup.mixing.puzzlemix",
+    "InputMixup": "comixup.mixing.baselines",
+    "CutMix": "comixup.mixing.baselines",
+    "ManifoldMixup": "comixup.mixing.baselines",
+    "ManifoldDraw": "comixup.mixing.baselines",
+    "PartitionPool": "comixup.mixing.parallel",
+    # saliency: only the map, or the published clean pass (which also back-propagates the clean loss)
+    "input_gradient_saliency": "comixup.mixing.saliency",
+    "saliency_and_clean_loss": "comixup.mixing.saliency",
+    # the earlier spellings of the baselines
     "input_mixup": "comixup.mixing.baselines",
     "cutmix": "comixup.mixing.baselines",
     "ManifoldMix": "comixup.mixing.baselines",
     "PairMix": "comixup.mixing.baselines",
+    # the successors (SaliencyMix needs the [saliencymix] extra when built)
+    "SaliencyMix": "comixup.mixing.saliencymix",
+    "FMix": "comixup.mixing.fmix",
+    "ResizeMix": "comixup.mixing.resizemix",
+    "GuidedMixupAP": "comixup.mixing.guided",
+    "GuidedMixupSR": "comixup.mixing.guided",
     # saliency pooled into blocks, shared by Co-Mixup and Puzzle Mix
     "block_saliency": "comixup.mixing.saliency_blocks",
     # models
     "build_model": "comixup.models",
     "model_names": "comixup.models",
     "MixableClassifier": "comixup.models",
-    # the per-batch training loss of every method, as main.py trains them
+    # the per-batch training loss of every method, as main.py trains them, and the loops
     "build_method": "comixup.train.methods",
     "METHODS": "comixup.train.methods",
+    "train_one_epoch": "comixup.train.loop",
+    "evaluate": "comixup.train.loop",
+    "EvalResult": "comixup.train.loop",
     # helpers
     "to_one_hot": "comixup.core.tensors",
 }

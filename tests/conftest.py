@@ -37,3 +37,12 @@ def cifar10_dir(tmp_path, cifar_no_md5):
     from tests.support.runs import TEST_PER_CLASS, TRAIN_PER_CLASS
 
     return write_cifar(tmp_path / "data", "cifar10", train_per_class=TRAIN_PER_CLASS, test_per_class=TEST_PER_CLASS)
+
+
+@pytest.fixture(scope="session")
+def published_run(tmp_path_factory):
+    """A CIFAR-10 with 400 test images, and a trained model saved as the published main.py did:
+    (data folder, checkpoint, the model in eval mode). Shared by the calibration and robustness tests."""
+    from tests.support.evaluation import make_published_run
+
+    return make_published_run(tmp_path_factory.mktemp("published"))

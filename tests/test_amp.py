@@ -16,6 +16,7 @@ from comixup.data.datasets import get_datasets
 from comixup.data.loaders import get_loaders
 from comixup.mixing import comix
 from comixup.train import methods
+from comixup.train.methods import base as methods_base
 
 import main
 from tests.support.runs import TEST_RE, TRAIN_PER_CLASS, TRAIN_RE, assert_one_error_line, base_args, only_experiment
@@ -44,7 +45,7 @@ def test_bf16_saliency_is_finite_non_zero_and_close_to_fp32(real_batch, clean_la
     torch.manual_seed(0)
     model = models.build_model("preactresnet18", 10, initial_channels=16)
     reference, _, _ = comix.saliency_and_clean_loss(copy.deepcopy(model), images, labels, clean_lam, 10)
-    low, loss, logits = comix.saliency_and_clean_loss(methods._AutocastForward(model, BF16), images, labels,
+    low, loss, logits = comix.saliency_and_clean_loss(methods_base._AutocastForward(model, BF16), images, labels,
                                                       clean_lam, 10)
     assert logits.dtype == torch.bfloat16  # the forward really ran in bfloat16
     assert low.dtype == torch.float32 and low.shape == reference.shape
@@ -134,7 +135,7 @@ def test_non_finite_saliency_maps_become_uniform():
     saliency = torch.rand(3, 4, 4) + 0.1
     saliency[1, 2, 3] = float("inf")
     saliency[2, 0, 0] = float("nan")
-    cleaned = methods._zero_non_finite(saliency)
+    cleaned = methods_base._zero_non_finite(saliency)
     assert torch.equal(cleaned[0], saliency[0])
     assert cleaned[1].eq(0).all() and cleaned[2].eq(0).all()
     # the mixer then sees uniform block costs for those images

@@ -152,7 +152,7 @@ def test_bad_input_is_refused_with_a_clear_message():
         baselines.cutmix(x, y.argmax(1), alpha=1.0)
     with pytest.raises(ValueError, match="5 target rows for 6 images"):
         baselines.input_mixup(x, y[:5], alpha=1.0)
-    with pytest.raises(ValueError, match="floating-point"):
+    with pytest.raises(TypeError, match="floating-point"):
         baselines.cutmix(x.long(), y, alpha=1.0)
     with pytest.raises(ValueError, match="layers must be"):
         baselines.ManifoldMix(1.0, layers=())

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from comixup.compare import run_log
 from comixup.data.synthetic import write_cifar
-from comixup.train import run_log
 
 from tests.support.processes import CHILD, STANDALONE_PAIR, child_env, finish, start, start_torchrun, wait_for
 from tests.support.runs import TEST_PER_CLASS, TRAIN_PER_CLASS, base_args

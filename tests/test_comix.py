@@ -137,7 +137,7 @@ def test_set_resolve_separates_identical_outputs():
 
 def test_bad_input_is_refused_clearly():
     mixer = comix.CoMixup(num_classes=3)
-    with pytest.raises(ValueError, match="not divisible"):
+    with pytest.raises(ValueError, match="m_block_num=4 does not divide the 30x30 images"):
         mixer(torch.randn(4, 3, 30, 30), torch.zeros(4, dtype=torch.long), torch.rand(4, 30, 30))
     with pytest.raises(ValueError, match="saliency must be"):
         mixer(torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long), torch.rand(4, 16, 16))

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from comixup.compare import run_log
 from comixup.compare import table as compare
 from comixup.compare.plot import METHOD_COLOURS, draw_curves
-from comixup.train import run_log
 
 from tests.support.runs import base_args, only_experiment
 
@@ -393,6 +393,21 @@ def test_figure_file_and_one_curve_per_group(tmp_path, capsys):
     assert list(vanilla.get_xdata()) == list(range(1, 13))
     assert list(vanilla.get_ydata()) == pytest.approx([a + 1 for a in SEED0])  # mean of the seeds
     assert [t.get_text() for t in acc_axes.get_legend().get_texts()][0] == "vanilla preactresnet18 cifar10 12 ep (n=2)"
+
+
+def test_every_method_of_main_is_named_in_the_methods_order_with_its_own_colour(tmp_path, capsys):
+    from comixup.train import methods
+
+    assert compare.METHOD_ORDER == methods.METHODS  # main.py's --method choices, in the registry's order
+    assert set(METHOD_COLOURS) == set(methods.METHODS) and len(set(METHOD_COLOURS.values())) == len(METHOD_COLOURS)
+    root = tmp_path / "exp"
+    for k, method in enumerate(reversed(methods.METHODS)):  # folders sorted against the method order
+        settings = our_settings(method=method, epochs=2, mixup_alpha=None, fmix_spectrum="published")
+        finished_run(root / f"run{k:02d}", settings, [10.0 + k, 20.0 + k])
+    code, out, err = run_compare(capsys, root, "--format", "csv")
+    assert code == 0 and err == ""
+    assert [row["method"] for row in csv_rows(out)] == list(methods.METHODS)
+    assert [float(row["median_acc_mean"]) for row in csv_rows(out)][-5:] == [19, 18, 17, 16, 15]  # each its own
 
 
 # ---------------------------------------------------------------------------------------------

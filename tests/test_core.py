@@ -88,14 +88,20 @@ def test_stale_temp_files_are_found_and_removed(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth.tar"]
 
 
-@pytest.mark.slow  # a child process
-def test_published_helper_modules_load_no_mixing_code():
-    """``utils`` (the published helpers) and the checkpoint code load neither the mixing algorithm
-    nor its compiled solver: tools that only write files or read checkpoints stay light."""
+@pytest.mark.slow  # child interpreters
+def test_helpers_the_loops_and_every_evaluation_module_load_no_mixing_code():
+    """``utils`` (the published helpers), the checkpoint code, the loops and every module of
+    ``comixup.evaluation`` load neither the mixing algorithm nor its compiled solver: tools that only
+    evaluate, write files or read checkpoints stay light."""
     import subprocess
     import sys
 
-    probe = ("import sys, utils, comixup.train.checkpoints, comixup.localization.report; "
+    evaluation = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "comixup" / "evaluation").glob("*.py")
+                        if p.stem != "__init__")
+    assert {"report", "robustness", "reliability", "table"} <= set(evaluation)
+    modules = ["utils", "comixup.train.checkpoints", "comixup.train.loop", "comixup.train.classifier",
+               "comixup.localization.report", *(f"comixup.evaluation.{name}" for name in evaluation)]
+    probe = (f"import sys, {', '.join(modules)}; "
              "print(sorted(m for m in sys.modules if m.startswith('comixup.mixing') or m == 'numba'))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[1],
                          capture_output=True, text=True, check=True).stdout

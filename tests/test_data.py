@@ -3,10 +3,14 @@ written in the real on-disk formats (comixup.data.synthetic)."""
 from __future__ import annotations
 
 import errno
+import hashlib
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +20,10 @@ import torch.distributed as dist
 import torchvision.datasets as tv_datasets
 from torch.utils.data import TensorDataset
 
-from comixup.data.datasets import DataError, dataset_info, get_datasets, read_image
+from comixup.data.datasets import CIFAR_CLASSES, DataError, dataset_info, get_datasets, read_image
 from comixup.data.loaders import EpochSampler, get_loaders
-from comixup.data.synthetic import write_cifar, write_image_folder, write_tiny_imagenet_raw
-from comixup.data.tiny_imagenet import relayout_tiny_imagenet_val
+from comixup.data.synthetic import CIFAR_FOLDERS, write_cifar, write_image_folder, write_tiny_imagenet_raw
+from comixup.prepare.tiny_imagenet import relayout_tiny_imagenet_val
 
 import load_data
 import main
@@ -154,6 +158,111 @@ def test_download_failure_keeps_an_archive_the_user_placed(tmp_path, monkeypatch
 def test_missing_cifar_without_download_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="cifar-10-python.tar.gz"):
         get_datasets("cifar10", str(tmp_path), download=False)
+
+
+# --- CIFAR in place but damaged: torchvision's real md5 check, offline (no cifar_no_md5 here) -----
+
+OFFLINE_REASON = "<urlopen error [Errno -3] Temporary failure in name resolution>"
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: every URL torchvision opens fails as it does without a connection."""
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+
+
+def _truncated_archive(tmp_path: Path, data_dir: Path, name: str) -> Path:
+    """The archive's layout (the extracted folder, as a gzipped tar) cut off half-way, as an
+    interrupted copy leaves it, placed in ``data_dir``."""
+    source = write_cifar(tmp_path / "source", name, train_per_class=1, test_per_class=1)
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w:gz") as tar:
+        tar.add(source / CIFAR_FOLDERS[name], arcname=CIFAR_FOLDERS[name])
+    data_dir.mkdir(parents=True)
+    archive = data_dir / dataset_info(name).archive
+    archive.write_bytes(packed.getvalue()[:len(packed.getvalue()) // 2])
+    return archive
+
+
+def _publish_the_sums_of(monkeypatch, name: str, folder: Path) -> None:
+    """Make the files just written in ``folder`` the published ones: torchvision's lists get their
+    md5 sums, so its real check (hashing each file) passes them until they change."""
+    cifar_class = CIFAR_CLASSES[name]
+
+    def md5(file_name: str) -> str:
+        return hashlib.md5((folder / file_name).read_bytes()).hexdigest()
+
+    monkeypatch.setattr(cifar_class, "train_list", [[f, md5(f)] for f, _ in cifar_class.train_list])
+    monkeypatch.setattr(cifar_class, "test_list", [[f, md5(f)] for f, _ in cifar_class.test_list])
+    monkeypatch.setattr(cifar_class, "meta", {**cifar_class.meta, "md5": md5(cifar_class.meta["filename"])})
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_a_damaged_archive_in_place_is_named_with_the_fix(tmp_path, offline, name):
+    info = dataset_info(name)
+    data_dir = tmp_path / "data"
+    archive = _truncated_archive(tmp_path, data_dir, name)
+    placed = archive.read_bytes()
+    with pytest.raises(DataError) as caught:
+        get_datasets(name, str(data_dir))
+    assert str(caught.value) == (f"{info.title}: the archive {archive} is damaged (its md5 checksum is not the "
+                                 f"published one), and a download to replace it failed ({OFFLINE_REASON}); remove "
+                                 f"{archive}: the next run downloads {info.archive} and extracts it")
+    assert archive.read_bytes() == placed  # the user's file: named, not removed
+
+    with pytest.raises(DataError) as caught:
+        get_datasets(name, str(data_dir), download=False)
+    assert str(caught.value) == (f"{info.title}: the archive {archive} is damaged (its md5 checksum is not the "
+                                 f"published one) and download is off; remove {archive}, then extract the "
+                                 f"official {info.archive} in {data_dir} (giving {data_dir / info.archive_folder}) "
+                                 f"or run with download on")
+
+
+@pytest.mark.parametrize("name, damaged", [("cifar10", "data_batch_3"), ("cifar100", "train")])
+def test_an_extracted_file_that_fails_its_check_is_named_alone(tmp_path, monkeypatch, offline, name, damaged):
+    info = dataset_info(name)
+    data_dir = write_cifar(tmp_path / "data", name, train_per_class=2, test_per_class=1)
+    folder = data_dir / info.archive_folder
+    _publish_the_sums_of(monkeypatch, name, folder)
+    assert len(get_datasets(name, str(data_dir))[0]) == 2 * info.num_classes  # sound files need no network
+
+    batch = folder / damaged
+    batch.write_bytes(batch.read_bytes()[:-100])  # truncated, as by a full disk
+    with pytest.raises(DataError) as caught:
+        get_datasets(name, str(data_dir))
+    assert str(caught.value) == (f"{info.title}: the extracted file {damaged} in {folder} is damaged (its md5 "
+                                 f"checksum is not the published one), and a download to replace it failed "
+                                 f"({OFFLINE_REASON}); remove {folder}: the next run downloads {info.archive} "
+                                 f"and extracts it")
+
+
+def test_a_damaged_meta_file_is_named_without_a_download_to_blame(tmp_path, monkeypatch, offline):
+    """torchvision checks batches.meta only after deciding that nothing needs downloading."""
+    data_dir = write_cifar(tmp_path / "data", "cifar10", train_per_class=1, test_per_class=1)
+    folder = data_dir / "cifar-10-batches-py"
+    _publish_the_sums_of(monkeypatch, "cifar10", folder)
+    (folder / "batches.meta").write_bytes(b"\x80\x02}q\x00.")  # an empty dict: a readable pickle, the wrong one
+    with pytest.raises(DataError) as caught:
+        get_datasets("cifar10", str(data_dir))
+    assert str(caught.value) == (f"CIFAR-10: the extracted file batches.meta in {folder} is damaged (its md5 "
+                                 f"checksum is not the published one); remove {folder}: the next run downloads "
+                                 f"cifar-10-python.tar.gz and extracts it")
+
+
+def test_files_that_all_fail_their_check_and_a_damaged_archive_are_all_named(tmp_path, offline):
+    data_dir = tmp_path / "data"
+    archive = _truncated_archive(tmp_path, data_dir, "cifar100")
+    write_cifar(data_dir, "cifar100", train_per_class=1, test_per_class=1)  # not the published files
+    folder = data_dir / "cifar-100-python"
+    with pytest.raises(DataError) as caught:
+        get_datasets("cifar100", str(data_dir))
+    assert str(caught.value) == (f"CIFAR-100: the extracted files train, test, meta in {folder} and the archive "
+                                 f"{archive} are damaged (their md5 checksums are not the published ones), and a "
+                                 f"download to replace them failed ({OFFLINE_REASON}); remove {folder} and "
+                                 f"{archive}: the next run downloads cifar-100-python.tar.gz and extracts it")
 
 
 # --- Tiny-ImageNet -------------------------------------------------------------------------------
@@ -309,6 +418,17 @@ def test_cifar_that_cannot_be_downloaded(tmp_path, capsys, monkeypatch):
     assert main.main(base_args(tmp_path / "data", root, "--log_off")) == 2
     line = one_error_line(capsys)
     assert "could not be downloaded" in line and "cifar-10-python.tar.gz" in line
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_damaged_cifar_archive_in_place_exits_2_with_one_line(tmp_path, capsys, offline):
+    data_dir = tmp_path / "data"
+    archive = _truncated_archive(tmp_path, data_dir, "cifar10")
+    assert main.main(base_args(data_dir, tmp_path / "exp", "--log_off")) == 2
+    assert one_error_line(capsys) == (f"error: CIFAR-10: the archive {archive} is damaged (its md5 checksum is not "
+                                      f"the published one), and a download to replace it failed ({OFFLINE_REASON}); "
+                                      f"remove {archive}: the next run downloads cifar-10-python.tar.gz and "
+                                      f"extracts it")
 
 
 @pytest.mark.usefixtures("one_thread")

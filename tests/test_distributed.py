@@ -4,12 +4,9 @@ launcher ends every rank cleanly, and a NaN loss on one rank stops all of them a
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,9 +19,17 @@ from comixup import models
 from comixup.core.calibration import CalibrationMeter
 from comixup.mixing import comix
 from comixup.train import checkpoints, distributed, methods
+from comixup.train.methods import saliency as saliency_methods
 
 import main
-from tests.support.processes import CHILD, assert_files_intact, group_members, start_torchrun, wait_for
+from tests.support.processes import (
+    assert_files_intact,
+    group_members,
+    reductions,
+    start_torchrun,
+    torchrun,
+    wait_for,
+)
 from tests.support.runs import (
     FINAL_RE,
     HEADER_RE,
@@ -39,30 +44,12 @@ from tests.support.runs import (
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
-WRAPPER = CHILD
 PUBLISHED_FILES = {"log.txt", "log.pkl", "loss.png", "acc.png", "checkpoint.pth.tar", "model_best.pth.tar"}
 
 
 def ddp_args(data_dir: Path, root: Path, *extra: str) -> list[str]:
     """base_args with 10 images per process and partitions of 5 (2 processes x 3 steps of 10, 10, 10)."""
     return base_args(data_dir, root, "--batch_size", "10", "--m_part", "5", *extra)
-
-
-def torchrun(argv: list[str], cwd: Path, record: Path | None = None) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node 2 tests/support/main_fake_cifar.py ARGV`` on the CPU."""
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
-    if record is not None:
-        record.mkdir()
-        env["COMIX_TEST_REDUCTIONS"] = str(record)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(WRAPPER), *argv]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=240, check=False)
-
-
-def reductions(record: Path, rank: int) -> list[dict]:
-    with open(record / f"rank{rank}.jsonl", encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
 
 
 def matching(lines: list[str], pattern) -> list:
@@ -274,7 +261,7 @@ def test_the_clean_pass_reduces_nothing_itself(one_process_group, monkeypatch, c
         torch.testing.assert_close(a, b)
 
     if clean_lam > 0:  # the test has teeth
-        monkeypatch.setattr(methods, "_local_gradients", lambda net: contextlib.nullcontext())
+        monkeypatch.setattr(saliency_methods, "_local_gradients", lambda net: contextlib.nullcontext())
         reduced.clear()
         step(ddp)
         assert len(reduced) == 2 * len(set(reduced))

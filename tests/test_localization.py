@@ -599,7 +599,7 @@ def test_bad_boxes_are_refused_by_file_and_image(published_tree, capsys, fmt, de
 
 def test_checkpoint_of_another_class_count(published_tree, capsys):
     run_bad(published_tree, capsys)  # --num_classes 1000 (ImageNet) against a 2-class checkpoint
-    assert_one_error_line(capsys, "has 2 classes", "--num_classes")
+    assert_one_error_line(capsys, "was trained for 2 classes", "--num_classes")
 
 
 def test_checkpoint_of_another_architecture(published_tree, capsys):
@@ -609,4 +609,4 @@ def test_checkpoint_of_another_architecture(published_tree, capsys):
     run_bad(published_tree, capsys, "--num_classes", "2", "--model_name", "other")
     assert_one_error_line(capsys, "preactresnet18", "torchvision-style ResNet")
     run_bad(published_tree, capsys, "--num_classes", "2", "--arch", "resnet34")
-    assert_one_error_line(capsys, "resnet18 model, not --arch resnet34")
+    assert_one_error_line(capsys, "holds a resnet18 model but this run asks for --arch resnet34")

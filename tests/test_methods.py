@@ -14,10 +14,10 @@ import torch.nn.functional as F
 
 from comixup.data.datasets import dataset_info
 from comixup.mixing import baselines, comix, puzzlemix
-from comixup.models.mixable import MixableClassifier
 from comixup.train import methods
 
 import main
+from tests.support.models import TinyNet
 from tests.support.runs import (
     TEST_RE,
     TRAIN_PER_CLASS,
@@ -37,29 +37,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # --------------------------------------------------------------------------- a tiny model and batch
 
-class TinyNet(MixableClassifier):
-    """A three-depth MixableClassifier that records the mix_layer of every forward call."""
-
-    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.stage1 = nn.Sequential(nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
-        self.stage2 = nn.Sequential(nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1, stride=2))
-        self.fc = nn.Linear(6, num_classes)
-        self.mix_layers: list[int | None] = []
-
-    def stem(self, x):
-        return self.conv(x)
-
-    def stages(self):
-        return [self.stage1, self.stage2]
-
-    def head(self, h):
-        return self.fc(h.mean(dim=(2, 3)))
-
-    def forward(self, x, mix_layer=None, mix_fn=None):
-        self.mix_layers.append(mix_layer)
-        return super().forward(x, mix_layer, mix_fn)
 
 
 @pytest.fixture
@@ -297,7 +274,8 @@ def test_method_precedence(argv, method):
 
 @pytest.mark.parametrize("name, alpha, clean_lam", [
     ("comix", 2.0, 1.0), ("vanilla", None, 1.0), ("mixup", 1.0, 0.0), ("manifold", 2.0, 0.0),
-    ("cutmix", 1.0, 0.0), ("puzzle", 1.0, 0.0),
+    ("cutmix", 1.0, 0.0), ("puzzle", 1.0, 0.0), ("saliencymix", 1.0, 0.0), ("fmix", 1.0, 0.0),
+    ("resizemix", None, 0.0), ("guided_ap", None, 0.0), ("guided_sr", None, 0.0),
 ])
 def test_published_defaults_per_method(name, alpha, clean_lam):
     args = parse("--method", name)
@@ -311,7 +289,9 @@ def test_build_method_reads_the_flags():
     built = {name: methods.build_method(parse("--method", name), 100, info) for name in methods.METHODS}
     assert {name: type(m).__name__ for name, m in built.items()} == {
         "vanilla": "VanillaMethod", "mixup": "InputMixupMethod", "manifold": "ManifoldMixMethod",
-        "cutmix": "CutMixMethod", "puzzle": "PuzzleMixMethod", "comix": "CoMixupMethod"}
+        "cutmix": "CutMixMethod", "puzzle": "PuzzleMixMethod", "comix": "CoMixupMethod",
+        "saliencymix": "SaliencyMixMethod", "fmix": "FMixMethod", "resizemix": "ResizeMixMethod",
+        "guided_ap": "GuidedMixupAPMethod", "guided_sr": "GuidedMixupSRMethod"}
     assert built["mixup"].alpha == 1.0 and built["cutmix"].alpha == 1.0 and built["manifold"].mixer.alpha == 2.0
     assert built["puzzle"].clean_lam == 0.0 and built["comix"].clean_lam == 1.0
     assert built["puzzle"].mixer.config == puzzlemix.PuzzleMixConfig(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comixup.data import imagenet_resize as prepare_imagenet
+from comixup.prepare import imagenet as prepare_imagenet
 
 SIZES = (24, 40)
 # (width, height): landscape, portrait, square, one already smaller than both sizes, an odd ratio
@@ -207,7 +207,7 @@ def test_a_run_killed_midway_leaves_no_broken_output_and_the_rerun_finishes(tmp_
         folder.mkdir(parents=True)
         for k in range(300):
             Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(folder / f"{k}.JPEG")
-    code = ("import sys, pathlib; from comixup.data import imagenet_resize as p; "
+    code = ("import sys, pathlib; from comixup.prepare import imagenet as p; "
             "p.prepare(p.Job(pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), (24, 40), 90), 2, False)")
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-c", code, str(src), str(dst)], cwd=root, start_new_session=True)

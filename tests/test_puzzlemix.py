@@ -328,7 +328,7 @@ def test_bad_input_is_refused_with_a_clear_message():
         mixer(x[..., :16], y, sal[..., :16])
     with pytest.raises(ValueError, match="saliency must be"):
         mixer(x, y, sal[:3])
-    with pytest.raises(ValueError, match="soft targets"):
+    with pytest.raises(ValueError, match="give the mixer num_classes=K"):
         mixer(x, y.argmax(1), sal)
     with pytest.raises(ValueError, match="both mean and std"):
         pm.PuzzleMix(mean=(0.5, 0.5, 0.5))
@@ -338,7 +338,7 @@ def test_bad_input_is_refused_with_a_clear_message():
         pm.PuzzleMix(gamma=-1.0)
     with pytest.raises(ValueError, match="neigh_size"):
         pm.PuzzleMix(block_num=4, neigh_size=4)(x[..., :24, :24], y, sal[..., :24, :24])  # 6-pixel blocks
-    with pytest.raises(ValueError, match="divisible by the grid size"):
+    with pytest.raises(ValueError, match="block_num=3 does not divide the 32x32 images"):
         pm.PuzzleMix(block_num=3)(x, y, sal)
     with pytest.raises(ValueError, match="weights >= 0"):
         pm.solve_levels(np.zeros((1, 2, 4)), -np.ones((1, 1, 2)), np.zeros((1, 2, 1)))

@@ -13,9 +13,16 @@ from comixup import models
 from comixup.data.datasets import dataset_info
 from comixup.data.synthetic import blob_saliency, write_cifar, write_image_folder
 from comixup.mixing import baselines, comix, puzzlemix
+from comixup.mixing.base import Mixer
+from comixup.mixing.fmix import FMix
+from comixup.mixing.guided import GuidedMixupAP, GuidedMixupSR, spectral_residual
+from comixup.mixing.resizemix import ResizeMix
+from comixup.mixing.saliencymix import SaliencyMix
+from comixup.train import methods
 from comixup.visualize import mixed_batch as visualize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+MEAN_STD = (dataset_info("cifar10").mean, dataset_info("cifar10").std)
 
 CIFAR = dataset_info("cifar10")
 SCALE = visualize.PANEL // 32  # screen pixels per CIFAR pixel in a panel
@@ -87,9 +94,24 @@ def test_mix_batch_matches_each_method_and_its_shares_are_the_mixed_targets(meth
     elif method == "cutmix":
         mixed, targets = baselines.cutmix(x, onehot, alpha=1.0, rng=rng)
         assert result.box is not None
-    else:
+    elif method == "puzzle":
         mixed, targets = puzzlemix.PuzzleMix(mean=CIFAR.mean, std=CIFAR.std, rng=rng)(x, onehot, saliency)
         assert result.grid_size in puzzlemix.BLOCK_CHOICES
+    elif method == "saliencymix":  # a figure always mixes: probability 1
+        mixed, targets = SaliencyMix(prob=1.0, beta=1.0, mean=CIFAR.mean, std=CIFAR.std, rng=rng)(x, onehot)
+        assert result.box is not None
+    elif method == "fmix":
+        mixed, targets = FMix(alpha=1.0, rng=rng)(x, onehot)
+    elif method == "resizemix":
+        mixed, targets = ResizeMix(rng=rng)(x, onehot)
+        assert result.box is not None
+    elif method == "guided_ap":
+        mixed, targets = GuidedMixupAP(mix_prob=1.0, rng=rng)(x, onehot, saliency)
+    else:
+        assert method == "guided_sr"
+        mixed, targets = GuidedMixupSR(mix_prob=1.0, rng=rng)(x, onehot)
+        torch.testing.assert_close(result.saliency, spectral_residual(x))  # the maps it mixes by are drawn
+    assert result.max_sources == (6 if method == "comix" else 2)
     torch.testing.assert_close(result.mixed, mixed)
     np.testing.assert_allclose(result.shares, targets.double().numpy(), atol=1e-6)
     np.testing.assert_allclose(result.shares.sum(1), 1, atol=1e-9)
@@ -214,7 +236,79 @@ def test_baseline_methods_annotate_pairs(tmp_path, cifar_dir, method):
     assert drawn.mix.method == method
     assert all(1 <= text.count("#") <= 2 for text in drawn.figure.annotations)
     assert drawn.figure.size_px == visualize.figure_size_px(4, 2, len(drawn.figure.title.splitlines()))
-    assert visualize.METHOD_TITLES[method] in drawn.figure.title
+    assert methods.REGISTRY[method].title in drawn.figure.title
+
+
+class _RollMixer(Mixer):
+    """A toy mixer: output i is image i + 1 (cyclically), flipped left to right."""
+
+    def __call__(self, x, y, saliency=None):
+        x, targets, _ = self._door(x, y, saliency)
+        order = torch.roll(torch.arange(x.shape[0]), -1)
+        return x[order].flip(-1), targets[order]
+
+
+class _RollMethod(methods.VanillaMethod):
+    name, title = "roll", "Roll and flip"
+    published_mixup_alpha = 1.0
+
+    @classmethod
+    def figure_mixer(cls, batch, settings):
+        return _RollMixer(rng=settings.rng)
+
+
+def test_a_registered_method_is_drawn_with_its_own_mixing(tmp_path, cifar_dir, monkeypatch):
+    """visualize.py takes its methods and their mixing from the registry: a method registered later is
+    offered and drawn with its own mixing, never another method's."""
+    monkeypatch.setitem(methods.REGISTRY, "roll", _RollMethod)
+    assert _RollMethod.drawable and "roll" in visualize.drawable_methods()
+    out = tmp_path / "roll.png"
+    args = visualize.get_args_parser().parse_args(
+        ["--dataset", "cifar10", "--data_dir", str(cifar_dir), "--num_images", "4", "--initial_channels", "16",
+         "--method", "roll", "--out", str(out)])
+    drawn = visualize.make_figure(args)
+    expected = torch.roll(drawn.images, -1, dims=0).flip(-1)
+    assert torch.equal(drawn.mix.mixed, expected)
+    assert np.array_equal(drawn.figure.outputs, visualize.denormalise(expected, *MEAN_STD))
+    assert drawn.figure.annotations == ["#2 100%", "#3 100%", "#4 100%", "#1 100%"]
+    assert "Roll and flip" in drawn.figure.title
+    with pytest.raises(ValueError, match="does not mix the input images"):
+        methods.ManifoldMixMethod.draw_mix(drawn.images, drawn.labels, drawn.saliency, methods.FigureSettings(
+            num_classes=10, rng=np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize("method, extra", [
+    ("saliencymix", ["--grid", "--salmix_detector_input", "normalised"]),
+    ("fmix", ["--fmix_spectrum", "published", "--mixup_alpha", "0.5"]),
+    ("resizemix", ["--grid", "--resizemix_use_alpha", "True", "--resizemix_scope", "0.3", "0.6"]),
+    ("guided_ap", ["--guided_pairing", "random"]),
+    ("guided_sr", []),
+])
+def test_the_successors_are_drawn_with_their_options(tmp_path, cifar_dir, capsys, method, extra):
+    rc, out = run_main(tmp_path, cifar_dir, "--method", method, *extra)
+    assert rc == 0, capsys.readouterr().err
+    args = visualize.get_args_parser().parse_args(["--dataset", "cifar10", "--data_dir", str(cifar_dir),
+                                                   "--num_images", "4", "--initial_channels", "16",
+                                                   "--method", method, *extra])
+    drawn = visualize.make_figure(args)
+    title_lines = len(drawn.figure.title.splitlines())
+    # every output draws from itself and one partner: two sources, one annotation line
+    assert drawn.mix.max_sources == 2 and all(1 <= text.count("#") <= 2 for text in drawn.figure.annotations)
+    assert read_png(out).shape[:2] == visualize.figure_size_px(4, 2, title_lines)[::-1]
+    assert drawn.figure.title.startswith(methods.REGISTRY[method].title + " on CIFAR-10")
+    options = [flag for flag in extra if flag.startswith("--") and flag not in ("--grid", "--mixup_alpha")]
+    assert all(flag in drawn.figure.title for flag in options)
+    assert ("alpha 0.5" in drawn.figure.title) == (method == "fmix")
+    assert not torch.equal(drawn.mix.mixed, drawn.images)  # a figure always mixes
+    np.testing.assert_allclose(drawn.mix.shares.sum(1), 1, atol=1e-9)
+    if "--grid" in extra:
+        assert drawn.mix.box is not None
+    else:
+        rc, _ = run_main(tmp_path, cifar_dir, "--method", method, "--grid", *extra, out_name="grid.png")
+        assert rc == 2 and "has no mask grid or box to outline" in error_line(capsys)
+    if method == "guided_sr":  # row 2 shows the spectral residual it mixes by
+        torch.testing.assert_close(drawn.saliency, spectral_residual(drawn.images))
+        assert "saliency: spectral residual" in drawn.figure.title
 
 
 def test_an_image_folder_of_the_datasets_size_is_read_with_its_normalisation(tmp_path, capsys):
@@ -264,6 +358,9 @@ def test_bad_data_dir_is_one_error_line_and_no_file(tmp_path, capsys):
     (["--num_images", "1"], "--num_images"),
     (["--method", "mixup", "--grid"], "no mask grid"),
     (["--method", "cutmix", "--m_beta", "0.5"], "--m_beta applies only to --method comix"),
+    (["--method", "cutmix", "--fmix_spectrum", "published"], "--fmix_spectrum applies only to --method fmix"),
+    (["--method", "guided_ap", "--mixup_alpha", "1"], "--method guided_ap draws no mixing weight"),
+    (["--method", "fmix", "--fmix_max_soft", "0.9"], "--fmix_max_soft must be"),
     (["--m_block_num", "5"], "does not divide"),
     (["--out", "figure.jpg"], ".png"),
     (["--split", "train"], "single ImageFolder"),
@@ -301,7 +398,7 @@ def test_resume_takes_the_saliency_from_the_checkpoints_model(tmp_path, cifar_di
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--initial_channels", "64"], "does not fit preactresnet18 (width 64) with 10 classes"),
+    (["--initial_channels", "64"], "holds a preactresnet18 of width 16 but this run asks for --initial_channels 64"),
     (["--arch", "wrn28_2"], "holds a preactresnet18"),
 ])
 def test_a_checkpoint_that_does_not_fit_is_one_error_line(tmp_path, cifar_dir, capsys, extra, message):

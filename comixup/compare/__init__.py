@@ -1,2 +1,2 @@
 """Run comparison: one table (and optionally a figure) from experiment folders; ``compare.py`` is
-its command."""
+its command, ``run_log.py`` reads an experiment folder."""

@@ -14,7 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from comixup.train.run_log import Run
+    from comixup.compare.run_log import Run
 
 
 class CurveGroup(Protocol):
@@ -28,10 +28,11 @@ class CurveGroup(Protocol):
 
 __all__ = ["draw_curves", "figure_bytes", "METHOD_COLOURS"]
 
-# One fixed colour per method (matplotlib's tab10), so every figure shows a method alike.
+# One fixed colour per method (matplotlib's tab10, then tab20's light shades), so every figure shows a method alike.
 METHOD_COLOURS = {"vanilla": "#7f7f7f", "mixup": "#1f77b4", "manifold": "#17becf", "cutmix": "#2ca02c",
-                  "puzzle": "#ff7f0e", "comix": "#d62728"}
-_OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22")
+                  "puzzle": "#ff7f0e", "comix": "#d62728", "saliencymix": "#9467bd", "fmix": "#8c564b",
+                  "resizemix": "#e377c2", "guided_ap": "#bcbd22", "guided_sr": "#dbdb8d"}
+_OTHER_COLOURS = ("#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5")
 _LINE_STYLES = ("-", "--", ":", "-.")
 PIXELS_PER_INCH = 100
 

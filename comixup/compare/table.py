@@ -32,20 +32,22 @@ from typing import Any, Sequence
 
 from comixup.core import lifecycle
 from comixup.core.tables import TABLE_FORMATS, render_table
-from comixup.train.run_log import RUN_LOG, Run, RunLogError, read_run
+from comixup.compare.run_log import RUN_LOG, Run, RunLogError, read_run
 
 __all__ = ["Group", "Stat", "CompareError", "find_run_folders", "group_runs", "median_of_last",
            "format_table", "main", "GROUP_KEYS", "METHOD_ORDER"]
 
 GROUP_KEYS = ("dataset", "arch", "method", "epochs")
-METHOD_ORDER = ("vanilla", "mixup", "manifold", "cutmix", "puzzle", "comix")
+METHOD_ORDER = ("vanilla", "mixup", "manifold", "cutmix", "puzzle", "comix", "saliencymix", "fmix", "resizemix",
+                "guided_ap", "guided_sr")
+"""The order of the methods in a table: main.py's --method choices (a run's ``method`` names it)."""
 FORMATS = TABLE_FORMATS
 LEFT_OUT = ("running", "unfinished", "diverged")  # the statuses of runs kept out of the numbers
 PLOT_FORMATS = (".png", ".pdf", ".svg")
 # Settings that say where or how a run was started, not what it trained: never a reason to split.
 _NOT_SETTINGS = frozenset({"seed", "data_dir", "root_dir", "resume", "workers", "ngpu", "print_freq", "log_off",
                            "evaluate", "start_epoch", "use_cuda", "tag", "parallel", "comix", "data_on_device",
-                           "fgsm", "corruption_dir"})
+                           "fgsm", "corruption_dir", "corruption_average"})
 
 
 class CompareError(Exception):

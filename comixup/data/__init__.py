@@ -1,2 +1,2 @@
-"""Training data: data sets, loaders, the on-device CIFAR loader, the Tiny-ImageNet re-layout, the
-ImageNet resize step, and small generated data sets in the real on-disk formats."""
+"""Training data: data sets, loaders, the on-device CIFAR loader, the CIFAR-C release, and small
+generated data sets in the real on-disk formats."""

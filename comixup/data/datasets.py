@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torchvision.datasets as tv_datasets
+import torchvision.datasets.cifar as tv_cifar
 import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import Dataset, Subset
@@ -260,25 +261,82 @@ def _load_cifar(dataset: str, root: str, train: bool, transform: Callable,
         return CIFAR_CLASSES[dataset](root, train=train, transform=transform, download=download)
     except _READ_ERRORS as err:
         if isinstance(err, EOFError) and not os.path.isdir(folder):
-            raise _download_error(info, root, download, archive, before, CIFAR_CLASSES[dataset].tgz_md5,
-                                  err) from err
+            raise _download_error(dataset, root, download, before, err) from err
         reason = " ".join(str(err).split()) or type(err).__name__
         raise DataError(f"{info.title} in {folder} cannot be read ({type(err).__name__}: {reason}): a batch "
                         f"file is damaged or not a CIFAR file; delete {folder} (it is extracted again from "
                         f"{info.archive}, or downloaded) and run again") from err
     except _DOWNLOAD_ERRORS as err:
-        raise _download_error(info, root, download, archive, before, CIFAR_CLASSES[dataset].tgz_md5,
-                              err) from err
+        raise _download_error(dataset, root, download, before, err) from err
 
 
-def _download_error(info: DatasetInfo, root: str, download: bool, archive: str, before: tuple[int, int] | None,
-                    md5: str, err: BaseException) -> DataError:
-    _remove_partial_archive(archive, before, md5)
+def _download_error(dataset: str, root: str, download: bool, before: tuple[int, int] | None,
+                    err: BaseException) -> DataError:
+    """The DataError for a CIFAR split torchvision could neither read nor download: what is damaged
+    in ``root`` when something there fails its published checksum, else what is missing.
+    ``before`` is the archive's state before torchvision ran (:func:`_file_state`)."""
+    info = _INFO[dataset]
+    _remove_partial_archive(os.path.join(root, info.archive), before, CIFAR_CLASSES[dataset].tgz_md5)
     reason = " ".join(str(err).split()) or type(err).__name__
+    damaged = _damaged_cifar_files(dataset, root)
+    if damaged:
+        # torchvision's RuntimeErrors are its own checks failing (e.g. of batches.meta, which it
+        # checks after deciding nothing needs downloading), not a failed download.
+        failure = None if isinstance(err, RuntimeError) else reason
+        return _damaged_error(info, root, download, damaged, failure)
     how = "could not be downloaded" if download else "is missing and download is off"
     return DataError(f"{info.title} in {root} {how} ({reason}); place {info.archive} in {root} "
                      f"(extracting it there gives {os.path.join(root, info.archive_folder)}) "
                      f"and run again")
+
+
+def _damaged_cifar_files(dataset: str, root: str) -> list[str]:
+    """The CIFAR files in ``root`` that are there but fail torchvision's check against the published
+    md5 sums: the extracted batch and meta files, in torchvision's order, then the archive.
+
+    Only called once torchvision has failed (the sums of some 170 MB take a second or so, and a
+    damaged archive next to good extracted files stops nothing). torchvision's own check
+    (``torchvision.datasets.cifar.check_integrity``) is called, so exactly the files it refused
+    are named."""
+    info, cifar_class = _INFO[dataset], CIFAR_CLASSES[dataset]
+    folder = os.path.join(root, info.archive_folder)
+    published = [*cifar_class.train_list, *cifar_class.test_list, [cifar_class.meta["filename"],
+                                                                   cifar_class.meta["md5"]]]
+    files = [(os.path.join(folder, name), md5) for name, md5 in published]
+    files.append((os.path.join(root, info.archive), cifar_class.tgz_md5))
+    return [path for path, md5 in files if os.path.isfile(path) and not tv_cifar.check_integrity(path, md5)]
+
+
+def _damaged_error(info: DatasetInfo, root: str, download: bool, damaged: list[str],
+                   download_failure: str | None) -> DataError:
+    """One line naming the ``damaged`` files (paths under ``root``) and what to remove so that the
+    next run replaces them: the extracted folder (extracted again from a sound archive, or
+    downloaded) and the archive (downloaded again). ``download_failure``: why the download that
+    would have replaced them failed, None when none was tried."""
+    archive = os.path.join(root, info.archive)
+    folder = os.path.join(root, info.archive_folder)
+    extracted = [os.path.basename(path) for path in damaged if path != archive]
+    named, to_remove = [], []
+    if extracted:
+        named.append(f"the extracted file{'s' if len(extracted) > 1 else ''} {', '.join(extracted)} in {folder}")
+        to_remove.append(folder)
+    if archive in damaged:
+        named.append(f"the archive {archive}")
+        to_remove.append(archive)
+    checksum = "their md5 checksums are not the published ones" if len(damaged) > 1 else \
+        "its md5 checksum is not the published one"
+    what = f"{' and '.join(named)} {'are' if len(damaged) > 1 else 'is'} damaged ({checksum})"
+    remove = " and ".join(to_remove)
+    if not download:
+        return DataError(f"{info.title}: {what} and download is off; remove {remove}, then extract the official "
+                         f"{info.archive} in {root} (giving {folder}) or run with download on")
+    if archive in damaged or not os.path.isfile(archive):
+        then = f"the next run downloads {info.archive} and extracts it"
+    else:  # a sound archive whose extraction failed: torchvision extracts it again
+        then = f"the next run extracts {info.archive_folder} again from {archive}"
+    if download_failure is not None:
+        what += f", and a download to replace {'them' if len(damaged) > 1 else 'it'} failed ({download_failure})"
+    return DataError(f"{info.title}: {what}; remove {remove}: {then}")
 
 
 def _file_state(path: str) -> tuple[int, int] | None:

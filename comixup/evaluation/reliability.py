@@ -2,52 +2,25 @@
 confidence bin, the accuracy of the predictions in it against their confidence. A calibrated
 model's bars follow the diagonal; bars below it are overconfident bins.
 
-:func:`measure_calibration` runs a model over a test loader into a
-:class:`~comixup.core.calibration.CalibrationMeter`; :func:`draw_reliability` draws several
-models' diagrams side by side (one panel each: accuracy bars, the gap to the bin's mean
-confidence, the diagonal, and below them the number of predictions per bin on a log scale).
+The bins come from the evaluation pass (:func:`comixup.train.loop.evaluate`, its ``calibration``
+meter); :func:`draw_reliability` draws several models' diagrams side by side (one panel each:
+accuracy bars, the gap to the bin's mean confidence, the diagonal, and below them the number of
+predictions per bin on a log scale).
 """
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
-import torch.nn as nn
-
-from comixup.core.calibration import DEFAULT_BINS, CalibrationMeter, ReliabilityBin
-from comixup.train import distributed, methods
+from comixup.core.calibration import CalibrationMeter, ReliabilityBin
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["measure_calibration", "ReliabilityPanel", "draw_reliability", "figure_png"]
+__all__ = ["ReliabilityPanel", "draw_reliability", "figure_png"]
 
 PIXELS_PER_INCH = 100
-
-
-@torch.no_grad()
-def measure_calibration(model: nn.Module, loader: Iterable, bins: int = DEFAULT_BINS,
-                        precision: methods.Precision | None = None,
-                        dist_info: distributed.DistInfo | None = None) -> CalibrationMeter:
-    """The calibration sums (and top-1 accuracy, :attr:`CalibrationMeter.accuracy`) of ``model``
-    in eval mode on ``loader``, forwards under ``precision``'s autocast; the model's mode is
-    restored. Under DDP the sums of every rank's shard are added up."""
-    precision = precision or methods.FLOAT32
-    dist_info = dist_info or distributed.DistInfo(device=next(model.parameters()).device)
-    meter = CalibrationMeter(bins)
-    was_training = model.training
-    model.eval()
-    try:
-        for images, target in loader:
-            images = images.to(dist_info.device, non_blocking=True)
-            with precision.autocast():
-                logits = model(images)
-            meter.update(logits, target.to(dist_info.device, non_blocking=True))
-    finally:
-        model.train(was_training)
-    return CalibrationMeter.from_sums(distributed.sum_across_ranks(meter.sums(), dist_info))
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,19 @@
 calibration error, NLL, FGSM error, CIFAR-C mean error) and the reliability diagrams.
 
     python evaluate.py vanilla.pth.tar mixup.pth.tar ... comix.pth.tar --dataset cifar100 \\
-        --data_dir DIR [--fgsm 8] [--corruption_dir CIFAR-100-C] [--diagram calibration.png] \\
-        [--format text|markdown|csv] [--out FILE]
+        --data_dir DIR [--fgsm 8] [--corruption_dir CIFAR-100-C [--corruption_average published]] \\
+        [--diagram calibration.png] [--format text|markdown|csv] [--out FILE]
+
+The CIFAR-C column says what it averages: "CIFAR-C error (15)" (the mean error over the 15
+standard corruptions), "CIFAR-C error (3 of 15)" for a folder that lacks some (also a ``note:``
+on stderr), or with ``--corruption_average published`` Puzzle Mix's figure, "CIFAR-C accuracy (19
+files, Puzzle Mix's "mCE")"; in CSV a second column gives the count (``cifar_c_corruptions`` /
+``cifar_c_files``).
 
 Each checkpoint (ours, the published format, or a bare state dict) is checked against the data
-set before any image is read: its architecture (from the checkpoint, else ``--arch``), width
-(``--initial_channels`` when it does not record one) and class count. The numbers are those of
+set before any image is read: its architecture, width and class count come from the checkpoint
+(``--arch`` and ``--initial_channels`` fill in what a bare state dict does not record, and are
+refused with one line when they disagree with what it does). The numbers are those of
 ``main.py --evaluate``: ECE as :mod:`comixup.core.calibration` defines it, FGSM and the corruption
 error as :mod:`comixup.evaluation.robustness` does. One process, on a GPU when one is there
 (``--ngpu 0``: the CPU). The table goes to stdout (or ``--out``), a line per checkpoint to stderr
@@ -33,22 +40,32 @@ import torch.nn as nn
 from comixup import models
 from comixup.core import lifecycle
 from comixup.core.calibration import DEFAULT_BINS, CalibrationMeter
+from comixup.core.precision import AMP_MODES, Precision
 from comixup.core.files import atomic_write_bytes
 from comixup.core.tables import TABLE_FORMATS, render_table
-from comixup.data.cifar_c import CorruptionRelease, open_release
+from comixup.data.cifar_c import (CORRUPTION_AVERAGES, PUBLISHED_AVERAGE, STANDARD_AVERAGE, CorruptionRelease,
+                                  open_release)
 from comixup.data.datasets import (CIFAR_CLASSES, DATASETS, DataError, check_data_dir, dataset_info, get_datasets,
                                    get_folder_test_set)
 from comixup.data.loaders import get_test_loader
-from comixup.evaluation.reliability import ReliabilityPanel, draw_reliability, figure_png, measure_calibration
-from comixup.evaluation.report import format_eps
-from comixup.evaluation.robustness import Normalisation, corruption_errors, fgsm_accuracy
-from comixup.train import checkpoints, distributed, methods
+from comixup.evaluation.reliability import ReliabilityPanel, draw_reliability, figure_png
+from comixup.evaluation.report import corruption_column, format_eps, published_basis
+from comixup.evaluation.robustness import CorruptionAverage, Normalisation, corruption_errors, fgsm_accuracy
+from comixup.train import checkpoints, distributed
 from comixup.train.checkpoints import CheckpointError
+from comixup.train.classifier import ClassifierSpec, classifier_spec
+from comixup.train.loop import EvalResult, evaluate
 
 __all__ = ["main", "get_args_parser", "CheckpointSpec", "CheckpointResult", "results_table", "EvaluationError"]
 
 class EvaluationError(Exception):
     """Bad input for the evaluation; one line for the user (exit 2)."""
+
+
+CSV_CORRUPTION_COLUMNS = {STANDARD_AVERAGE: ["cifar_c_error", "cifar_c_corruptions"],
+                          PUBLISHED_AVERAGE: ["cifar_c_accuracy_published", "cifar_c_files"]}
+"""The CSV columns of the CIFAR-C mean and of how many corruptions (files) it averages, per
+--corruption_average: the names say which measure it is, an error or Puzzle Mix's accuracy."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,14 +74,15 @@ class EvaluationError(Exception):
 
 @dataclass(frozen=True)
 class CheckpointSpec:
-    """A checkpoint to evaluate and the model it holds: path, name (table row and diagram
-    title), architecture, preactresnet width and dropout."""
+    """A checkpoint to evaluate: path, name (table row and diagram title) and the classifier it holds."""
 
     path: str
     name: str
-    arch: str
-    initial_channels: int
-    dropout: bool
+    classifier: ClassifierSpec
+
+    @property
+    def arch(self) -> str:
+        return self.classifier.arch
 
 
 def _saved_method(checkpoint: dict) -> str | None:
@@ -79,38 +97,20 @@ def _saved_method(checkpoint: dict) -> str | None:
 
 def inspect_checkpoint(path: str, name: str | None, args: argparse.Namespace, num_classes: int) -> CheckpointSpec:
     """Read ``path`` and check that its model fits ``args.dataset`` (architecture, width, classes,
-    weights), without keeping the weights; CheckpointError (one line) otherwise."""
+    weights; :func:`comixup.train.classifier.classifier_spec`), without keeping the weights;
+    CheckpointError (one line) otherwise."""
     checkpoint = checkpoints.load_checkpoint(path)
-    checkpoints.check_fits(checkpoint, path, args.arch, num_classes, args.dataset, same_dataset=True)
-    saved_args = checkpoint.get("args") or {}
-    arch = checkpoint.get("arch") or args.arch
-    if not arch:
-        raise CheckpointError(f"{path} does not say which architecture it holds: give --arch")
-    if arch not in models.model_names():
-        raise CheckpointError(f"{path} holds a {arch} model, which this code does not build "
-                              f"({', '.join(models.model_names())})")
-    # the width the checkpoint records wins; --initial_channels only fills in for those that record none
-    width = saved_args.get("initial_channels") or args.initial_channels or models.DEFAULT_INITIAL_CHANNELS
-    dropout = bool(lifecycle.str2bool(saved_args.get("dropout", False)))
-    model = _build(arch, num_classes, args.dataset, width, dropout)
-    hint = "" if args.initial_channels or saved_args.get("initial_channels") else \
-        f" (a preactresnet of another width? give --initial_channels; {width} was assumed)"
-    try:
-        checkpoints.load_weights(model, checkpoint, path, f"{arch} with {num_classes} classes for {args.dataset}")
-    except CheckpointError as err:
-        raise CheckpointError(f"{err}{hint if arch in models.WIDTH_ARCHS else ''}") from None
+    spec = classifier_spec(checkpoint, path, arch=args.arch, num_classes=num_classes,
+                           initial_channels=args.initial_channels, dataset=args.dataset, same_dataset=True)
+    checkpoints.load_weights(spec.build(), checkpoint, path, f"{spec.describe()} for {args.dataset}")
     label = name or _saved_method(checkpoint) or os.path.basename(os.path.dirname(os.path.abspath(path)))
-    return CheckpointSpec(path=path, name=label, arch=arch, initial_channels=width, dropout=dropout)
+    return CheckpointSpec(path=path, name=label, classifier=spec)
 
 
-def _build(arch: str, num_classes: int, dataset: str, width: int, dropout: bool) -> nn.Module:
-    return models.build_model(arch, num_classes, dropout, stride=dataset_info(dataset).stride, initial_channels=width)
-
-
-def load_model(spec: CheckpointSpec, dataset: str, num_classes: int, device: torch.device) -> nn.Module:
+def load_model(spec: CheckpointSpec, device: torch.device) -> nn.Module:
     """The checkpoint's model on ``device``, in eval mode."""
-    model = _build(spec.arch, num_classes, dataset, spec.initial_channels, spec.dropout)
-    checkpoints.load_weights(model, checkpoints.load_checkpoint(spec.path), spec.path, spec.arch)
+    model = spec.classifier.build()
+    checkpoints.load_weights(model, checkpoints.load_checkpoint(spec.path), spec.path, spec.classifier.describe())
     return model.to(device).eval()
 
 
@@ -120,45 +120,59 @@ def load_model(spec: CheckpointSpec, dataset: str, num_classes: int, device: tor
 
 @dataclass
 class CheckpointResult:
-    """One checkpoint's numbers: the calibration meter (accuracy, ECE, NLL, bins), the FGSM
-    error (percent) per EPS, the CIFAR-C mean error (None without --corruption_dir)."""
+    """One checkpoint's numbers: the evaluation pass on the clean test set (accuracy, ECE, NLL, the
+    calibration bins), the FGSM error (percent) per EPS, the CIFAR-C mean as --corruption_average
+    takes it (None without --corruption_dir)."""
 
     spec: CheckpointSpec
-    calibration: CalibrationMeter
+    clean: EvalResult
     fgsm_error: dict[float, float] = field(default_factory=dict)
-    corruption_error: float | None = None
+    corruption: CorruptionAverage | None = None
+
+    @property
+    def calibration(self) -> CalibrationMeter:
+        return self.clean.calibration
 
     @property
     def top1_error(self) -> float:
-        return 100.0 - self.calibration.accuracy
+        return self.clean.error
 
 
 def evaluate_checkpoint(model: nn.Module, spec: CheckpointSpec, loader, args: argparse.Namespace,
-                        release: CorruptionRelease | None, precision: methods.Precision,
+                        release: CorruptionRelease | None, precision: Precision,
                         device: torch.device) -> CheckpointResult:
-    """Every requested number of one model."""
+    """Every requested number of one model, each through the one evaluation pass."""
     dist_info = distributed.DistInfo(device=device)
     info = dataset_info(args.dataset)
     normalisation = Normalisation(info.mean, info.std)
-    result = CheckpointResult(spec, measure_calibration(model, loader, args.ece_bins, precision, dist_info))
+    classes = spec.classifier.num_classes
+    result = CheckpointResult(spec, evaluate(model, loader, classes, precision, dist_info, ece_bins=args.ece_bins))
     if args.fgsm:
-        accuracies = fgsm_accuracy(model, loader, args.fgsm, normalisation, precision, dist_info)
+        accuracies = fgsm_accuracy(model, loader, args.fgsm, normalisation, precision, dist_info, classes)
         result.fgsm_error = {eps: 100.0 - acc for eps, acc in zip(args.fgsm, accuracies, strict=True)}
     if release is not None:
-        means = [r.mean for r in corruption_errors(model, release, normalisation, args.batch_size, precision,
-                                                   dist_info)]
-        result.corruption_error = sum(means) / len(means)
+        average = args.corruption_average
+        results = list(corruption_errors(model, release, normalisation, args.batch_size, precision, dist_info,
+                                         classes, corruptions=release.averaged(average)))
+        result.corruption = CorruptionAverage.of(results, average)
     return result
 
 
-def results_table(results: Sequence[CheckpointResult], fgsm: Sequence[float], corruptions: bool, fmt: str) -> str:
+def results_table(results: Sequence[CheckpointResult], fgsm: Sequence[float], fmt: str) -> str:
     """The paper-style table: one row per checkpoint (name, checkpoint, arch, top-1 error, ECE,
-    NLL, FGSM error per EPS, CIFAR-C mean error), errors and ECE in percent."""
+    NLL, FGSM error per EPS, and where the results have one the CIFAR-C mean), errors, accuracy
+    and ECE in percent. The CIFAR-C column's header names its basis (:func:`corruption_column`);
+    CSV, whose column names stay fixed for programs, adds a column with the count instead."""
     csv = fmt == "csv"
     header = ["method", "checkpoint", "arch", "top1_error" if csv else "top-1 error", "ece" if csv else "ECE",
               "nll" if csv else "NLL"]
     header += [f"fgsm_{eps:g}_error" if csv else f"FGSM {format_eps(eps)} error" for eps in fgsm]
-    header += ["cifar_c_error" if csv else "CIFAR-C error"] if corruptions else []
+    corruption = next((r.corruption for r in results if r.corruption is not None), None)
+    if corruption is not None:
+        if csv:
+            header += CSV_CORRUPTION_COLUMNS[corruption.average]
+        else:
+            header.append(corruption_column(corruption))
     digits = 4 if csv else 2
     rows = []
     for result in results:
@@ -166,8 +180,10 @@ def results_table(results: Sequence[CheckpointResult], fgsm: Sequence[float], co
         row = [result.spec.name, result.spec.path, result.spec.arch, f"{result.top1_error:.{digits}f}",
                f"{meter.ece:.{digits}f}", f"{meter.nll:.4f}"]
         row += [f"{result.fgsm_error[eps]:.{digits}f}" for eps in fgsm]
-        if corruptions:
-            row.append(f"{result.corruption_error:.{digits}f}")
+        if result.corruption is not None:
+            row.append(f"{result.corruption.value:.{digits}f}")
+            if csv:
+                row.append(str(result.corruption.corruptions))
         rows.append(row)
     return render_table(header, rows, fmt)
 
@@ -198,7 +214,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="FGSM strengths in 1/255 units of the [0, 1] image (one column each)")
     parser.add_argument("--corruption_dir", default="", metavar="DIR",
                         help="CIFAR-10-C / CIFAR-100-C folder (<corruption>.npy and labels.npy): adds the mean "
-                             "corruption error")
+                             "corruption error, its header saying over how many corruptions")
+    parser.add_argument("--corruption_average", default=STANDARD_AVERAGE, choices=CORRUPTION_AVERAGES,
+                        help="standard: the mean top-1 error over the 15 standard corruptions; published: Puzzle "
+                             "Mix's test_robust.py, the mean top-1 accuracy over every .npy file of --corruption_dir "
+                             "(19 in the release), which it labels 'mCE'")
     parser.add_argument("--diagram", default="", metavar="FILE.png",
                         help="write the reliability diagrams, one panel per checkpoint, to this PNG")
     parser.add_argument("--diagram_size", type=float, nargs=2, default=None, metavar=("WIDTH", "HEIGHT"),
@@ -208,7 +228,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=100, help="images per forward pass")
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     parser.add_argument("--ngpu", type=int, default=1, help="0: the CPU; otherwise one GPU when CUDA is available")
-    parser.add_argument("--amp", default="off", choices=methods.AMP_MODES,
+    parser.add_argument("--amp", default="off", choices=AMP_MODES,
                         help="forwards under autocast: bf16, or fp16 (CUDA only)")
     return parser
 
@@ -233,6 +253,9 @@ def validate(args: argparse.Namespace) -> None:
     bad = [eps for eps in args.fgsm if not (math.isfinite(eps) and 0 <= eps <= 255)]
     if bad:
         problems.append(f"--fgsm takes strengths in 1/255 units from 0 to 255, got {' '.join(f'{e:g}' for e in bad)}")
+    if args.corruption_average == PUBLISHED_AVERAGE and not args.corruption_dir:
+        problems.append("--corruption_average published averages the files of a CIFAR-C folder: give "
+                        "--corruption_dir DIR")
     if args.corruption_dir and args.dataset not in CIFAR_CLASSES:
         problems.append(f"--corruption_dir reads CIFAR-10-C / CIFAR-100-C: use --dataset cifar10 or cifar100, "
                         f"not {args.dataset}")
@@ -266,25 +289,30 @@ def run(args: argparse.Namespace) -> str:
     validate(args)
     device = torch.device("cuda") if args.ngpu > 0 and torch.cuda.is_available() else torch.device("cpu")
     try:
-        precision = methods.Precision.from_flag(args.amp, device)
+        precision = Precision.from_flag(args.amp, device)
     except ValueError as err:
         raise EvaluationError(f"--amp {args.amp}: {err}") from None
     info = dataset_info(args.dataset)
     check_data_dir(args.dataset, args.data_dir)
     num_classes = info.num_classes
-    release = open_release(args.corruption_dir, num_classes) if args.corruption_dir else None
-    if release is not None and release.missing:
+    published = args.corruption_average == PUBLISHED_AVERAGE
+    release = open_release(args.corruption_dir, num_classes, check_every_file=published) \
+        if args.corruption_dir else None
+    if release is not None and published:
+        print(f"note: {published_basis(release)}", file=sys.stderr)
+    elif release is not None and release.missing:
         print(f"note: {args.corruption_dir} lacks {len(release.missing)} of the 15 standard corruptions "
               f"({', '.join(release.missing)}); the CIFAR-C error is the mean over the {len(release.found)} found",
               file=sys.stderr)
     test_set = _test_set(args)
     num_classes = num_classes or len(test_set.classes)
     names = args.names or [None] * len(args.checkpoints)
-    specs = [inspect_checkpoint(path, name, args, num_classes) for path, name in zip(args.checkpoints, names)]
+    specs = [inspect_checkpoint(path, name, args, num_classes) for path, name in
+             zip(args.checkpoints, names, strict=True)]
     loader = get_test_loader(test_set, args.batch_size, args.workers, pin_memory=device.type == "cuda")
     results = []
     for spec in specs:
-        model = load_model(spec, args.dataset, num_classes, device)
+        model = load_model(spec, device)
         result = evaluate_checkpoint(model, spec, loader, args, release, precision, device)
         del model
         print(f"=> {spec.name} ({spec.path}): top-1 error {result.top1_error:.2f}, ECE {result.calibration.ece:.2f}",
@@ -294,7 +322,7 @@ def run(args: argparse.Namespace) -> str:
         figure = draw_reliability([ReliabilityPanel.of(r.spec.name, r.calibration) for r in results],
                                   tuple(args.diagram_size) if args.diagram_size else None)
         atomic_write_bytes(args.diagram, figure_png(figure))
-    return results_table(results, args.fgsm, release is not None, args.format)
+    return results_table(results, args.fgsm, args.format)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

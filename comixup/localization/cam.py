@@ -22,11 +22,16 @@ import dataclasses
 import math
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+try:
+    import cv2
+except ImportError:  # one line that says what to install, instead of a bare "No module named 'cv2'"
+    raise ImportError('the localization evaluation needs OpenCV, which is not installed: '
+                      'pip install "comixup[localization]"') from None
 
 __all__ = ["logits_and_features", "class_activation_maps", "to_gray", "box_from_gray", "boxes_from_gray",
            "box_iou", "ImageResult", "LocalizationScores", "IOU_MODES", "NO_BOX"]

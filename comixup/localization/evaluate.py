@@ -39,7 +39,7 @@ from comixup.localization.cam import (IOU_MODES, LocalizationScores, box_from_gr
 from comixup.localization.corrupt import CORRUPTIONS, Corruption, build_corrupted_set
 from comixup.localization.datasets import CroppedSet, LocalizationSource, PickleSet, collate, open_source
 from comixup.localization.report import PUBLISHED_MODELS, draw_figure, write_tables
-from comixup.train import checkpoints
+from comixup.train import checkpoints, classifier
 from comixup.train.checkpoints import CheckpointError
 
 __all__ = ["main", "get_args_parser", "load_classifier", "evaluate", "Throughput"]
@@ -203,34 +203,25 @@ def get_figure_parser() -> argparse.ArgumentParser:
 # Models
 # ---------------------------------------------------------------------------------------------
 
-def _classes_of(state_dict: dict[str, torch.Tensor]) -> int | None:
-    weight = state_dict.get("fc.weight")
-    return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
-
-
 def load_classifier(path: str | os.PathLike, num_classes: int, arch: str | None = None) -> tuple[nn.Module, str]:
     """A CAM-capable classifier (eval mode, CPU) from a published ``.pt`` or a ``main.py`` checkpoint,
-    and its architecture, through :mod:`checkpoints` (weights_only, ``module.`` prefix removed; the
+    and its architecture, rebuilt as every command rebuilds one
+    (:func:`comixup.train.classifier.load_classifier`: weights_only, ``module.`` prefix removed; the
     published ImageNet file's extra entries, a tensor ``best_prec1`` and the optimizer, load as
     plain tensors and are ignored). The published files record no class count: their fc layer
-    gives it. Raises CheckpointError (one line) for a file of another architecture, class count
-    or model."""
+    gives it; they record no architecture either: resnet50, the published localization model,
+    unless --arch says. Raises CheckpointError (one line) for a file of another architecture,
+    class count or model."""
     path = os.fspath(path)
     checkpoint = checkpoints.load_checkpoint(path, map_location="cpu")
-    saved_arch = checkpoint.get("arch")
-    if arch and saved_arch and saved_arch != arch:
-        raise CheckpointError(f"checkpoint {path} holds a {saved_arch} model, not --arch {arch}")
-    arch = arch or saved_arch or "resnet50"
-    if arch not in CAM_ARCHS:
-        raise CheckpointError(f"checkpoint {path} holds a {arch} model; the CAM evaluation needs a torchvision-style "
-                              f"ResNet ({', '.join(CAM_ARCHS)})")
-    saved_classes = checkpoint.get("num_classes") or _classes_of(checkpoint["state_dict"])
-    if saved_classes is not None and saved_classes != num_classes:
-        raise CheckpointError(f"checkpoint {path} has {saved_classes} classes but the evaluation has {num_classes} "
-                              f"(--num_classes); use a checkpoint of this data set")
-    model = models.build_model(arch, num_classes)
-    checkpoints.load_weights(model, checkpoint, path, f"{arch} with {num_classes} classes")
-    return model.eval(), arch
+    if not checkpoint.get("arch") and not arch:
+        arch = "resnet50"
+    spec = classifier.classifier_spec(checkpoint, path, arch=arch, num_classes=num_classes)
+    if spec.arch not in CAM_ARCHS:
+        raise CheckpointError(f"checkpoint {path} holds a {spec.arch} model; the CAM evaluation needs a "
+                              f"torchvision-style ResNet ({', '.join(CAM_ARCHS)})")
+    model, _ = classifier.load_classifier(path, checkpoint, arch=arch, num_classes=num_classes)
+    return model, spec.arch
 
 
 def _named(specs: Sequence[str]) -> list[tuple[str, str]]:

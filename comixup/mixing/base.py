@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from concurrent.futures import Executor
 from typing import Any, Sequence
 
 import numpy as np
@@ -41,8 +42,8 @@ from torch import Tensor
 from comixup.core.tensors import to_one_hot
 
 __all__ = [
-    "Mixer", "check_images", "check_saliency", "soft_targets", "check_rng", "check_num_classes", "check_int",
-    "check_float", "check_choice", "check_bool", "TARGET_ROW_TOLERANCE",
+    "Mixer", "check_images", "check_saliency", "soft_targets", "check_rng", "check_num_classes", "check_executor",
+    "check_int", "check_number", "check_float", "check_choice", "check_bool", "TARGET_ROW_TOLERANCE",
 ]
 
 TARGET_ROW_TOLERANCE = 1e-3
@@ -67,13 +68,19 @@ def check_int(name: str, value: Any, minimum: int | None = None, allowed: Sequen
     return value
 
 
+def check_number(name: str, value: Any) -> float:
+    """``value`` as a float when it is a real number (an int, a float, a numpy number; not a bool);
+    TypeError naming ``name`` otherwise. Its range is the caller's to check."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {_kind(value)}")
+    return float(value)
+
+
 def check_float(name: str, value: Any, minimum: float | None = None, maximum: float | None = None,
                 strict_minimum: bool = False) -> float:
     """``value`` as a finite float within [minimum, maximum] (``strict_minimum``: > minimum);
     TypeError for what is not a real number (a bool, a string), ValueError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {_kind(value)}")
-    value = float(value)
+    value = check_number(name, value)
     too_low = minimum is not None and (value <= minimum if strict_minimum else value < minimum)
     too_high = maximum is not None and value > maximum
     if not math.isfinite(value) or too_low or too_high:
@@ -98,6 +105,14 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
+
+
+def check_executor(executor: Any) -> Executor | None:
+    """None (solve in the caller's thread) or a concurrent.futures.Executor; TypeError otherwise."""
+    if executor is None or isinstance(executor, Executor):
+        return executor
+    raise TypeError(f"executor must be a concurrent.futures.Executor (e.g. comixup.PartitionPool(4)) or None, "
+                    f"got {_kind(executor)}")
 
 
 def check_num_classes(num_classes: Any) -> int | None:

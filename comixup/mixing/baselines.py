@@ -1,11 +1,19 @@
 """Mixup baselines of the Co-Mixup paper: input mixup, manifold mixup and CutMix.
 
-Common contract (shared with :mod:`puzzlemix`):
+Each is a mixer of the library's one dialect (:mod:`comixup.mixing.base`): keyword-only
+hyperparameters, ``num_classes=`` and ``rng=``, called on images and class indices or soft targets::
 
-- x: (B, C, H, W), any float dtype and device; y: soft targets (B, K), rows summing to 1
-  (``comix.to_one_hot`` turns class indices into such rows).
+    mixer = CutMix(num_classes=100, alpha=1.0)                 # or InputMixup(...)
+    mixed_x, mixed_y = mixer(x, labels)
+    loss = soft_cross_entropy(model(mixed_x), mixed_y)
+
+    manifold = ManifoldMixup(num_classes=100, alpha=2.0)       # mixes hidden features
+    draw, mixed_y = manifold(x, labels)
+    loss = soft_cross_entropy(draw.forward(model, x), mixed_y)
+
 - Pairs are a shuffled copy of the batch: the partner of image i is ``x[perm[i]]``, ``perm`` a
-  random permutation of ``range(B)``; one weight ``lam ~ Beta(alpha, alpha)`` per batch.
+  random permutation of ``range(B)``; one weight ``lam ~ Beta(alpha, alpha)`` per batch, drawn
+  after the permutation (the published order).
 - Randomness comes from ``rng``, a ``numpy.random.Generator``, or from numpy's global state
   (``np.random.*``) when ``rng`` is None, so seeding numpy (and saving its state in a
   checkpoint) makes runs reproducible.
@@ -13,28 +21,24 @@ Common contract (shared with :mod:`puzzlemix`):
   ``w * y + (1 - w) * y[perm]`` with w the actual share of image i in its mixed image (lam,
   or one minus the pasted box's area after clipping), so rows sum to 1.
 
-Use in a training loop (y already soft)::
-
-    mixed_x, mixed_y = input_mixup(x, y, alpha=1.0)            # or cutmix(x, y, alpha=1.0)
-    loss = soft_cross_entropy(model(mixed_x), mixed_y)
-
-    manifold = ManifoldMix(alpha=2.0)
-    mix_layer, mix_fn, mixed_y = manifold.draw(y)
-    loss = soft_cross_entropy(model(x, mix_layer=mix_layer, mix_fn=mix_fn), mixed_y)
+The functions :func:`input_mixup` and :func:`cutmix` and the class :class:`ManifoldMix` (its
+``draw(y)``) are the earlier spellings, kept for existing code; they take soft targets.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from comixup.mixing.base import Mixer, check_float
+
 __all__ = [
-    "draw_lambda", "draw_permutation", "draw_pairing", "PairMix", "mix_targets", "input_mixup",
-    "cutmix_box", "CutMixPlan", "draw_cutmix", "cutmix", "ManifoldMix",
+    "draw_lambda", "draw_permutation", "draw_pairing", "PairMix", "mix_targets", "InputMixup", "input_mixup",
+    "cutmix_box", "CutMixPlan", "draw_cutmix", "CutMix", "cutmix", "ManifoldDraw", "ManifoldMixup", "ManifoldMix",
 ]
 
 
@@ -68,19 +72,11 @@ def draw_pairing(batch: int, alpha: float, rng: np.random.Generator | None = Non
 
 # --------------------------------------------------------------------------- checks and targets
 
-def _check_images(x: Tensor) -> None:
-    if x.dim() != 4 or x.shape[0] < 1:
-        raise ValueError(f"x must be a non-empty batch (B, C, H, W), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-
-
-def _check_targets(y: Tensor, batch: int | None = None) -> None:
-    if y.dim() != 2 or y.shape[0] < 1:
-        raise ValueError(f"y must be soft targets (B, K) (comix.to_one_hot turns class indices into "
-                         f"such rows), got shape {tuple(y.shape)}")
-    if batch is not None and y.shape[0] != batch:
-        raise ValueError(f"got {y.shape[0]} target rows for {batch} images")
+def _check_soft_targets(y: Tensor) -> None:
+    """The earlier spellings take soft targets only, as they always did."""
+    if not isinstance(y, Tensor) or y.dim() != 2:
+        raise ValueError(f"y must be soft targets (B, K) (to_one_hot turns class indices into such rows; the "
+                         f"mixer classes take either), got {tuple(y.shape) if isinstance(y, Tensor) else y!r}")
 
 
 def _index(perm: np.ndarray | Tensor, device: torch.device) -> Tensor:
@@ -118,14 +114,44 @@ class PairMix:
 
 # --------------------------------------------------------------------------- methods
 
-@torch.no_grad()
+class InputMixup(Mixer):
+    """Input mixup (Zhang et al., ICLR 2018): ``lam * x + (1 - lam) * x[perm]``, targets alike.
+
+    Args:
+        num_classes: K, needed when ``y`` holds class indices.
+        alpha: lam ~ Beta(alpha, alpha), one per batch (the published CIFAR command: 1.0).
+        rng: a ``numpy.random.Generator`` for the draws; None uses numpy's global state.
+    """
+
+    def __init__(self, *, num_classes: int | None = None, alpha: float = 1.0,
+                 rng: np.random.Generator | None = None) -> None:
+        super().__init__(num_classes=num_classes, rng=rng)
+        self.alpha = check_float("alpha", alpha, minimum=0, strict_minimum=True)
+
+    def __repr__(self) -> str:
+        return f"InputMixup(num_classes={self.num_classes}, alpha={self.alpha})"
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor, y: Tensor, saliency: None = None) -> tuple[Tensor, Tensor]:
+        """Mix a batch.
+
+        Args:
+            x: images (B, C, H, W), floating point, any device.
+            y: class indices (B,) (needs ``num_classes``) or soft targets (B, K).
+
+        Returns:
+            (mixed_x like x, mixed_y (B, K) float32, rows summing to 1).
+        """
+        x, targets, _ = self._door(x, y, saliency)
+        lam, perm = draw_pairing(x.shape[0], self.alpha, self.rng)
+        return PairMix(lam, perm)(x), mix_targets(targets, perm, lam)
+
+
 def input_mixup(x: Tensor, y: Tensor, alpha: float,
                 rng: np.random.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Input mixup (Zhang et al. 2018): ``lam * x + (1 - lam) * x[perm]``, targets alike."""
-    _check_images(x)
-    _check_targets(y, x.shape[0])
-    lam, perm = draw_pairing(x.shape[0], alpha, rng)
-    return PairMix(lam, perm)(x), mix_targets(y, perm, lam)
+    """Input mixup of soft targets y (B, K): ``InputMixup(alpha=alpha, rng=rng)(x, y)``."""
+    _check_soft_targets(y)
+    return InputMixup(alpha=alpha, rng=rng)(x, y)
 
 
 def cutmix_box(height: int, width: int, lam: float,
@@ -179,47 +205,136 @@ def draw_cutmix(batch: int, height: int, width: int, alpha: float,
     return CutMixPlan(perm=perm, box=(top, bottom, left, right), kept=kept)
 
 
-@torch.no_grad()
+class CutMix(Mixer):
+    """CutMix (Yun et al., ICCV 2019), as the Puzzle Mix repository runs it: one box
+    (:func:`cutmix_box`, the same for the whole batch) pasted from each image's partner; targets
+    by the box's actual area after clipping.
+
+    Args:
+        num_classes: K, needed when ``y`` holds class indices.
+        alpha: lam ~ Beta(alpha, alpha), one per batch; the box's sides are sqrt(1 - lam) times the
+            image's (the published CIFAR command: 1.0).
+        rng: a ``numpy.random.Generator`` for the draws; None uses numpy's global state.
+    """
+
+    def __init__(self, *, num_classes: int | None = None, alpha: float = 1.0,
+                 rng: np.random.Generator | None = None) -> None:
+        super().__init__(num_classes=num_classes, rng=rng)
+        self.alpha = check_float("alpha", alpha, minimum=0, strict_minimum=True)
+
+    def __repr__(self) -> str:
+        return f"CutMix(num_classes={self.num_classes}, alpha={self.alpha})"
+
+    def plan(self, x: Tensor) -> CutMixPlan:
+        """Draw the partners and the box for the batch x (the draws of one call)."""
+        return draw_cutmix(x.shape[0], x.shape[-2], x.shape[-1], self.alpha, self.rng)
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor, y: Tensor, saliency: None = None) -> tuple[Tensor, Tensor]:
+        """Mix a batch.
+
+        Args:
+            x: images (B, C, H, W), floating point, any device.
+            y: class indices (B,) (needs ``num_classes``) or soft targets (B, K).
+
+        Returns:
+            (mixed_x like x, mixed_y (B, K) float32, rows summing to 1).
+        """
+        x, targets, _ = self._door(x, y, saliency)
+        return self.plan(x).apply(x, targets)
+
+
 def cutmix(x: Tensor, y: Tensor, alpha: float,
            rng: np.random.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """CutMix (Yun et al. 2019): one box (:func:`cutmix_box`, the same for the whole batch)
-    pasted from each image's partner; targets by the box's actual area after clipping."""
-    _check_images(x)
-    _check_targets(y, x.shape[0])
-    return draw_cutmix(x.shape[0], x.shape[-2], x.shape[-1], alpha, rng).apply(x, y)
+    """CutMix of soft targets y (B, K): ``CutMix(alpha=alpha, rng=rng)(x, y)``."""
+    _check_soft_targets(y)
+    return CutMix(alpha=alpha, rng=rng)(x, y)
 
 
-class ManifoldMix:
-    """Manifold mixup (Verma et al. 2019): input mixup of the hidden features at a depth drawn
+@dataclass(frozen=True)
+class ManifoldDraw:
+    """One batch's manifold mixup: the depth ``mix_layer`` at which the hidden features are mixed,
+    and ``mix_fn`` (a :class:`PairMix`) that mixes them."""
+
+    mix_layer: int
+    mix_fn: PairMix
+
+    def forward(self, model: Any, x: Tensor) -> Tensor:
+        """``model(x, mix_layer=..., mix_fn=...)``: the logits of the mixed batch (any
+        ``comixup.models.MixableClassifier``)."""
+        return model(x, mix_layer=self.mix_layer, mix_fn=self.mix_fn)
+
+
+def _check_layers(layers: Any) -> tuple[int, ...]:
+    layers = tuple(layers) if isinstance(layers, (tuple, list, range)) else None
+    if not layers or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0
+                         for k in layers) or len(set(layers)) != len(layers):
+        raise ValueError(f"layers must be distinct non-negative ints (0 input, 1 after the first stage, "
+                         f"2 after the second), got {layers!r}")
+    return tuple(int(k) for k in layers)
+
+
+class ManifoldMixup(Mixer):
+    """Manifold mixup (Verma et al., ICML 2019): input mixup of the hidden features at a depth drawn
     uniformly from ``layers`` (0 input, 1 after the first stage, 2 after the second; see
-    ``models.mixable.MixableClassifier``).
+    ``comixup.models.MixableClassifier``).
 
-    ``draw(y)`` returns ``(mix_layer, mix_fn, mixed_y)`` for one batch: the loop then runs
-    ``model(x, mix_layer=mix_layer, mix_fn=mix_fn)`` against ``mixed_y``. mix_fn is a
-    :class:`PairMix` (its ``lam`` and ``perm`` are attributes).
+    It mixes inside the model, so a call cannot return mixed images: it returns the draw, whose
+    ``forward(model, x)`` runs the mixed forward pass, and the mixed targets.
+
+    Args:
+        num_classes: K, needed when ``y`` holds class indices.
+        alpha: lam ~ Beta(alpha, alpha), one per batch (the published CIFAR command: 2.0).
+        layers: the depths to draw from.
+        rng: a ``numpy.random.Generator`` for the draws; None uses numpy's global state.
     """
+
+    def __init__(self, *, num_classes: int | None = None, alpha: float = 2.0, layers: Sequence[int] = (0, 1, 2),
+                 rng: np.random.Generator | None = None) -> None:
+        super().__init__(num_classes=num_classes, rng=rng)
+        self.alpha = check_float("alpha", alpha, minimum=0, strict_minimum=True)
+        self.layers = _check_layers(layers)
+
+    def __repr__(self) -> str:
+        return f"ManifoldMixup(num_classes={self.num_classes}, alpha={self.alpha}, layers={self.layers})"
+
+    def _draw(self, batch: int) -> tuple[int, PairMix, np.ndarray, float]:
+        if self.rng is not None:
+            layer = self.layers[int(self.rng.integers(len(self.layers)))]
+        else:
+            layer = self.layers[np.random.randint(len(self.layers))]
+        lam, perm = draw_pairing(batch, self.alpha, self.rng)
+        return layer, PairMix(lam, perm), perm, lam
+
+    def __call__(self, x: Tensor, y: Tensor, saliency: None = None) -> tuple[ManifoldDraw, Tensor]:
+        """Draw the mixing of a batch.
+
+        Args:
+            x: images (B, C, H, W), floating point, any device (only checked here).
+            y: class indices (B,) (needs ``num_classes``) or soft targets (B, K).
+
+        Returns:
+            (the :class:`ManifoldDraw`, whose ``forward(model, x)`` gives the mixed logits;
+            mixed_y (B, K) float32, rows summing to 1).
+        """
+        x, targets, _ = self._door(x, y, saliency)
+        layer, mix_fn, perm, lam = self._draw(x.shape[0])
+        return ManifoldDraw(layer, mix_fn), mix_targets(targets, perm, lam)
+
+
+class ManifoldMix(ManifoldMixup):
+    """The earlier spelling: ``ManifoldMix(alpha, layers, rng).draw(y)`` returns ``(mix_layer,
+    mix_fn, mixed_y)`` for soft targets y (B, K), the draws of :class:`ManifoldMixup`."""
 
     def __init__(self, alpha: float, layers: Sequence[int] = (0, 1, 2),
                  rng: np.random.Generator | None = None) -> None:
-        _check_alpha(alpha)
-        layers = tuple(layers)
-        if not layers or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0
-                             for k in layers) or len(set(layers)) != len(layers):
-            raise ValueError(f"layers must be distinct non-negative ints (0 input, 1 after the first stage, "
-                             f"2 after the second), got {layers!r}")
-        self.alpha = alpha
-        self.layers = tuple(int(k) for k in layers)
-        self.rng = rng
+        super().__init__(alpha=alpha, layers=layers, rng=rng)
 
     def __repr__(self) -> str:
         return f"ManifoldMix(alpha={self.alpha}, layers={self.layers})"
 
     def draw(self, y: Tensor) -> tuple[int, PairMix, Tensor]:
         """(mix_layer, mix_fn, mixed_y) for a batch with soft targets y (B, K)."""
-        _check_targets(y)
-        if self.rng is not None:
-            layer = self.layers[int(self.rng.integers(len(self.layers)))]
-        else:
-            layer = self.layers[np.random.randint(len(self.layers))]
-        lam, perm = draw_pairing(y.shape[0], self.alpha, self.rng)
-        return layer, PairMix(lam, perm), mix_targets(y, perm, lam)
+        _check_soft_targets(y)
+        layer, mix_fn, perm, lam = self._draw(y.shape[0])
+        return layer, mix_fn, mix_targets(y, perm, lam)

@@ -7,7 +7,8 @@ it (or half of each of two inputs), minimising negative saliency + label smoothn
 supermodular penalty on inputs used by many outputs. Mixed images are the
 mask-weighted inputs; mixed targets are the inputs' area shares.
 
-The main entry point is :class:`CoMixup`, a callable in the spirit of timm's ``Mixup``::
+The main entry point is :class:`CoMixup`, a mixer of the library's one dialect
+(:mod:`comixup.mixing.base`)::
 
     mixer = CoMixup(num_classes=100)                   # published defaults
     saliency, clean_loss, logits = saliency_and_clean_loss(model, x, y, clean_lam=1.0, num_classes=100)
@@ -28,7 +29,7 @@ from __future__ import annotations
 import math
 from argparse import Namespace
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,9 @@ from torch import Tensor
 
 from comixup.core.tensors import distance, to_one_hot
 from comixup.mixing import comix_solver
-from comixup.mixing.saliency_blocks import NamespaceConfig, block_saliency, draw_grid_size
+from comixup.mixing.base import Mixer, check_executor, check_images, soft_targets
+from comixup.mixing.saliency import saliency_and_clean_loss
+from comixup.mixing.saliency_blocks import NamespaceConfig, block_saliency, check_grid, draw_grid_size
 
 __all__ = [
     "CoMixup", "CoMixupConfig", "saliency_and_clean_loss", "saliency_peak_distance", "block_cost",
@@ -68,6 +71,7 @@ class CoMixupConfig(NamespaceConfig):
     m_peak_stride: int = 1  # stride of the saliency-peak pooling (published CIFAR code 1, ImageNet code 8)
 
     def __post_init__(self) -> None:
+        self.check_types()
         problems = []
         if self.m_block_num != -1 and self.m_block_num < 1:
             problems.append(f"m_block_num must be a positive grid size or -1 (random), got {self.m_block_num}")
@@ -93,64 +97,7 @@ class CoMixupConfig(NamespaceConfig):
             raise ValueError("; ".join(problems))
 
 
-# --------------------------------------------------------------------------- small tools
-
-
-
-def _soft_targets(y: Tensor, num_classes: int | None) -> Tensor:
-    if y.dim() == 2:
-        return y.float()
-    if y.dim() == 1:
-        if num_classes is None:
-            raise ValueError("class-index targets need num_classes (pass num_classes=K to CoMixup)")
-        return to_one_hot(y, num_classes)
-    raise ValueError(f"targets must be class indices (B,) or soft targets (B, K), got shape {tuple(y.shape)}")
-
-
 # --------------------------------------------------------------------------- saliency
-
-def saliency_and_clean_loss(model: torch.nn.Module, x: Tensor, target: Tensor, clean_lam: float = 1.0,
-                            num_classes: int | None = None,
-                            scaler: torch.amp.GradScaler | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Input-gradient saliency and the clean-input loss from one forward/backward pass.
-
-    clean_lam > 0 (published recipe): train mode, loss = 2 * clean_lam * CE / num_classes (batch
-    mean); its backward both gives the input gradient and accumulates the parameter gradients
-    of this clean-input regulariser, so the optimiser step that follows the mixed pass applies
-    both. clean_lam == 0: eval mode, plain CE, and only the input gradient is taken (the
-    parameter gradients stay untouched); the model's mode is restored.
-
-    With a float16 GradScaler the loss is scaled before the backward (as the mixed loss will
-    be, so the accumulated parameter gradients agree) and the input gradient unscaled, so
-    small gradients do not underflow to zero.
-
-    Returns (saliency B x H x W float32 = sqrt(mean over channels of grad^2), the loss, the
-    clean logits), all detached.
-    """
-    if clean_lam < 0:
-        raise ValueError(f"clean_lam must be >= 0, got {clean_lam}")
-    x = x.detach().requires_grad_(True)
-    was_training = model.training
-    if clean_lam == 0:
-        model.eval()
-    try:
-        logits = model(x)
-        loss = F.cross_entropy(logits.float(), target)
-        if clean_lam > 0:
-            classes = num_classes if num_classes is not None else logits.shape[1]
-            loss = 2 * clean_lam * loss / classes
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-            grad = x.grad
-        else:
-            (grad,) = torch.autograd.grad(scaler.scale(loss) if scaler is not None else loss, x)
-    finally:
-        model.train(was_training)
-    grad = grad.detach().float()
-    if scaler is not None:
-        grad = grad / scaler.get_scale()
-    saliency = grad.pow(2).mean(dim=1).sqrt()
-    return saliency, loss.detach(), logits.detach()
-
 
 def saliency_peak_distance(saliency: Tensor, window: int = PEAK_WINDOW, stride: int = 1) -> Tensor:
     """A_dist: L1 distances (B x B) between the inputs' saliency peaks, the peak being the
@@ -286,30 +233,48 @@ def mix_input(mask_onehot: Tensor, input_sp: Tensor, target_reweighted: Tensor,
     return output, target
 
 
-class CoMixup:
-    """Co-Mixup as a callable for any training loop.
+class CoMixup(Mixer):
+    """Co-Mixup: a batch mixed at once, each output from the most salient blocks of several inputs,
+    the outputs kept diverse (Kim et al., ICLR 2021).
 
-    ``CoMixup(num_classes=None, **hyperparameters, executor=None, rng=None)``, hyperparameters
-    under the published names (:class:`CoMixupConfig`). Calling it with
-    ``(x, y, saliency, a_dist=None)`` returns ``(mixed_x, mixed_y)``:
+    The batch is cut into partitions of ``m_part`` inputs; each partition's masks come from the
+    compiled solver, on CPU threads (``executor``) while the device goes on; the masks are applied
+    on the images' device, in their dtype.
 
-    - x: (B, C, H, W), any float dtype and device; H and W divisible by the block count.
-    - y: class indices (B,) (needs num_classes) or soft targets (B, K).
-    - saliency: (B, H, W), e.g. from :func:`saliency_and_clean_loss`.
-    - a_dist: (B, B) distances between saliency peaks; computed from saliency when None.
-    - mixed_x: like x; mixed_y: (B, K) float32, rows summing to 1.
+    Args:
+        num_classes: K, needed when ``y`` holds class indices.
+        m_block_num: the mask grid n (n x n blocks); -1 draws n from 2, 4, 8, 16 per batch (every
+            one of those must divide the images).
+        m_part: inputs per partition (the last one may be smaller).
+        m_beta: label smoothness weight.
+        m_gamma: supermodular diversity weight.
+        m_thres: diversity threshold (in blocks, per output); m_thres_type: "hard" or "soft".
+        m_eta: weight of the Dirichlet prior over the inputs' shares.
+        mixup_alpha: the Dirichlet concentration.
+        m_omega: weight of the saliency-peak distances in the compatibility matrix.
+        set_resolve: pull apart outputs that use the same set of inputs.
+        m_niter: solver iterations.
+        m_solver: "fast" (compiled), or "bkgco" / "gco" (the published graph-cut library, optional).
+        m_peak_stride: stride of the saliency-peak pooling (published CIFAR code 1, ImageNet code 8).
+        executor: a thread pool (:class:`comixup.PartitionPool`) that solves partitions
+            concurrently, with the same result; None solves them in the caller's thread.
+        rng: a ``numpy.random.Generator`` for every draw (the prior, the initial labelling, the
+            grid); None uses numpy's global state.
 
-    Partitions are solved one after another, or concurrently on ``executor`` (a thread pool,
-    see mixup_parallel.py): the solver releases the GIL, and the random draws are made before
-    dispatch, so both give the same result.
+    Every hyperparameter is checked here (type and range, one line naming it).
     """
 
-    def __init__(self, num_classes: int | None = None, executor: Executor | None = None,
-                 rng: np.random.Generator | None = None, **hyperparameters: Any) -> None:
-        self.config = CoMixupConfig(**hyperparameters)
-        self.num_classes = num_classes
-        self.executor = executor
-        self.rng = rng
+    needs_saliency = True
+
+    def __init__(self, *, num_classes: int | None = None, m_block_num: int = 4, m_part: int = 20,
+                 m_beta: float = 0.32, m_gamma: float = 1.0, m_thres: float = 0.83, m_thres_type: str = "hard",
+                 m_eta: float = 0.05, mixup_alpha: float = 2.0, m_omega: float = 0.001, set_resolve: bool = True,
+                 m_niter: int = 4, m_solver: str = "fast", m_peak_stride: int = 1, executor: Executor | None = None,
+                 rng: np.random.Generator | None = None) -> None:
+        given = dict(locals())  # the hyperparameters, by the names CoMixupConfig checks them under
+        super().__init__(num_classes=num_classes, rng=rng)
+        self.config = CoMixupConfig(**{field.name: given[field.name] for field in fields(CoMixupConfig)})
+        self.executor = check_executor(executor)
 
     def __repr__(self) -> str:
         return f"CoMixup(num_classes={self.num_classes}, {self.config})"
@@ -330,19 +295,23 @@ class CoMixup:
         (B, n*n + B): each input's block costs (:func:`block_cost`), then its row of peak
         distances (a_dist, computed from saliency when None). One copy brings it to the CPU.
         n_block: the grid size (default: :meth:`grid_size`, drawn when m_block_num == -1)."""
-        if saliency.dim() != 3 or saliency.shape[0] < 1:
-            raise ValueError(f"saliency must be (B, H, W) with B >= 1, got shape {tuple(saliency.shape)}")
+        if not isinstance(saliency, Tensor) or saliency.dim() != 3 or saliency.shape[0] < 1:
+            shape = tuple(saliency.shape) if isinstance(saliency, Tensor) else type(saliency).__name__
+            raise ValueError(f"saliency must be (B, H, W) with B >= 1, got {shape}")
         batch = saliency.shape[0]
-        n_block = self.grid_size() if n_block is None else n_block
+        if n_block is None:
+            check_grid("m_block_num", self.config.m_block_num, *saliency.shape[-2:])
+            n_block = self.grid_size()
         costs = block_cost(saliency, n_block)
         if a_dist is None:
             a_dist = saliency_peak_distance(saliency, stride=self.config.m_peak_stride)
-        if a_dist.shape != (batch, batch):
-            raise ValueError(f"a_dist must be (B, B) = {(batch, batch)}, got {tuple(a_dist.shape)}")
+        if not isinstance(a_dist, Tensor) or a_dist.shape != (batch, batch):
+            shape = tuple(a_dist.shape) if isinstance(a_dist, Tensor) else type(a_dist).__name__
+            raise ValueError(f"a_dist must be (B, B) = {(batch, batch)}, got {shape}")
         return torch.cat([costs.flatten(1).double(), a_dist.to(costs.device, torch.float64)], 1)
 
     @torch.no_grad()
-    def start(self, saliency: Tensor, a_dist: Tensor | None = None) -> "MaskSolve":
+    def start(self, saliency: Tensor, a_dist: Tensor | None = None) -> MaskSolve:
         """Begin solving the masks of a batch and return at once with the solve in flight:
         :meth:`submit` of :meth:`pool`. The caller's thread is then free to queue device work
         that does not need the masks; :meth:`finish` waits and mixes. Same draws, same masks
@@ -350,13 +319,15 @@ class CoMixup:
         return self.submit(self.pool(saliency, a_dist))
 
     @torch.no_grad()
-    def submit(self, pooled: Tensor) -> "MaskSolve":
+    def submit(self, pooled: Tensor) -> MaskSolve:
         """Solve the partitions of a pooled batch (:meth:`pool`, on any device).
 
         From a GPU the pooled saliency goes to pinned host memory in one non-blocking copy; the
         partitions' random draws are made meanwhile, in partition order, and with an executor
         the partitions are handed to its threads before the copy lands (each waits for it,
-        without the GIL). Without one they are solved when :meth:`MaskSolve.masks` asks."""
+        without the GIL). Without one they are solved when :meth:`MaskSolve.masks` asks. A
+        non-finite saliency (NaN or infinite block costs or distances) is refused there, once
+        the values are on the host: ValueError naming the image."""
         batch = pooled.shape[0]
         n_block = math.isqrt(pooled.shape[1] - batch)
         if pooled.device.type == "cuda":
@@ -371,7 +342,7 @@ class CoMixup:
         draws = [_draw_partition(stop - start, stop - start, n_block * n_block, cfg.mixup_alpha, None, self.rng)
                  for start, stop in bounds]
         solve = _PartitionSolve(host, landed, n_block, cfg.m_omega, self._solver_settings())
-        tasks = [(start, stop, drawn) for (start, stop), drawn in zip(bounds, draws)]
+        tasks = [(start, stop, drawn) for (start, stop), drawn in zip(bounds, draws, strict=True)]
         if self.executor is not None and len(bounds) > 1:
             return MaskSolve(n_block, bounds, pending=[self.executor.submit(solve, *task) for task in tasks])
         return MaskSolve(n_block, bounds, later=[(solve, *task) for task in tasks])
@@ -383,19 +354,23 @@ class CoMixup:
         return self.start(saliency, a_dist).masks()
 
     @torch.no_grad()
-    def finish(self, solve: "MaskSolve", x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def finish(self, solve: MaskSolve, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Wait for the masks of :meth:`start`, bring them to x's device in one copy and mix:
         (mixed_x, mixed_y) as :meth:`__call__` returns them."""
-        return self.mix(masks_to_device(solve.masks(), x.device), x, y)
+        x = check_images(x)
+        return self._mix(masks_to_device(solve.masks(), x.device), x, soft_targets(y, x.shape[0], self.num_classes))
 
     @torch.no_grad()
     def mix(self, masks: list[Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Mix a batch with its partitions' masks (m, n, n, m), in order: :func:`mix_input` per
         partition, concatenated."""
-        targets = _soft_targets(y, self.num_classes)
+        x = check_images(x)
+        return self._mix(masks, x, soft_targets(y, x.shape[0], self.num_classes))
+
+    def _mix(self, masks: list[Tensor], x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         covered = sum(mask.shape[-1] for mask in masks)
-        if targets.shape[0] != x.shape[0] or x.shape[0] != covered:
-            raise ValueError(f"got {targets.shape[0]} targets and {x.shape[0]} images for masks of {covered} inputs")
+        if x.shape[0] != covered:
+            raise ValueError(f"got {x.shape[0]} images for masks of {covered} inputs")
         mixed_x, mixed_y = [], []
         start = 0
         for mask in masks:
@@ -408,15 +383,21 @@ class CoMixup:
 
     @torch.no_grad()
     def __call__(self, x: Tensor, y: Tensor, saliency: Tensor, a_dist: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if x.dim() != 4 or x.shape[0] < 1:
-            raise ValueError(f"x must be a non-empty batch (B, C, H, W), got shape {tuple(x.shape)}")
-        if saliency.shape != (x.shape[0],) + tuple(x.shape[-2:]):
-            raise ValueError(f"saliency must be (B, H, W) = {(x.shape[0],) + tuple(x.shape[-2:])}, "
-                             f"got {tuple(saliency.shape)}")
-        targets = _soft_targets(y, self.num_classes)
-        if targets.shape[0] != x.shape[0]:
-            raise ValueError(f"got {targets.shape[0]} targets for {x.shape[0]} images")
-        return self.finish(self.start(saliency, a_dist), x, targets)
+        """Mix a batch.
+
+        Args:
+            x: images (B, C, H, W), floating point, any device; H and W divisible by the grid.
+            y: class indices (B,) (needs ``num_classes``) or soft targets (B, K).
+            saliency: (B, H, W) on x's device, e.g. from :func:`saliency_and_clean_loss`.
+            a_dist: (B, B) distances between the inputs' saliency peaks; computed from the
+                saliency when None.
+
+        Returns:
+            (mixed_x like x, mixed_y (B, K) float32 on y's device, rows summing to 1: each
+            input's share of the output's area).
+        """
+        x, targets, saliency = self._door(x, y, saliency)
+        return self._mix(masks_to_device(self.start(saliency, a_dist).masks(), x.device), x, targets)
 
 
 def masks_to_device(masks: list[Tensor], device: torch.device) -> list[Tensor]:
@@ -449,6 +430,12 @@ class _PartitionSolve:
             self.landed.synchronize()  # releases the GIL
         size = self.n_block * self.n_block
         rows = self.host[start:stop]
+        finite = torch.isfinite(rows[:, :size]).all(dim=1)
+        if not bool(finite.all()):
+            raise ValueError(f"saliency of image {start + int((~finite).nonzero()[0])} holds NaN or infinite values; "
+                             f"saliency must be finite")
+        if not bool(torch.isfinite(rows[:, size:]).all()):
+            raise ValueError("a_dist (the distances between saliency peaks) holds NaN or infinite values")
         cost = rows[:, :size].reshape(stop - start, self.n_block, self.n_block)
         A = compatibility(rows[:, size + start:size + stop], self.omega)
         mask = _run_job(_partition_job(cost, A, draws, self.settings))

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 from numba import njit
 
+from comixup.mixing.compile_notice import announce_compilation
 from comixup.mixing.swap_labelling import label_grid, make_workspace
 
 SOLVERS = ("fast", "bkgco", "gco")
@@ -491,6 +492,7 @@ def solve(cost: np.ndarray, A: np.ndarray, init: np.ndarray, n: int, beta: float
             np.ascontiguousarray(init, dtype=np.int64), int(n), float(beta), float(gamma), float(tau),
             bool(hard), bool(set_resolve), int(niter))
     if solver == "fast":
+        announce_compilation(solve_partition, args, "the Co-Mixup solver")
         return solve_partition(*args)
     if solver not in _LIBRARY_SWAPS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")

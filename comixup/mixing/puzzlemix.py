@@ -1,8 +1,8 @@
 """Puzzle Mix (J.-H. Kim, W. Choo, H. O. Song, ICML 2020, arXiv 2009.06962), as the Co-Mixup paper's baseline.
 
-Common contract (as in :mod:`baselines`): x (B, C, H, W), any float dtype and device, square
-images; soft targets y (B, K) with rows summing to 1; saliency (B, H, W), e.g. the input-gradient
-saliency of ``comix.saliency_and_clean_loss``. The partner of image i is ``x[perm[i]]``, perm a
+The library's one mixer dialect (:mod:`comixup.mixing.base`): x (B, C, H, W), any float dtype and
+device, square images; class indices or soft targets y; saliency (B, H, W), e.g. the input-gradient
+saliency of ``comixup.saliency_and_clean_loss``. The partner of image i is ``x[perm[i]]``, perm a
 random permutation; one ``lam ~ Beta(mixup_alpha, mixup_alpha)`` per batch; the grid size n is
 drawn from {2, 4, 8, 16} per batch when ``block_num = -1`` (as the published code does). Draw
 order: n, perm, lam. Randomness comes from ``rng`` (a ``numpy.random.Generator``) or numpy's
@@ -66,16 +66,16 @@ before, so both give the same result.
 
 Usage::
 
-    mixer = PuzzleMix(mean=info.mean, std=info.std)       # published CIFAR defaults
-    saliency, clean_loss, _ = comix.saliency_and_clean_loss(model, x, labels, clean_lam, num_classes)
-    mixed_x, mixed_y = mixer(x, comix.to_one_hot(labels, num_classes), saliency)
+    mixer = PuzzleMix(num_classes=K, mean=info.mean, std=info.std)   # published CIFAR defaults
+    saliency = input_gradient_saliency(model, x, labels)              # eval mode, as published (clean_lam 0)
+    mixed_x, mixed_y = mixer(x, labels, saliency)
 """
 from __future__ import annotations
 
 import math
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -83,8 +83,10 @@ import torch.nn.functional as F
 from numba import njit
 from torch import Tensor
 
+from comixup.mixing.base import Mixer, check_executor, check_images, check_int, check_saliency, soft_targets
 from comixup.mixing.baselines import draw_lambda, draw_permutation, mix_targets
-from comixup.mixing.saliency_blocks import BLOCK_CHOICES, NamespaceConfig, block_saliency, draw_grid_size
+from comixup.mixing.compile_notice import announce_compilation
+from comixup.mixing.saliency_blocks import BLOCK_CHOICES, NamespaceConfig, block_saliency, check_grid, draw_grid_size
 
 __all__ = [
     "PuzzleMix", "PuzzleMixConfig", "PuzzlePlan", "BLOCK_CHOICES", "block_saliency", "boundary_mismatch", "graph_terms",
@@ -114,6 +116,7 @@ class PuzzleMixConfig(NamespaceConfig):
     block_num: int = -1
 
     def __post_init__(self) -> None:
+        self.check_types()
         problems = []
         if not (math.isfinite(self.mixup_alpha) and self.mixup_alpha > 0):
             problems.append(f"mixup_alpha must be > 0 (Beta concentration), got {self.mixup_alpha}")
@@ -454,6 +457,7 @@ def solve_levels(unary: np.ndarray, w_down: np.ndarray, w_right: np.ndarray,
     if (w_down < 0).any() or (w_right < 0).any() or not (np.isfinite(unary).all() and np.isfinite(w_down).all()
                                                           and np.isfinite(w_right).all()):
         raise ValueError("the mask energy needs finite unaries and finite edge weights >= 0")
+    announce_compilation(_solve_levels_batch, (unary[:1], w_down[:1], w_right[:1], n), "the Puzzle Mix mask solver")
     labels = _in_chunks(_solve_levels_batch, (unary, w_down, w_right), (n,), executor, chunks)
     return labels.reshape(batch, n, n)
 
@@ -561,6 +565,8 @@ def solve_transport(saliency: np.ndarray, keep: np.ndarray, t_eps: float,
     batch, side, _ = saliency.shape
     flat_sal = saliency.reshape(batch, side * side)
     flat_keep = np.ascontiguousarray(np.asarray(keep, dtype=np.float64).reshape(batch, side * side))
+    announce_compilation(_transport_batch, (flat_sal[:1], flat_keep[:1], float(t_eps), side),
+                         "the Puzzle Mix transport solver")
     return _in_chunks(_transport_batch, (flat_sal, flat_keep), (float(t_eps), side), executor, chunks)
 
 
@@ -616,36 +622,44 @@ def _channel_stats(values: Sequence[float] | Tensor | None, name: str) -> Tensor
     return stats
 
 
-class PuzzleMix:
-    """Puzzle Mix as a callable for any training loop (module docstring for the method).
+class PuzzleMix(Mixer):
+    """Puzzle Mix as the Co-Mixup paper's baseline (module docstring for the method): each image
+    paired with a random partner, a saliency-guided block mask of several levels and an optimal
+    transport of each image's blocks, solved by compiled code.
 
-    ``PuzzleMix(mean=None, std=None, executor=None, rng=None, chunks=8, **hyperparameters)``,
-    hyperparameters under the published names (:class:`PuzzleMixConfig`). mean/std: the
-    per-channel normalisation of x (None: x is in pixel units). Calling it with
-    ``(x, y, saliency)`` returns ``(mixed_x, mixed_y)``:
+    Args:
+        num_classes: K, needed when ``y`` holds class indices.
+        mean, std: the per-channel normalisation of x (the image smoothness term needs pixel
+            values); None (both): x is in pixel units.
+        mixup_alpha: lam ~ Beta(mixup_alpha, mixup_alpha), one per batch.
+        n_labels: mask levels; beta, gamma: label and data smoothness; eta: prior weight.
+        neigh_size: pooling of the border colour differences.
+        transport: move each image's salient blocks (t_eps: its distance cost; t_size: its block
+            side, -1 for the mask's grid).
+        block_num: the mask grid; -1 draws it from 2, 4, 8, 16 per batch.
+        executor: a thread pool that solves the pairs in ``chunks`` concurrently (same result).
+        rng: a ``numpy.random.Generator`` for every draw; None uses numpy's global state.
 
-    - x: (B, C, H, W) square images, any float dtype and device, H divisible by the grid size;
-      y: soft targets (B, K); saliency: (B, H, W).
-    - mixed_x: like x; mixed_y: (B, K) float32, rows summing to 1.
-
-    :meth:`plan` makes the random draws and solves the masks and transports;
-    :meth:`apply` mixes a batch by a plan. ``executor`` (a thread pool) solves pairs in
-    ``chunks`` concurrently with the same result.
+    The defaults are the published CIFAR command's. :meth:`plan` makes the draws and solves the
+    masks and transports; :meth:`apply` mixes a batch by a plan.
     """
 
-    def __init__(self, mean: Sequence[float] | Tensor | None = None, std: Sequence[float] | Tensor | None = None,
-                 executor: Executor | None = None, rng: np.random.Generator | None = None, chunks: int = 8,
-                 **hyperparameters: Any) -> None:
-        self.config = PuzzleMixConfig(**hyperparameters)
+    needs_saliency = True
+
+    def __init__(self, *, num_classes: int | None = None, mean: Sequence[float] | Tensor | None = None,
+                 std: Sequence[float] | Tensor | None = None, mixup_alpha: float = 1.0, n_labels: int = 3,
+                 beta: float = 1.2, gamma: float = 0.5, eta: float = 0.2, neigh_size: int = 4, transport: bool = True,
+                 t_eps: float = 0.8, t_size: int = 4, block_num: int = -1, executor: Executor | None = None,
+                 chunks: int = 8, rng: np.random.Generator | None = None) -> None:
+        given = dict(locals())  # the hyperparameters, by the names PuzzleMixConfig checks them under
+        super().__init__(num_classes=num_classes, rng=rng)
+        self.config = PuzzleMixConfig(**{field.name: given[field.name] for field in fields(PuzzleMixConfig)})
         if (mean is None) != (std is None):
             raise ValueError("pass both mean and std (the normalisation of x) or neither (x in pixel units)")
         self.mean = _channel_stats(mean, "mean")
         self.std = _channel_stats(std, "std")
-        if chunks < 1:
-            raise ValueError(f"chunks must be at least 1, got {chunks}")
-        self.executor = executor
-        self.rng = rng
-        self.chunks = chunks
+        self.executor = check_executor(executor)
+        self.chunks = check_int("chunks", chunks, minimum=1)
 
     def __repr__(self) -> str:
         return f"PuzzleMix({self.config})"
@@ -664,23 +678,27 @@ class PuzzleMix:
 
     @torch.no_grad()
     def plan(self, x: Tensor, saliency: Tensor) -> PuzzlePlan:
-        """Draw n, the pairs and lam, then solve every pair's mask and transports."""
-        if x.dim() != 4 or x.shape[0] < 1 or not x.is_floating_point():
-            raise ValueError(f"x must be a non-empty float batch (B, C, H, W), got {x.dtype} {tuple(x.shape)}")
+        """Draw n, the pairs and lam, then solve every pair's mask and transports. ValueError for
+        non-square images, a grid that does not fit them, or a saliency that is not finite."""
+        x = check_images(x)
+        return self._plan(x, check_saliency(saliency, x))
+
+    def _plan(self, x: Tensor, saliency: Tensor) -> PuzzlePlan:
         batch, _, height, width = x.shape
         if height != width:
             raise ValueError(f"Puzzle Mix needs square images, got {height}x{width}")
-        if saliency.shape != (batch, height, width):
-            raise ValueError(f"saliency must be (B, H, W) = {(batch, height, width)}, got {tuple(saliency.shape)}")
         cfg = self.config
+        check_grid("block_num", cfg.block_num, height, width)
         n = self.grid_size()
         perm = draw_permutation(batch, self.rng)
         lam = draw_lambda(cfg.mixup_alpha, self.rng)
-        if width % n:
-            raise ValueError(f"image side {width} is not divisible by the grid size {n}")
         block = width // n
         down, right = boundary_mismatch(self._pixels(x), perm, n, cfg.neigh_size)
         sal = block_saliency(saliency, n).double().cpu().numpy()
+        finite = np.isfinite(sal).reshape(batch, -1).all(axis=1)
+        if not finite.all():
+            raise ValueError(f"saliency of image {int(np.flatnonzero(~finite)[0])} holds NaN or infinite values; "
+                             f"saliency must be finite")
         unary, w_down, w_right = graph_terms(sal, sal[perm], down.double().cpu().numpy(),
                                              right.double().cpu().numpy(), lam, cfg.n_labels, cfg.beta,
                                              cfg.gamma, cfg.eta)
@@ -702,11 +720,15 @@ class PuzzleMix:
 
     @torch.no_grad()
     def apply(self, plan: PuzzlePlan, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Mix x (B, C, H, W) and soft targets y (B, K) by a plan made for this batch."""
+        """Mix x (B, C, H, W) and its labels y (class indices or soft targets) by a plan made for
+        this batch."""
+        x = check_images(x)
+        return self._apply(plan, x, soft_targets(y, x.shape[0], self.num_classes))
+
+    def _apply(self, plan: PuzzlePlan, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         batch, _, height, width = x.shape
-        if y.dim() != 2 or y.shape[0] != batch:
-            raise ValueError(f"y must be soft targets (B, K) with B = {batch} (comix.to_one_hot makes them), "
-                             f"got shape {tuple(y.shape)}")
+        if len(plan.perm) != batch:
+            raise ValueError(f"the plan was made for a batch of {len(plan.perm)}, got {batch} images")
         index = torch.as_tensor(plan.perm, device=x.device)
         own, partner = x, x[index]
         if plan.t_grid is not None:
@@ -717,5 +739,17 @@ class PuzzleMix:
         mixed = mask * own + (1 - mask) * partner
         return mixed, mix_targets(y, plan.perm, torch.as_tensor(plan.shares(), dtype=torch.float32))
 
+    @torch.no_grad()
     def __call__(self, x: Tensor, y: Tensor, saliency: Tensor) -> tuple[Tensor, Tensor]:
-        return self.apply(self.plan(x, saliency), x, y)
+        """Mix a batch.
+
+        Args:
+            x: square images (B, C, H, W), floating point, any device.
+            y: class indices (B,) (needs ``num_classes``) or soft targets (B, K).
+            saliency: (B, H, W) on x's device, e.g. from :func:`comixup.saliency_and_clean_loss`.
+
+        Returns:
+            (mixed_x like x, mixed_y (B, K) float32, rows summing to 1: each image's mask share).
+        """
+        x, targets, saliency = self._door(x, y, saliency)
+        return self._apply(self._plan(x, saliency), x, targets)

@@ -14,9 +14,9 @@ through this module.
 - Reading (:func:`load_checkpoint`): ``torch.load(weights_only=True)`` only, with an allow-list
   for the published recorder; every part's CRC-32 is checked (a plain torch.load would load
   damaged weights silently). Failures are :class:`CheckpointError` with one line.
-- Checking (:func:`check_fits`) against a run's architecture, class count and data set before
-  any heavy work, and applying (:func:`load_weights`, :func:`load_optimizer`,
-  :func:`restore_streams`) to the model, the optimizer and the random streams.
+- Applying (:func:`load_weights`, :func:`load_optimizer`, :func:`restore_streams`) to the model,
+  the optimizer and the random streams. Checking a checkpoint against a command's flags before any
+  heavy work is :func:`comixup.train.classifier.classifier_spec`'s job.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from comixup.train import distributed
 
 __all__ = [
     "CHECKPOINT_NAME", "BEST_NAME", "CHECKPOINT_FORMAT", "HISTORY_KEYS", "CheckpointError", "TrainingState",
-    "save_checkpoint", "load_checkpoint", "check_fits", "load_weights", "load_optimizer", "state_dict_mismatch",
+    "save_checkpoint", "load_checkpoint", "load_weights", "load_optimizer", "state_dict_mismatch",
     "capture_rng_state", "restore_rng_state", "capture_streams", "restore_streams", "seed_everything",
     "PublishedRecorder", "args_dict",
 ]
@@ -432,27 +432,6 @@ def state_dict_mismatch(model_state: dict[str, Tensor], loaded: dict[str, Tensor
 # ---------------------------------------------------------------------------------------------
 # Checking against a run, and applying
 # ---------------------------------------------------------------------------------------------
-
-def check_fits(checkpoint: dict, path: str, arch: str | None, num_classes: int | None,
-               dataset: str | None = None, same_dataset: bool = False) -> None:
-    """What a checkpoint says about itself against the run, before any heavy work: its
-    architecture against ``arch``, its class count against ``num_classes`` (of ``dataset``), and,
-    with ``same_dataset``, its data set against ``dataset``. Ours record all three; the
-    published format only its architecture; None skips a check. The weights themselves are
-    checked when they are loaded (:func:`load_weights`). CheckpointError."""
-    saved_dataset = checkpoint.get("dataset")
-    if same_dataset and saved_dataset and dataset and saved_dataset != dataset:
-        raise CheckpointError(f"{path} was trained on {saved_dataset}, not {dataset} (pass --dataset {saved_dataset})")
-    saved_arch = checkpoint.get("arch")
-    if arch and saved_arch and saved_arch != arch:
-        raise CheckpointError(f"checkpoint {path} holds a {saved_arch} model but this run asks for --arch "
-                              f"{arch}; use --arch {saved_arch} or another checkpoint")
-    saved_classes = checkpoint.get("num_classes")
-    if isinstance(saved_classes, int) and num_classes is not None and saved_classes != num_classes:
-        trained_on = f" ({checkpoint['dataset']})" if checkpoint.get("dataset") else ""
-        raise CheckpointError(f"checkpoint {path} was trained for {saved_classes} classes{trained_on} but --dataset "
-                              f"{dataset} has {num_classes}; use another checkpoint or --dataset")
-
 
 def load_weights(model: nn.Module, checkpoint: dict, path: str, describe: str) -> None:
     """Load the checkpoint's weights into the plain ``model``; CheckpointError naming the

@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -24,16 +23,18 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from comixup import models
 from comixup.core.files import atomic_pickle_dump
 from comixup.core.logs import LogPrinter, plot_curves
+from comixup.core.precision import Precision
 from comixup.data.datasets import dataset_info, get_datasets, get_folder_test_set, get_resized_crop_train_set
 from comixup.data.device_loader import DeviceLoader, get_device_loaders
 from comixup.data.loaders import EpochSampler, get_loaders, get_test_loader, get_train_loader, shutdown_workers
 from comixup.mixing.parallel import PartitionPool
 from comixup.models.init import apply_init
 from comixup.train import checkpoints, distributed, methods
+from comixup.train.classifier import ClassifierSpec
 from comixup.train.experiment import RunProgress
+from comixup.train.loop import EpochPlan, EpochProgress, EvalResult
 from comixup.train.recipe import Phase, Recipe, param_groups, partition_warning
 
 __all__ = ["TrainingRun", "EpochProgress", "EpochPlan", "adjust_learning_rate", "warmup_factor", "epoch_seed",
@@ -99,45 +100,6 @@ def set_train_epoch(loader: Loader, seed: int, epoch: int, rank: int = 0, skip_b
                          "(build it with comixup.data.loaders.get_loaders)")
     loader.sampler.set_epoch(epoch, skip=skip_batches * loader.batch_size)
     loader.generator.manual_seed(epoch_seed(seed, epoch, rank))
-
-
-@dataclass
-class EpochProgress:
-    """An epoch's running sums: loss x images, top-1 and top-5 x images (percent), images,
-    seconds spent mixing, steps (of this process). Saved in a mid-epoch checkpoint, so that the
-    resumed epoch reports what an uninterrupted one would."""
-
-    loss: float = 0.0
-    top1: float = 0.0
-    top5: float = 0.0
-    images: float = 0.0
-    mix_seconds: float = 0.0
-    steps: int = 0
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, saved: dict | None) -> "EpochProgress":
-        saved = saved or {}
-        return cls(**{name: type(value)(saved.get(name, value)) for name, value in asdict(cls()).items()})
-
-
-@dataclass
-class EpochPlan:
-    """How :func:`main.train_one_epoch` runs one epoch beyond its batches.
-
-    lr_at_step(i): the learning rate of the epoch's step i (None: the optimizer's, unchanged);
-    start: what a mid-epoch checkpoint had done of the epoch already (its batches are skipped
-    by the loader); checkpoint_due(i): whether to write a mid-epoch checkpoint after step i
-    (1-based count in the epoch); write_checkpoint(progress): writes it (every rank calls it:
-    gathering the random states is collective).
-    """
-
-    lr_at_step: Callable[[int], float] | None = None
-    start: EpochProgress = field(default_factory=EpochProgress)
-    checkpoint_due: Callable[[int], bool] = lambda steps: False
-    write_checkpoint: Callable[[EpochProgress], None] = lambda progress: None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,8 +202,8 @@ class TrainingRun:
     def _build_model(self) -> None:
         args = self.args
         self.log(f"=> creating model '{args.arch}'")
-        model = models.build_model(args.arch, self.num_classes, args.dropout, stride=self.info.stride,
-                                   initial_channels=args.initial_channels)
+        model = ClassifierSpec(arch=args.arch, num_classes=self.num_classes, initial_channels=args.initial_channels,
+                               dropout=args.dropout, stride=self.info.stride).build()
         apply_init(model, args.init)
         if args.sync_bn:
             if self.dist.distributed:
@@ -251,11 +213,12 @@ class TrainingRun:
         self.model = model.to(self.device)
         self.optimizer = torch.optim.SGD(self._param_groups(), lr=args.learning_rate, momentum=args.momentum,
                                          nesterov=args.nesterov)
-        self.precision = methods.Precision.from_flag(args.mixed_precision, self.device)
+        self.precision = Precision.from_flag(args.mixed_precision, self.device)
 
     def _resume(self, checkpoint: dict) -> None:
         args, path = self.args, self.args.resume
         self.log(f"\n=> loading checkpoint '{path}'")
+        # the flags were checked against the checkpoint when it was read (classifier.classifier_spec)
         checkpoints.load_weights(self.model, checkpoint, path,
                                  f"{args.arch} with {self.num_classes} classes for {args.dataset}")
         if not args.evaluate and checkpoints.load_optimizer(self.optimizer, checkpoint, path, args.arch):
@@ -413,24 +376,23 @@ class TrainingRun:
         """Rank 0's BatchNorm statistics, which it saves, for every rank's shard of the evaluation."""
         distributed.broadcast_buffers(self.model, self.dist)
 
-    def record(self, train: dict[str, float], valid: dict[str, float] | None, test: dict[str, float]) -> bool:
+    def record(self, train: dict[str, float], valid: EvalResult | None, test: EvalResult) -> bool:
         """Add an epoch's numbers to the history; returns whether its test accuracy is the best so far
-        (the first evaluated epoch always is, even at 0% accuracy). The test ECE (``test["ece"]``)
-        goes to ``test_ece``, one entry per ``test_acc`` entry: NaN for the epochs of a resumed
-        checkpoint that predates it."""
-        is_best = not self.history["test_acc"] or test["top1"] > self.best_acc
-        self.best_acc = test["top1"] if is_best else self.best_acc
-        if "ece" in test:
-            test_ece = self.history.setdefault("test_ece", [])
-            test_ece += [float("nan")] * (len(self.history["test_acc"]) - len(test_ece))
-            test_ece.append(test["ece"])
+        (the first evaluated epoch always is, even at 0% accuracy). The test ECE goes to
+        ``test_ece``, one entry per ``test_acc`` entry: NaN for the epochs of a resumed checkpoint
+        that predates it."""
+        is_best = not self.history["test_acc"] or test.top1 > self.best_acc
+        self.best_acc = test.top1 if is_best else self.best_acc
+        test_ece = self.history.setdefault("test_ece", [])
+        test_ece += [float("nan")] * (len(self.history["test_acc"]) - len(test_ece))
+        test_ece.append(test.ece)
         if valid is not None:
-            self.history["valid_loss"].append(valid["loss"])
-            self.history["valid_acc"].append(valid["top1"])
+            self.history["valid_loss"].append(valid.loss)
+            self.history["valid_acc"].append(valid.top1)
         self.history["train_loss"].append(train["loss"])
         self.history["train_acc"].append(train["top1"])
-        self.history["test_loss"].append(test["loss"])
-        self.history["test_acc"].append(test["top1"])
+        self.history["test_loss"].append(test.loss)
+        self.history["test_acc"].append(test.top1)
         return is_best
 
     def save(self, epoch: int, is_best: bool) -> None:

@@ -17,6 +17,7 @@ import torch
 from comixup import models
 from comixup.core import lifecycle
 from comixup.core.lifecycle import str2bool
+from comixup.data.cifar_c import CORRUPTION_AVERAGES, PUBLISHED_AVERAGE, STANDARD_AVERAGE
 from comixup.data.datasets import DATASETS, dataset_info
 from comixup.mixing import comix_solver
 from comixup.models.init import INITS
@@ -53,7 +54,8 @@ _EPILOG = (
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The published command line, same names, defaults and meanings, plus --m_solver,
-    --method, --loss and the Puzzle Mix flags under the Puzzle Mix repository's names.
+    --method, --loss, the Puzzle Mix flags under the Puzzle Mix repository's names and the
+    successors' flags (:func:`comixup.train.methods.add_method_flags`; unset unless given).
 
     ``--data_dir`` defaults to ./data/<dataset> (resolved by :func:`main`). ``--method``,
     ``--comix``, ``--mixup_alpha`` and ``--clean_lam`` default to None, which
@@ -120,14 +122,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="training loss against the (mixed) soft targets: bce = BCE on softmax "
                              "(published), ce = soft-target cross entropy")
     method.add_argument("--mixup_alpha", type=float, default=None,
-                        help="mixing-weight concentration (Co-Mixup: Dirichlet prior; the others: Beta(a, a)). "
-                             "Default: the method's published value: comix 2.0, mixup 1.0, manifold 2.0, "
-                             "cutmix 1.0, puzzle 1.0 (vanilla: unused)")
+                        help="mixing-weight concentration (Co-Mixup: Dirichlet prior; the others: Beta(a, a), "
+                             "SaliencyMix's beta, ResizeMix's with --resizemix_use_alpha True). Default: the "
+                             "method's published value: " + ", ".join(
+                                 f"{name} {alpha}" for name, alpha in methods.PUBLISHED_MIXUP_ALPHA.items()
+                                 if alpha is not None) + ", resizemix 1.0 with --resizemix_use_alpha True "
+                             "(vanilla: unused; guided_ap and guided_sr draw no mixing weight and take none)")
     method.add_argument("--clean_lam", type=float, default=None,
-                        help="weight of the clean-input loss of comix and puzzle (0: saliency only, in eval "
-                             "mode, its loss discarded). Default: the published value: comix 1.0, puzzle 0.0 "
-                             "(vanilla: 1.0, unused but part of the published folder name; mixup, manifold "
-                             "and cutmix have no clean pass and take no value above 0)")
+                        help="weight of the clean-input loss of comix, puzzle and guided_ap (0: saliency only, in "
+                             "eval mode, its loss discarded). Default: the published value: comix 1.0, puzzle 0.0, "
+                             "guided_ap 0.0 (vanilla: 1.0, unused but part of the published folder name; the other "
+                             "methods have no clean pass and take no value above 0)")
     method.add_argument("--parallel", type=str2bool, default=True, metavar="BOOL",
                         help="solve the Co-Mixup partitions / Puzzle Mix pairs of a batch concurrently (threads)")
 
@@ -166,6 +171,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     puzzle.add_argument("--t_eps", type=float, default=0.8, help="transport distance cost")
     puzzle.add_argument("--t_size", type=int, default=4,
                         help="transport block side in pixels (-1: the mask's own blocks)")
+    # the successors' flags: unset (None) unless given, the method's published value then
+    methods.add_method_flags(parser)
 
     ckpt = parser.add_argument_group("checkpoints")
     ckpt.add_argument("--print_freq", type=int, default=100,
@@ -194,6 +201,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--corruption_dir", default="", metavar="DIR",
                             help="with --evaluate, CIFAR only: also the top-1 error on CIFAR-10-C / CIFAR-100-C, "
                                  "the release's folder of <corruption>.npy files and labels.npy")
+    evaluation.add_argument("--corruption_average", default=STANDARD_AVERAGE, choices=CORRUPTION_AVERAGES,
+                            help="the mean of --corruption_dir: standard = the mean top-1 error over the 15 standard "
+                                 "corruptions; published = Puzzle Mix's test_robust.py, the mean top-1 accuracy over "
+                                 "every .npy file of the folder (19 in the release), which it labels 'mCE'")
 
     accel = parser.add_argument_group("acceleration")
     accel.add_argument("--ngpu", type=int, default=1,
@@ -241,7 +252,8 @@ def resolve_method(args: argparse.Namespace) -> None:
     only with --method comix, --comix False only with another method; a contradiction raises
     ValueError (one line). Afterwards ``args.comix`` is ``args.method == "comix"``, and a None
     --mixup_alpha / --clean_lam becomes the method's published value
-    (:data:`methods.PUBLISHED_MIXUP_ALPHA`, :data:`methods.PUBLISHED_CLEAN_LAM`). Idempotent.
+    (:data:`methods.PUBLISHED_MIXUP_ALPHA`, :data:`methods.PUBLISHED_CLEAN_LAM`), and the method's
+    own unset flags its published values (:func:`methods.fill_published_defaults`). Idempotent.
     """
     if args.method is None:
         args.method = "vanilla" if args.comix is False else "comix"
@@ -265,11 +277,12 @@ def validate_args(args: argparse.Namespace) -> None:
     plus --valid_labels_per_class within the images per class of the data set, where it is
     fixed: CIFAR-10 5000, CIFAR-100 and Tiny-ImageNet 500, ImageNet checked once its folders
     are read; --m_part at most --batch_size and --m_block_num dividing the image size for
-    comix; the Puzzle Mix grid for puzzle; the torchrun, --amp, --sync_bn and --data_on_device
-    combinations; --ece_bins, --fgsm and --corruption_dir (the last two with --evaluate); the
-    --config recipe's phases and lr_points, their global batches against the number of
-    processes, and --m_block_num against every phase's crop) and an existing --resume
-    file. Unknown names (dataset, arch, method, solver, ...) are refused by the parser itself. The
+    comix; the Puzzle Mix grid for puzzle; each method's own flags, a method-specific flag given
+    with another method, SaliencyMix without OpenCV's contrib modules; the torchrun, --amp,
+    --sync_bn and --data_on_device combinations; --ece_bins, --fgsm and --corruption_dir (the
+    last two with --evaluate); the --config recipe's phases and lr_points, their global batches
+    against the number of processes, and --m_block_num against every phase's crop) and an
+    existing --resume file. Unknown names (dataset, arch, method, solver, ...) are refused by the parser itself. The
     data folders (:func:`data_folders`) are checked by comixup.data.datasets.check_data_dir, the experiment
     folder by main when it creates it.
     """
@@ -315,6 +328,7 @@ def validate_args(args: argparse.Namespace) -> None:
     if not args.evaluate:  # evaluation reads only the test split
         _labels_problems(args, problems)
     need(finite(args.clean_lam) and args.clean_lam >= 0, f"--clean_lam must be 0 or more, got {args.clean_lam}")
+    problems += methods.foreign_flag_problems(args)
     for image_size in _train_image_sizes(args):
         problems += [problem for problem in methods.method_class(args.method).arg_problems(args, image_size, problems)
                      if problem not in problems]
@@ -348,10 +362,13 @@ def validate_args(args: argparse.Namespace) -> None:
 
 
 def _evaluation_problems(args: argparse.Namespace, problems: list[str]) -> None:
-    """--ece_bins, --fgsm and --corruption_dir (the folder's files are checked by main with
-    comixup.data.cifar_c.open_release, before any heavy work)."""
+    """--ece_bins, --fgsm, --corruption_dir and --corruption_average (the folder's files are checked
+    by main with comixup.data.cifar_c.open_release, before any heavy work)."""
     bins, fgsm = getattr(args, "ece_bins", 15), getattr(args, "fgsm", None) or []
     corruption_dir = getattr(args, "corruption_dir", "")
+    if getattr(args, "corruption_average", STANDARD_AVERAGE) == PUBLISHED_AVERAGE and not corruption_dir:
+        problems.append("--corruption_average published averages the files of a CIFAR-C folder: give "
+                        "--corruption_dir DIR (with --evaluate)")
     if bins < 1:
         problems.append(f"--ece_bins must be 1 or more, got {bins}")
     if fgsm and not args.evaluate:
@@ -488,7 +505,11 @@ def experiment_name(args: argparse.Namespace) -> str:
     set_clean_1.0_seed_0_test`` (vanilla has no m_* part; a non-default --m_solver adds
     ``_solver_<name>`` after it). The other methods put ``_method_<name>_m_alpha_<a>`` after the
     learning rate, puzzle then ``_n_labels_<L>_beta_<b>_gamma_<g>_neigh_<s>_eta_<e>`` and, with
-    transport, ``_transport_eps_<t_eps>_size_<t_size>`` (the Puzzle Mix repository's order). Any
+    transport, ``_transport_eps_<t_eps>_size_<t_size>`` (the Puzzle Mix repository's order);
+    saliencymix then ``_prob_<p>``, fmix ``_decay_<d>``, each official-code option it departs to
+    when given (``_detector_normalised``, ``_soft_<s>``, ``_spectrum_published``). resizemix puts
+    ``_method_resizemix_scope_<low>_<high>`` (``_use_alpha_<a>`` with --resizemix_use_alpha True),
+    guided_ap and guided_sr ``_method_<name>_mix_prob_<p>`` (``_pairing_random`` when given). Any
     method: ``--loss ce`` adds ``_loss_ce`` before ``_clean_<clean_lam>`` (present when it is > 0);
     after it, a warm-up adds ``_warmup_<W>``, ``--amp bf16/fp16`` adds ``_amp_<mode>`` and
     ``--config FILE`` adds ``_cfg_<FILE's stem>`` (what the file sets besides the named flags,

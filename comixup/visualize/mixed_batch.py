@@ -3,10 +3,13 @@
     python visualize.py --dataset cifar10 --data_dir ./data/cifar10-images/test \\
         --resume experiments/<name>/model_best.pth.tar --num_images 8 --out images/figure.png
 
-Row 1 shows the inputs (de-normalised), row 2 their input-gradient saliency maps as heat maps,
-row 3 the mixed outputs, each annotated with the inputs it draws from and their shares
-(``#2 56% · #5 44%``, numbers as above the inputs): mask areas for Co-Mixup and Puzzle Mix,
-the mixing weights for mixup and CutMix. ``--grid`` outlines the mask blocks (CutMix: its box).
+Row 1 shows the inputs (de-normalised), row 2 their input-gradient saliency maps as heat maps
+(GuidedMixup-SR: the spectral residual it mixes by), row 3 the mixed outputs, each annotated with
+the inputs it draws from and their shares (``#2 56% · #5 44%``, numbers as above the inputs): mask
+areas for Co-Mixup and Puzzle Mix, the label weights of the others (the pasted box's area for
+CutMix, SaliencyMix and ResizeMix, lam for mixup and FMix, the mean pixel ratio for GuidedMixup).
+``--grid`` outlines the mask blocks (CutMix, SaliencyMix, ResizeMix: the box). The methods that
+mix with a probability (SaliencyMix, GuidedMixup) always mix in the figure.
 
 ``--data_dir`` is either the data set's usual folder (read with ``comixup.data.datasets.get_datasets``,
 never downloading; ``--split`` picks train or test) or one ImageFolder of images of the data
@@ -38,7 +41,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -55,20 +58,26 @@ from comixup.core import lifecycle
 from comixup.core.files import atomic_write
 from comixup.core.lifecycle import str2bool
 from comixup.data.datasets import DATASETS, DataError, dataset_info, dataset_transforms, get_datasets
-from comixup.mixing import baselines, comix, comix_solver, puzzlemix
+from comixup.mixing import comix, comix_solver
+from comixup.mixing.saliency import input_gradient_saliency
 from comixup.train import checkpoints, methods
 from comixup.train.checkpoints import CheckpointError, load_checkpoint
+from comixup.train.classifier import ClassifierSpec, classifier_spec, recorded_classes
 
 __all__ = [
     "METHODS", "MixResult", "FigureResult", "Visualisation", "VisualizeError", "mix_batch", "denormalise",
     "format_shares", "figure_size_px", "wrap_title", "build_figure", "write_png", "get_args_parser", "make_figure", "main",
 ]
 
-METHODS = ("comix", *(name for name in methods.METHODS if methods.REGISTRY[name].drawable and name != "comix"))
-"""The methods whose mixed batch can be drawn (input-space mixing), Co-Mixup first."""
-METHOD_TITLES = {name: methods.REGISTRY[name].title for name in METHODS}
-# The published Beta / Dirichlet concentration of each method (the published commands).
-DEFAULT_ALPHA = {name: methods.REGISTRY[name].published_mixup_alpha for name in METHODS}
+def drawable_methods() -> tuple[str, ...]:
+    """The registered methods whose mixed batch can be drawn (input-space mixing), Co-Mixup first:
+    read from the registry at each call, so a method registered later is drawn too."""
+    drawable = [name for name, method in methods.REGISTRY.items() if method.drawable]
+    return tuple(sorted(drawable, key=lambda name: name != "comix"))
+
+
+METHODS = drawable_methods()
+"""The methods drawable when this module was imported (:func:`drawable_methods` is current)."""
 MAX_IMAGES = 32  # one row of panels; wider figures stop being readable
 IMAGENET_CLASSES = 1000
 
@@ -99,72 +108,40 @@ class VisualizeError(Exception):
 
 # --------------------------------------------------------------------------- mixing
 
-@dataclass
-class MixResult:
-    """One mixed batch as the figure needs it.
-
-    mixed (B_out, C, H, W) like the inputs; shares (B_out, B_in) float64, row j the share of each
-    input in output j (rows sum to 1); grid_size: the mask grid n (n x n blocks) or None; box: the
-    CutMix box (top, bottom, left, right) or None; max_sources: the most inputs one output can
-    draw from under this method's settings (fixes the annotation space of the figure).
-    """
-
-    method: str
-    mixed: Tensor
-    shares: np.ndarray
-    grid_size: int | None = None
-    box: tuple[int, int, int, int] | None = None
-    max_sources: int = 2
-
-
-def _pair_shares(perm: np.ndarray, own: np.ndarray) -> np.ndarray:
-    """Shares of pair mixing: output i is own[i] of input i and 1 - own[i] of input perm[i]."""
-    batch = len(perm)
-    shares = np.zeros((batch, batch))
-    rows = np.arange(batch)
-    np.add.at(shares, (rows, rows), own)
-    np.add.at(shares, (rows, perm), 1 - own)
-    return shares
+MixResult = methods.MixResult
 
 
 @torch.no_grad()
 def mix_batch(method: str, x: Tensor, labels: Tensor, saliency: Tensor, num_classes: int,
               rng: np.random.Generator, mixup_alpha: float | None = None,
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-              comix_options: dict[str, Any] | None = None, puzzle_block_num: int = -1) -> MixResult:
-    """Mix the batch x (B, C, H, W) with labels (B,) and saliency (B, H, W) by ``method``.
+              comix_options: dict[str, Any] | None = None, puzzle_block_num: int = -1,
+              method_options: Mapping[str, Any] | None = None) -> MixResult:
+    """Mix the batch x (B, C, H, W) with labels (B,) and saliency (B, H, W) as the registered
+    ``method`` draws it (:meth:`comixup.train.methods.Method.draw_mix`), every draw from ``rng``.
 
-    comix: the whole batch is one partition (m_part = B) with ``comix_options`` (CoMixupConfig
-    fields) over the published defaults; shares are the mask areas. mixup / cutmix: a shuffled
+    comix: the whole batch is one partition (m_part = B) with ``comix_options`` (CoMixup keyword
+    arguments) over the published defaults; shares are the mask areas. mixup / cutmix: a shuffled
     partner per image and lam ~ Beta(alpha, alpha); shares lam (CutMix: the kept area). puzzle:
     Puzzle Mix with its published defaults, ``puzzle_block_num`` (-1: drawn) and mean/std (the
-    normalisation of x); shares the mask areas. All draws come from ``rng``. Raises ValueError
-    for settings the method rejects.
+    normalisation of x); shares the mask areas. saliencymix, fmix, resizemix, guided_ap,
+    guided_sr: their own flags in ``method_options`` (by flag name, e.g. ``{"fmix_spectrum":
+    "published"}``) over their published values, always mixing. Raises ValueError for a method that
+    cannot be drawn and for settings the method rejects.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    alpha = DEFAULT_ALPHA[method] if mixup_alpha is None else mixup_alpha
-    batch = x.shape[0]
+    drawable = drawable_methods()
+    if method not in drawable:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(drawable)}")
+    options: dict[str, Any] = {}
     if method == "comix":
-        mixer = comix.CoMixup(num_classes=num_classes, rng=rng, **{**(comix_options or {}),
-                                                                   "m_part": batch, "mixup_alpha": alpha})
-        (mask,) = mixer.masks(saliency)
-        mixed, _ = comix.mix_input(mask, x, comix.to_one_hot(labels, num_classes))
-        n_block = mask.shape[1]
-        shares = mask.double().mean(dim=(1, 2)).numpy()
-        return MixResult(method, mixed, shares, grid_size=n_block, max_sources=min(batch, n_block * n_block))
-    if method == "puzzle":
-        mixer = puzzlemix.PuzzleMix(mean=mean, std=std, rng=rng, mixup_alpha=alpha, block_num=puzzle_block_num)
-        plan = mixer.plan(x, saliency)
-        mixed, _ = mixer.apply(plan, x, comix.to_one_hot(labels, num_classes))
-        return MixResult(method, mixed, _pair_shares(plan.perm, plan.shares()), grid_size=plan.block_num)
-    if method == "mixup":
-        lam, perm = baselines.draw_pairing(batch, alpha, rng)
-        mixed = baselines.PairMix(lam, perm)(x)
-        return MixResult(method, mixed, _pair_shares(perm, np.full(batch, lam)))
-    plan = baselines.draw_cutmix(batch, x.shape[-2], x.shape[-1], alpha, rng)
-    mixed, _ = plan.apply(x, comix.to_one_hot(labels, num_classes))
-    return MixResult(method, mixed, _pair_shares(plan.perm, np.full(batch, plan.kept)), box=plan.box)
+        options = dict(comix_options or {})
+    elif method == "puzzle":
+        options = {"block_num": puzzle_block_num}
+    else:
+        options = dict(method_options or {})
+    settings = methods.FigureSettings(num_classes=num_classes, rng=rng, mixup_alpha=mixup_alpha, mean=mean, std=std,
+                                      options=options)
+    return methods.REGISTRY[method].draw_mix(x, labels, saliency, settings)
 
 
 # --------------------------------------------------------------------------- drawing
@@ -187,6 +164,10 @@ class FigureResult:
     annotations: list[str]
     panel_boxes: list[list[tuple[int, int, int, int]]]
     size_px: tuple[int, int]
+
+
+def _title(method: str) -> str:
+    return methods.REGISTRY[method].title
 
 
 def denormalise(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -246,7 +227,8 @@ def build_figure(inputs: Tensor, saliency: Tensor, mix: MixResult, mean: Sequenc
                  title: str = "", input_names: Sequence[str] | None = None, grid: bool = False) -> FigureResult:
     """Draw the three-row figure from tensors: inputs (N, C, H, W) normalised by mean/std,
     saliency (N, H, W), and their mix (N outputs). input_names label the inputs (``#k name``);
-    grid outlines the mask blocks (or the CutMix box) on the outputs. Uses matplotlib's Agg
+    grid outlines the mask blocks (or the pasted box) on the outputs. Row 2 shows ``mix.saliency``
+    instead of ``saliency`` when the method mixed by maps of its own. Uses matplotlib's Agg
     canvas directly, so pyplot's state is untouched. Nothing is written to disk."""
     count = inputs.shape[0]
     if saliency.shape[0] != count or mix.mixed.shape[0] != count or mix.shares.shape != (count, count):
@@ -255,10 +237,10 @@ def build_figure(inputs: Tensor, saliency: Tensor, mix: MixResult, mean: Sequenc
     if input_names is not None and len(input_names) != count:
         raise ValueError(f"got {len(input_names)} input names for {count} inputs")
     if grid and mix.grid_size is None and mix.box is None:
-        raise ValueError(f"{METHOD_TITLES[mix.method]} has no mask grid to draw")
+        raise ValueError(f"{_title(mix.method)} has no mask grid or box to draw")
     shown_inputs = denormalise(inputs, mean, std)
     shown_outputs = denormalise(mix.mixed, mean, std)
-    sal = saliency.detach().float().cpu()
+    sal = (saliency if mix.saliency is None else mix.saliency).detach().float().cpu()
     peak = sal.flatten(1).amax(1).clamp_min(torch.finfo(torch.float32).tiny).view(-1, 1, 1)
     shown_saliency = (sal / peak).numpy()
     annotations = [format_shares(row) for row in mix.shares]
@@ -275,7 +257,7 @@ def build_figure(inputs: Tensor, saliency: Tensor, mix: MixResult, mean: Sequenc
     row_tops = [first_top, first_top + PANEL + ROW_GAP, first_top + 2 * (PANEL + ROW_GAP)]
     # Columns start after the row labels; a figure widened to MIN_WIDTH centres them.
     columns_left = LEFT + (width - (LEFT + count * PANEL + (count - 1) * GAP + RIGHT)) // 2
-    row_names = ["inputs", "saliency", METHOD_TITLES[mix.method]]
+    row_names = ["inputs", "saliency", _title(mix.method)]
     boxes: list[list[tuple[int, int, int, int]]] = [[], [], []]
     image_height, image_width = shown_inputs.shape[1:3]
     # Nearest-neighbour shows small images as crisp pixels; larger ones need antialiasing.
@@ -309,7 +291,7 @@ def build_figure(inputs: Tensor, saliency: Tensor, mix: MixResult, mean: Sequenc
 
 
 def _draw_grid(axes: Any, mix: MixResult, image_height: int, image_width: int) -> None:
-    """Block boundaries of the mask grid (or the CutMix box) over an output panel."""
+    """Block boundaries of the mask grid (or the pasted box) over an output panel."""
     style = dict(color="white", linewidth=1.2, alpha=0.9)
     if mix.grid_size is not None:
         for k in range(1, mix.grid_size):
@@ -436,40 +418,30 @@ def _load_batch(dataset: str, data_dir: str, split: str | None, count: int, rng:
 
 # --------------------------------------------------------------------------- model
 
-def _checkpoint_width(checkpoint: dict) -> int | None:
-    """The preactresnet width a checkpoint was saved with: its args, else its first conv."""
-    saved_args = checkpoint.get("args") or {}
-    if isinstance(saved_args, dict) and isinstance(saved_args.get("initial_channels"), int):
-        return saved_args["initial_channels"]
-    conv = checkpoint["state_dict"].get("conv1.weight")
-    return int(conv.shape[0]) if conv is not None and conv.dim() == 4 else None
-
-
 def _load_model(args: argparse.Namespace, checkpoint: dict | None, num_classes: int) -> tuple[nn.Module, str]:
-    """(model in eval mode with the checkpoint's weights, a description for the title)."""
+    """(model in eval mode with the checkpoint's weights, a description for the title). The
+    checkpoint's architecture, width and classes win (:func:`comixup.train.classifier.classifier_spec`);
+    a fresh model is ``--arch`` (default preactresnet18) of ``--initial_channels`` (default 64)."""
     info = dataset_info(args.dataset)
-    arch = args.arch
-    width = args.initial_channels
     if checkpoint is not None:
-        checkpoints.check_fits(checkpoint, args.resume, arch, None, args.dataset, same_dataset=True)
-        arch = arch or checkpoint["arch"]
-        if width is None and (arch or "preactresnet18") in models.WIDTH_ARCHS:
-            width = _checkpoint_width(checkpoint)
-    arch = arch or "preactresnet18"
-    width = width or models.DEFAULT_INITIAL_CHANNELS
+        spec = classifier_spec(checkpoint, args.resume, arch=args.arch, num_classes=num_classes,
+                               initial_channels=args.initial_channels, dataset=args.dataset, same_dataset=True)
+    else:
+        spec = ClassifierSpec(arch=args.arch or "preactresnet18", num_classes=num_classes,
+                              initial_channels=args.initial_channels or models.DEFAULT_INITIAL_CHANNELS,
+                              stride=info.stride)
     try:
         # A fresh model's weights come from --seed, without disturbing the caller's torch RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(args.seed)
-            model = models.build_model(arch, num_classes, stride=info.stride, initial_channels=width)
+            model = spec.build()
     except ValueError as err:
         raise VisualizeError(str(err)) from err
     if checkpoint is None:
-        return model.eval(), f"{arch}, fresh model (untrained, seed {args.seed})"
-    checkpoints.load_weights(model, checkpoint, args.resume,
-                             f"{arch} (width {width}) with {num_classes} classes for {args.dataset}")
+        return model.eval(), f"{spec.arch}, fresh model (untrained, seed {args.seed})"
+    checkpoints.load_weights(model, checkpoint, args.resume, f"{spec.describe()} for {args.dataset}")
     epochs = f", epoch {checkpoint['epoch']}" if checkpoint["epoch"] else ""
-    return model.eval(), f"{arch} from {os.path.basename(args.resume)}{epochs}"
+    return model.eval(), f"{spec.arch} from {os.path.basename(args.resume)}{epochs}"
 
 
 # --------------------------------------------------------------------------- command line
@@ -490,14 +462,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="architecture (default: the checkpoint's, else preactresnet18)")
     parser.add_argument("--initial_channels", type=int, default=None,
                         help="preactresnet width (default: the checkpoint's, else 64)")
-    parser.add_argument("--method", default="comix", choices=METHODS, help="mixing method")
+    parser.add_argument("--method", default="comix", choices=drawable_methods(), help="mixing method")
     parser.add_argument("--out", default="images/figure.png", help="PNG file to write")
-    parser.add_argument("--grid", action="store_true", help="outline the mask blocks (CutMix: the box) on the outputs")
+    parser.add_argument("--grid", action="store_true",
+                        help="outline the mask blocks (cutmix, saliencymix, resizemix: the box) on the outputs")
     parser.add_argument("--num_images", type=int, default=8,
                         help="inputs shown; Co-Mixup mixes them as one partition (m_part = num_images)")
     parser.add_argument("--seed", type=int, default=0, help="picks the images, the fresh model and the mixing")
     parser.add_argument("--mixup_alpha", type=float, default=None,
-                        help="Dirichlet (Co-Mixup, default 2.0) or Beta (others, default 1.0) concentration")
+                        help="Dirichlet (Co-Mixup, default 2.0) or Beta (others, default 1.0; ResizeMix only with "
+                             "--resizemix_use_alpha True; GuidedMixup draws no weight) concentration")
     comix_group = parser.add_argument_group("Co-Mixup (defaults: the published ones)")
     comix_group.add_argument("--m_block_num", type=int, default=None, help="mask grid size n; -1: random (default 4)")
     comix_group.add_argument("--m_beta", type=float, default=None, help="label smoothness (default 0.32)")
@@ -512,11 +486,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     puzzle_group = parser.add_argument_group("Puzzle Mix")
     puzzle_group.add_argument("--block_num", type=int, default=None,
                               help="mask grid size; -1: drawn from 2, 4, 8, 16 (default -1, as published)")
+    methods.add_method_flags(parser, figure=True)
     return parser
 
 
 def _check_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Check the arguments; returns the Co-Mixup options given. VisualizeError with every problem."""
+    """Check the arguments; returns the options of --method given (Co-Mixup's, or a successor's
+    flags), by flag name. VisualizeError with every problem."""
     problems = []
     if not 2 <= args.num_images <= MAX_IMAGES:
         problems.append(f"--num_images must lie in [2, {MAX_IMAGES}] (mixing needs two inputs), got {args.num_images}")
@@ -526,7 +502,11 @@ def _check_args(args: argparse.Namespace) -> dict[str, Any]:
         problems.append(f"--out must name a .png file, got {args.out}")
     if args.resume and not os.path.isfile(args.resume):
         problems.append(f"--resume {args.resume}: no such checkpoint file")
-    if args.mixup_alpha is not None and not (math.isfinite(args.mixup_alpha) and args.mixup_alpha > 0):
+    method = methods.REGISTRY[args.method]
+    unused_alpha = method.unused_mixup_alpha(args) if args.mixup_alpha is not None else None
+    if unused_alpha is not None:
+        problems.append(f"--mixup_alpha {args.mixup_alpha}: --method {args.method} {unused_alpha}; leave it out")
+    elif args.mixup_alpha is not None and not (math.isfinite(args.mixup_alpha) and args.mixup_alpha > 0):
         problems.append(f"--mixup_alpha must be a positive number, got {args.mixup_alpha}")
     comix_options = {name: getattr(args, name) for name in _CO_MIXUP_FLAGS if getattr(args, name) is not None}
     size = dataset_info(args.dataset).image_size
@@ -534,12 +514,19 @@ def _check_args(args: argparse.Namespace) -> dict[str, Any]:
         problems.append(f"{', '.join('--' + k for k in comix_options)} applies only to --method comix")
     if args.method != "puzzle" and args.block_num is not None:
         problems.append("--block_num applies only to --method puzzle (Co-Mixup's grid is --m_block_num)")
-    if args.grid and args.method == "mixup":
-        problems.append("--grid: input mixup has no mask grid (use it with comix, cutmix or puzzle)")
+    problems += methods.foreign_flag_problems(args)
+    problems += method.flag_problems(args)
+    missing = method.missing_requirement()
+    if missing is not None:
+        problems.append(f"--method {args.method}: {missing}")
+    if args.grid and method.figure_outline is None:
+        outlined = [name for name in drawable_methods() if methods.REGISTRY[name].figure_outline is not None]
+        problems.append(f"--grid: {method.title} has no mask grid or box to outline (use it with "
+                        f"{', '.join(outlined)})")
     if args.method == "comix":
         try:
             comix.CoMixupConfig(**comix_options)
-        except ValueError as err:
+        except (TypeError, ValueError) as err:
             problems.append(str(err))
         n_block = comix_options.get("m_block_num", comix.CoMixupConfig.m_block_num)
         if n_block >= 1 and size % n_block:
@@ -550,13 +537,15 @@ def _check_args(args: argparse.Namespace) -> dict[str, Any]:
                             f"got {args.block_num}")
     if problems:
         raise VisualizeError("; ".join(problems))
-    return comix_options
+    if args.method == "comix":
+        return comix_options
+    return {flag.dest: getattr(args, flag.dest) for flag in method.flags if getattr(args, flag.dest, None) is not None}
 
 
 @dataclass
 class Visualisation:
     """What :func:`make_figure` computed: the figure, the batch (images normalised, labels), the
-    saliency it drew (B, H, W) and the mix."""
+    saliency it drew (B, H, W; GuidedMixup-SR: its spectral residual) and the mix."""
 
     figure: FigureResult
     images: Tensor
@@ -568,38 +557,43 @@ class Visualisation:
 def make_figure(args: argparse.Namespace) -> Visualisation:
     """Load the batch and the model, compute saliency, mix and draw, as parsed ``args`` say.
     Raises VisualizeError, DataError or CheckpointError (one line each) for bad input."""
-    comix_options = _check_args(args)
+    options = _check_args(args)
     info = dataset_info(args.dataset)
     select_seq, mix_seq = np.random.SeedSequence(args.seed).spawn(2)
     batch = _load_batch(args.dataset, args.data_dir, args.split, args.num_images, np.random.default_rng(select_seq))
     checkpoint = load_checkpoint(args.resume, map_location="cpu") if args.resume else None
     num_classes = batch.num_classes or info.num_classes
     if num_classes is None:  # an ImageNet ImageFolder: the checkpoint's class count, else ImageNet's
-        num_classes = (checkpoint or {}).get("num_classes") or IMAGENET_CLASSES
+        num_classes = (recorded_classes(checkpoint) if checkpoint is not None else None) or IMAGENET_CLASSES
     if int(batch.labels.max()) >= num_classes:
         raise DataError(f"{args.data_dir} has class index {int(batch.labels.max())}, but {args.dataset} models "
                         f"have {num_classes} classes")
     model, model_text = _load_model(args, checkpoint, num_classes)
-    saliency, _, _ = comix.saliency_and_clean_loss(model, batch.images, batch.labels, clean_lam=0.0,
-                                                   num_classes=num_classes)
+    saliency = input_gradient_saliency(model, batch.images, batch.labels)
     try:
         mix = mix_batch(args.method, batch.images, batch.labels, saliency, num_classes,
                         np.random.default_rng(mix_seq), mixup_alpha=args.mixup_alpha, mean=info.mean, std=info.std,
-                        comix_options=comix_options,
-                        puzzle_block_num=-1 if args.block_num is None else args.block_num)
+                        comix_options=options if args.method == "comix" else None,
+                        puzzle_block_num=-1 if args.block_num is None else args.block_num,
+                        method_options=None if args.method == "comix" else options)
     except ValueError as err:
         raise VisualizeError(str(err)) from err
-    alpha = DEFAULT_ALPHA[args.method] if args.mixup_alpha is None else args.mixup_alpha
-    settings = [f"alpha {alpha:g}"]
+    method = methods.REGISTRY[args.method]
+    alpha = method.default_mixup_alpha(options) if args.mixup_alpha is None else args.mixup_alpha
+    settings = [] if alpha is None else [f"alpha {alpha:g}"]
     if mix.grid_size is not None:
         settings.append(f"{mix.grid_size}x{mix.grid_size} grid")
     if args.method == "comix":
         settings.append(f"one partition of {args.num_images}")
-    title = (f"{METHOD_TITLES[args.method]} on {info.title} ({batch.description}), seed {args.seed}\n"
-             f"saliency: {model_text}\n{' · '.join(settings)}")
+    else:
+        settings += [f"--{dest} {methods.format_flag_value(value)}" for dest, value in options.items()]
+    shown_saliency = model_text if mix.saliency is None else "spectral residual of the images"
+    title = (f"{_title(args.method)} on {info.title} ({batch.description}), seed {args.seed}\n"
+             f"saliency: {shown_saliency}\n{' · '.join(settings)}")
     result = build_figure(batch.images, saliency, mix, info.mean, info.std, title=title, input_names=batch.names,
                           grid=args.grid)
-    return Visualisation(result, batch.images, batch.labels, saliency, mix)
+    return Visualisation(result, batch.images, batch.labels, saliency if mix.saliency is None else mix.saliency,
+                         mix)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 torchrun) and watch them from outside: start, wait, signal, and look for what outlived them."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -94,3 +95,20 @@ def run_args(data: Path, root: Path, epochs: int, *extra: str) -> list[str]:
     from tests.support.runs import base_args
 
     return base_args(data, root, "--epochs", str(epochs), "--workers", "2", *extra)
+
+
+def torchrun(argv: list[str], cwd: Path, record: Path | None = None) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 tests/support/main_fake_cifar.py ARGV`` on the CPU."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    if record is not None:
+        record.mkdir()
+        env["COMIX_TEST_REDUCTIONS"] = str(record)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(CHILD), *argv]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=240, check=False)
+
+
+def reductions(record: Path, rank: int) -> list[dict]:
+    with open(record / f"rank{rank}.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +38,22 @@ def only_experiment(root: Path) -> Path:
 
 def read_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def keep_first_checkpoint(monkeypatch, copy_to: Path) -> None:
+    """Also copy the next run's first checkpoint (the end of its first epoch) to ``copy_to``: what a
+    run stopped after one epoch leaves, so that one run of 2 epochs and a resume of this copy to 2
+    compare an uninterrupted run with a resumed one."""
+    from comixup.train import checkpoints
+
+    save = checkpoints.save_checkpoint
+
+    def save_and_keep(state, is_best, exp_dir, saved=None):
+        save(state, is_best, exp_dir, saved)
+        if not copy_to.exists():
+            shutil.copyfile(Path(exp_dir) / checkpoints.CHECKPOINT_NAME, copy_to)
+
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save_and_keep)
 
 
 def one_error_line(capsys) -> str:
