@@ -195,6 +195,27 @@ def test_sigterm_to_torchrun_ends_every_rank(cifar10_dir, tmp_path):
 
 @pytest.mark.slow  # torchrun
 @pytest.mark.usefixtures("_no_stray_torchrun_env")
+def test_a_signal_to_one_rank_while_it_evaluates_stops_both_after_the_epochs_checkpoint(cifar10_dir, tmp_path):
+    """The signal reaches rank 1 alone, outside the training steps: it is recorded, both ranks finish
+    evaluating and saving the epoch (their collectives stay paired), then both stop there."""
+    root = tmp_path / "exp"
+    process = start_torchrun(ddp_args(cifar10_dir, root, "--epochs", "3", "--comix", "False"), tmp_path,
+                             COMIX_TEST_SIGNAL_IN_EVAL="SIGTERM:1")
+    out, err = process.communicate(timeout=120)
+    assert process.returncode != 0
+    ours = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(ours) == 2, err[-4000:]
+    assert any(line.startswith("error: [rank 1] stopped by SIGTERM in epoch 0") for line in ours)
+    assert any(line.startswith("error: stopped by SIGTERM in epoch 0") for line in ours), ours
+    assert our_tracebacks(err) == [] and "Connection closed by peer" not in err
+    exp = only_experiment(root)
+    saved = read_checkpoint(exp / "checkpoint.pth.tar")
+    assert saved["epoch"] == 1 and not saved.get("step")  # the whole first epoch, evaluated and saved
+    assert_files_intact(exp)
+
+
+@pytest.mark.slow  # torchrun
+@pytest.mark.usefixtures("_no_stray_torchrun_env")
 def test_a_nan_on_one_rank_stops_both_at_the_same_step(cifar10_dir, tmp_path):
     root = tmp_path / "exp"
     started = time.monotonic()

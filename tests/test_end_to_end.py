@@ -303,3 +303,27 @@ def test_sigkill_at_any_moment_then_resume_equals_an_uninterrupted_run(cifar10_d
 
     # the killed runs' loader workers noticed and left (torch's workers check their parent every few seconds)
     wait_for(lambda: all(group_members(pgid) == [] for pgid in killed_groups), 15, "the killed runs' workers to exit")
+
+
+def test_a_signal_while_the_epoch_is_evaluated_stops_after_its_checkpoint(cifar10_dir, tmp_path, monkeypatch, capsys):
+    """A stop signal outside the training steps is recorded; the epoch is evaluated and saved whole,
+    then the run stops (exit 128 + SIGTERM) and names the checkpoint to continue from."""
+    from comixup.train import fit
+
+    evaluate, sent = fit.evaluate, []
+
+    def signalled(*args, **kwargs):
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(fit, "evaluate", signalled)
+    root = tmp_path / "exp"
+    assert main.main(base_args(cifar10_dir, root, "--epochs", "3", "--comix", "False")) == 128 + signal.SIGTERM
+    exp = only_experiment(root)
+    saved = read_checkpoint(exp / "checkpoint.pth.tar")
+    assert saved["epoch"] == 1 and not saved.get("step")
+    lines = (exp / "log.txt").read_text().splitlines()
+    assert lines[-1].startswith("error: stopped by SIGTERM in epoch 0") and "--resume" in lines[-1]
+    assert len([line for line in lines if TEST_RE.match(line)]) == 1  # epoch 0 evaluated, epoch 1 not begun

@@ -13,7 +13,8 @@ here knows about training.
 3     the training loss became NaN or infinite; nothing of that epoch was saved
 130   stopped by SIGINT (Ctrl-C); 143 by SIGTERM; 138 by SIGUSR1 (128 + the signal's number). A
       signal during training steps lets the step finish and writes a mid-epoch checkpoint first
-      (``--resume auto`` continues exactly there); a second signal ends the process at once
+      (``--resume auto`` continues exactly there); one while an epoch is evaluated or saved lets
+      that finish first; a second signal ends the process at once
 ====  ==========================================================================================
 """
 from __future__ import annotations

@@ -7,6 +7,7 @@ import time
 from comixup.core import lifecycle
 from comixup.core.logs import ScalarLog, convert_secs2time, time_string
 from comixup.core.metrics import AverageMeter
+from comixup.train import distributed
 from comixup.train.engine import TrainingRun
 from comixup.train.log_lines import calibration_line, eval_line, final_line, train_line
 from comixup.train.loop import EvalResult, evaluate, train_one_epoch
@@ -15,12 +16,19 @@ __all__ = ["fit", "epoch_scalars"]
 
 
 def fit(run: TrainingRun) -> None:
-    """Train ``run`` from its start epoch to --epochs: each epoch trains, evaluates, logs and saves."""
+    """Train ``run`` from its start epoch to --epochs: each epoch trains, evaluates, logs and saves.
+
+    A stop signal (SIGINT, SIGTERM, SIGUSR1) during an epoch is recorded, not acted on at once, and
+    every process acts on it at the same point: after the step it arrived in (a mid-epoch
+    checkpoint, :func:`~comixup.train.loop.train_one_epoch`), or, when it arrived while the epoch
+    was being evaluated or saved, once the epoch's checkpoint is written. Under torchrun the signal
+    reaches each rank at its own moment; a rank that stopped at once would leave the others waiting
+    in a collective."""
     args, log = run.args, run.log
     if run.start_epoch >= args.epochs:
         log(f"=> nothing to train: the run starts at epoch {run.start_epoch} and --epochs is {args.epochs}")
     epoch_time = AverageMeter()
-    with ScalarLog(run.exp_dir if run.dist.is_main else None) as scalars:
+    with ScalarLog(run.exp_dir if run.dist.is_main else None) as scalars, lifecycle.graceful_stops():
         for epoch in range(run.start_epoch, args.epochs):
             started = time.time()
             log.hold()  # the epoch's lines reach log.txt with the checkpoint that holds the epoch
@@ -34,9 +42,8 @@ def fit(run: TrainingRun) -> None:
                     f"[Need: {hours:02d}:{minutes:02d}:{seconds:02d}] [learning_rate={lr:6.4f}] "
                     f"[Best : Accuracy={run.best_acc:.2f}, Error={100 - run.best_acc:.2f}]")
 
-            with lifecycle.graceful_stops():
-                train_stats = train_one_epoch(run.net, run.train_loader, run.optimizer, run.method, epoch, plan=plan,
-                                              dist_info=run.dist)
+            train_stats = train_one_epoch(run.net, run.train_loader, run.optimizer, run.method, epoch, plan=plan,
+                                          dist_info=run.dist)
             log(train_line(train_stats))
             run.share_batchnorm_statistics()
             valid = None
@@ -52,6 +59,9 @@ def fit(run: TrainingRun) -> None:
             is_best = run.record(train_stats, valid, test)
             run.save(epoch, is_best)
             epoch_time.update(time.time() - started)
+            (stop,) = distributed.max_across_ranks([lifecycle.stop_requested()], run.dist)
+            if stop:  # it arrived while the epoch was evaluated or saved: stop after its checkpoint
+                raise lifecycle.Interrupted(int(stop))
         run.progress.epoch = None
     if run.history["test_acc"]:
         log(final_line(run.history["test_acc"]))

@@ -13,7 +13,9 @@ It lifts torchvision's md5 check as that fixture does. Test hooks, chosen by env
   rank RANK becomes NaN;
 - COMIX_TEST_SIGNAL_AT=SIGNAL:CALL[:RANK]: the process sends itself SIGNAL (a name: SIGTERM,
   SIGKILL, SIGSTOP, ...; SIGTERM+SIGTERM sends two) during step CALL of rank RANK (default 0), on
-  torchrun's first attempt only, as a scheduler's pre-emption or a crash would hit it.
+  torchrun's first attempt only, as a scheduler's pre-emption or a crash would hit it;
+- COMIX_TEST_SIGNAL_IN_EVAL=SIGNAL:RANK: rank RANK sends itself SIGNAL while it evaluates its first
+  epoch (the other ranks get none), on torchrun's first attempt only.
 """
 from __future__ import annotations
 
@@ -95,6 +97,24 @@ def _signal_at(name: str, call: int, rank: int) -> None:
         methods.build_method = poisoned_builder(methods.build_method, call, 1.0, on_poison=send)
 
 
+def _signal_in_eval(name: str, rank: int) -> None:
+    import signal
+
+    from comixup.train import fit
+
+    if int(os.environ.get("RANK", "0")) != rank or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        return
+    evaluate, sent = fit.evaluate, []
+
+    def signalled(*args, **kwargs):
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), getattr(signal, name))
+        return evaluate(*args, **kwargs)
+
+    fit.evaluate = signalled
+
+
 def run(argv: list[str]) -> int:
     """main.main(argv) with the md5 check lifted and the test hooks of the module docstring applied."""
     if os.environ.get("COMIX_TEST_STALL_SAVE"):
@@ -105,6 +125,9 @@ def run(argv: list[str]) -> int:
     if os.environ.get("COMIX_TEST_SIGNAL_AT"):
         name, call, *rank = os.environ["COMIX_TEST_SIGNAL_AT"].split(":")
         _signal_at(name, int(call), int(rank[0]) if rank else 0)
+    if os.environ.get("COMIX_TEST_SIGNAL_IN_EVAL"):
+        name, rank = os.environ["COMIX_TEST_SIGNAL_IN_EVAL"].split(":")
+        _signal_in_eval(name, int(rank))
     _lift_md5_check()
     folder = os.environ.get("COMIX_TEST_REDUCTIONS")
     if folder:
