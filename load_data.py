@@ -7,8 +7,16 @@ them (running it again is harmless). Imported, it offers the data sets and loade
 """
 import sys
 
-from comixup.data.datasets import (DATASETS, DataError, DatasetInfo, check_data_dir, class_balanced_split, dataset_info,
-                                   dataset_transforms, get_datasets)
+from comixup.data.datasets import (
+    DATASETS,
+    DataError,
+    DatasetInfo,
+    check_data_dir,
+    class_balanced_split,
+    dataset_info,
+    dataset_transforms,
+    get_datasets,
+)
 from comixup.data.device_loader import DeviceLoader, get_device_loaders
 from comixup.data.loaders import EpochSampler, get_loaders, get_test_loader, get_train_loader, shutdown_workers
 from comixup.prepare.tiny_imagenet import main, relayout_tiny_imagenet_val

@@ -38,12 +38,21 @@ import io
 import os
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
-from comixup.core.lifecycle import (EXIT_DIVERGED, EXIT_INPUT, EXIT_IO, EXIT_OK, RunError, error_line, os_error_text,
-                                    report, stop_on_signals)
+from comixup.core.lifecycle import (
+    EXIT_DIVERGED,
+    EXIT_INPUT,
+    EXIT_IO,
+    EXIT_OK,
+    RunError,
+    error_line,
+    os_error_text,
+    report,
+    stop_on_signals,
+)
 from comixup.core.logs import LogPrinter
 from comixup.data.cifar_c import PUBLISHED_AVERAGE, open_release
 from comixup.data.datasets import DataError, check_data_dir, dataset_info
@@ -56,8 +65,15 @@ from comixup.train.engine import TrainingRun, log_run_header
 from comixup.train.experiment import RunProgress, auto_resume_path, open_exp_dir
 from comixup.train.fit import fit
 from comixup.train.loop import TrainingDiverged, evaluate, train_one_epoch
-from comixup.train.options import (AUTO_RESUME, data_folders, experiment_name, get_args_parser, parse_command_line,
-                                   resolve_method, validate_args)
+from comixup.train.options import (
+    AUTO_RESUME,
+    data_folders,
+    experiment_name,
+    get_args_parser,
+    parse_command_line,
+    resolve_method,
+    validate_args,
+)
 
 __all__ = ["get_args_parser", "train_one_epoch", "evaluate", "train", "run", "main", "TrainingDiverged",
            "EXIT_OK", "EXIT_IO", "EXIT_INPUT", "EXIT_DIVERGED"]

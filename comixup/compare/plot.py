@@ -7,7 +7,8 @@ architectures, data sets, epochs) differ by line style.
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -24,7 +25,7 @@ class CurveGroup(Protocol):
     def method(self) -> str: ...
 
     @property
-    def finished(self) -> Sequence["Run"]: ...
+    def finished(self) -> Sequence[Run]: ...
 
 __all__ = ["draw_curves", "figure_bytes", "METHOD_COLOURS"]
 
@@ -51,7 +52,7 @@ def _curves(runs: Sequence, attribute: str) -> np.ndarray:
 
 
 def draw_curves(groups: Sequence[CurveGroup], label_of: Callable[[CurveGroup], str],
-                size: tuple[float, float] = (11.0, 4.0)) -> "Figure":
+                size: tuple[float, float] = (11.0, 4.0)) -> Figure:
     """A figure of two axes, test accuracy and test loss against the epoch (1-based), with one
     line per group (of its finished runs) labelled ``label_of(group)`` and the number of runs; a
     band spans the runs when there are several. Drawn on matplotlib's Agg canvas directly, so
@@ -89,7 +90,7 @@ def draw_curves(groups: Sequence[CurveGroup], label_of: Callable[[CurveGroup], s
     return figure
 
 
-def figure_bytes(figure: "Figure", fmt: str = "png") -> bytes:
+def figure_bytes(figure: Figure, fmt: str = "png") -> bytes:
     """The figure encoded as ``fmt`` (png, pdf or svg)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format=fmt, dpi=PIXELS_PER_INCH)

@@ -13,9 +13,10 @@ published Co-Mixup logs:
 - this project's runs also write one ``error: ...`` line when they stop on a failure, e.g.
   ``error: the training loss became nan at epoch 12, ...``.
 
-An ``--evaluate`` run's lines in the folder are skipped. A resumed run appends to the same log: an epoch logged again replaces the earlier record (and
-the records after it, as when a run resumes from an earlier checkpoint), and an epoch whose Test
-line never came (a kill in the middle of it) is not counted.
+An ``--evaluate`` run's lines in the folder are skipped. A resumed run appends to the same log: an
+epoch logged again replaces the earlier record (and the records after it, as when a run resumes
+from an earlier checkpoint), and an epoch whose Test line never came (a kill in the middle of it) is
+not counted.
 
 A run's status is one of:
 
@@ -26,9 +27,9 @@ A run's status is one of:
     ``error: the training loss became ...``.
 ``running``
     a live process holds the lock on the folder's ``.lock`` file that main.py takes for a run
-    (checked with a non-blocking shared ``lockf``); or, in a folder without ``.lock`` (runs older than the lock), the log has no
-    final or error line after its last epoch (or its last start) and was written within the last
-    ``max(10 minutes, 2 epochs)``.
+    (checked with a non-blocking shared ``lockf``); or, in a folder without ``.lock`` (runs older
+    than the lock), the log has no final or error line after its last epoch (or its last start)
+    and was written within the last ``max(10 minutes, 2 epochs)``.
 ``unfinished``
     anything else: stopped by a signal or an I/O error, killed (a run removes its ``.lock`` when
     it ends, so a ``.lock`` nobody holds is a killed run's).
@@ -293,7 +294,7 @@ def lock_is_held(folder: str) -> bool | None:
 
 def _status(run: Run, parsed: _Parsed, modified: float, now: float) -> tuple[str, str]:
     """(status, reason) of a parsed run (rules in the module docstring)."""
-    for epoch, (acc, loss) in enumerate(zip(run.test_acc, run.test_loss)):
+    for epoch, (acc, loss) in enumerate(zip(run.test_acc, run.test_loss, strict=False)):
         if not (math.isfinite(acc) and math.isfinite(loss)):
             return "diverged", f"test loss {loss}, accuracy {acc} at its epoch {epoch + 1}"
     activity = max(parsed.settings_at, parsed.last_record_at)

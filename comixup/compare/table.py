@@ -12,8 +12,8 @@ with), the best epoch, and the seconds per epoch; where runs logged their calibr
 project's runs log the test set's expected calibration error after every Test line), a ``last
 ECE`` column gives the last epoch's test ECE (percent; mean over the runs that have it). Runs
 that are running, unfinished or diverged are counted in the ``left out`` column and listed under
-the table, never pooled with the finished ones. ``--runs`` prints one row per run instead; ``--error`` prints top-1 error
-(100 - accuracy), as the paper's tables do.
+the table, never pooled with the finished ones. ``--runs`` prints one row per run instead;
+``--error`` prints top-1 error (100 - accuracy), as the paper's tables do.
 
 Exit status: 0; 2 with one ``error: ...`` line on stderr for bad input (a path with no run, an
 unreadable log, an output folder that does not exist); 1 when the table or figure cannot be
@@ -27,12 +27,13 @@ import math
 import os
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
+from comixup.compare.run_log import RUN_LOG, Run, RunLogError, read_run
 from comixup.core import lifecycle
 from comixup.core.tables import TABLE_FORMATS, render_table
-from comixup.compare.run_log import RUN_LOG, Run, RunLogError, read_run
 
 __all__ = ["Group", "Stat", "CompareError", "find_run_folders", "group_runs", "median_of_last",
            "format_table", "main", "GROUP_KEYS", "METHOD_ORDER"]
@@ -83,7 +84,7 @@ class Group:
 
     def label(self, key_names: Sequence[str]) -> str:
         """``comix preactresnet18 cifar100 300 ep`` and any split setting as ``name=value``."""
-        parts = dict(zip(key_names, self.key))
+        parts = dict(zip(key_names, self.key, strict=False))
         extra = [f"{name}={parts[name]}" for name in key_names[len(GROUP_KEYS):]]
         return " ".join([str(parts["method"]), str(parts["arch"]), str(parts["dataset"]),
                          f"{parts['epochs']} ep", *extra])
@@ -273,9 +274,9 @@ def _run_rows(groups: Sequence[Group], options: TableOptions, left_out_only: boo
             ece = last_ece(run)
             numbers.append(missing if ece is None else f"{ece:.2f}")
         seconds = "" if run.seconds_per_epoch is None else f"{run.seconds_per_epoch:.1f}"
-        rows.append([os.path.relpath(os.path.abspath(run.folder), base), *(str(v) for v in group.key), str(run.settings.get("seed", "?")), run.status,
-                     str(run.epochs_done), *numbers, seconds or ("" if options.fmt == "csv" else "-"),
-                     run.reason])
+        rows.append([os.path.relpath(os.path.abspath(run.folder), base), *(str(v) for v in group.key),
+                     str(run.settings.get("seed", "?")), run.status, str(run.epochs_done), *numbers,
+                     seconds or ("" if options.fmt == "csv" else "-"), run.reason])
     return header, rows
 
 

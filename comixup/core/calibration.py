@@ -15,8 +15,8 @@ and rebuild one with :meth:`~CalibrationMeter.from_sums`.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +98,7 @@ class CalibrationMeter:
         return packed.cpu().tolist()
 
     @classmethod
-    def from_sums(cls, sums: Sequence[float]) -> "CalibrationMeter":
+    def from_sums(cls, sums: Sequence[float]) -> CalibrationMeter:
         """A meter (on the CPU) holding the sums of :meth:`sums` (or of several added together)."""
         values = [float(v) for v in sums]
         if len(values) < 4 or (len(values) - 1) % 3:
@@ -110,7 +110,7 @@ class CalibrationMeter:
         meter._nll = packed[3 * bins].clone()
         return meter
 
-    def merge(self, other: "CalibrationMeter") -> "CalibrationMeter":
+    def merge(self, other: CalibrationMeter) -> CalibrationMeter:
         """A meter holding this one's predictions and ``other``'s (same bin count)."""
         if other.bins != self.bins:
             raise ValueError(f"cannot merge calibration meters of {self.bins} and {other.bins} bins")

@@ -10,7 +10,8 @@ import io
 import os
 import pickle
 import tempfile
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_pickle_dump", "remove_stale_temp_files"]
 

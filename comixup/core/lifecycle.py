@@ -26,10 +26,11 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 __all__ = ["EXIT_OK", "EXIT_IO", "EXIT_INPUT", "EXIT_DIVERGED", "RunError", "Interrupted", "ArgumentParser",
-           "HelpFormatter", "str2bool", "flag_bool", "parse_args", "report", "error_line", "os_error_text", "SignalStops",
+           "HelpFormatter", "str2bool", "flag_bool", "parse_args", "report", "error_line", "os_error_text",
+           "SignalStops",
            "stop_on_signals", "graceful_stops", "stop_requested", "STOP_SIGNALS"]
 
 EXIT_OK = 0
@@ -134,7 +135,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 """Signals that stop a run: Ctrl-C, a scheduler's pre-emption (SIGTERM), and SIGUSR1, the one to
 ask SLURM for ahead of the time limit (``#SBATCH --signal=USR1@120``)."""
 
-_active: "SignalStops | None" = None
+_active: SignalStops | None = None
 
 
 class SignalStops:

@@ -111,7 +111,7 @@ class ScalarLog:
             self.writer.close()
             self.writer = None
 
-    def __enter__(self) -> "ScalarLog":
+    def __enter__(self) -> ScalarLog:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,7 +1,7 @@
 """Classification metrics of a run: running averages and top-k accuracy."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor
 

@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 import contextlib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import ContextManager
 
 import torch
 
@@ -53,7 +53,7 @@ class Precision:
         """True when forwards run under autocast."""
         return self.dtype is not None
 
-    def autocast(self) -> ContextManager:
+    def autocast(self) -> AbstractContextManager:
         """The context for a forward pass: autocast, or nothing at float32."""
         if self.dtype is None:
             return contextlib.nullcontext()

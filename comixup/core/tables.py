@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["TABLE_FORMATS", "render_table"]
 
@@ -29,5 +29,5 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], fmt: str)
     if fmt != "text":
         raise ValueError(f"table format must be one of {', '.join(TABLE_FORMATS)}, got {fmt!r}")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
                      for row in [header, *rows]) + "\n"

@@ -7,9 +7,9 @@ import copy
 import os
 import pickle
 import tarfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torchvision.datasets as tv_datasets

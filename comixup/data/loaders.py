@@ -3,7 +3,8 @@ per-image seeds in worker processes, evaluation shards under torchrun, kept-aliv
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -146,7 +147,7 @@ class EpochSampler(Sampler):
         base = np.random.SeedSequence([self.seed, self.epoch, 0xA0A]).generate_state(1, dtype=np.uint64)[0]
         order = epoch_order(self.size, self.seed, self.epoch, self.rank, self.world_size).numpy()
         seeds = _mix64(order.astype(np.uint64) ^ base) >> np.uint64(1)
-        yield from zip(order.tolist()[self.skip:], seeds.tolist()[self.skip:])
+        yield from zip(order.tolist()[self.skip:], seeds.tolist()[self.skip:], strict=False)
 
 
 class _SeededItems(Dataset):

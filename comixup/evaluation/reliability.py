@@ -10,8 +10,9 @@ predictions per bin on a log scale).
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from comixup.core.calibration import CalibrationMeter, ReliabilityBin
 
@@ -31,11 +32,11 @@ class ReliabilityPanel:
     bins: Sequence[ReliabilityBin]
 
     @classmethod
-    def of(cls, name: str, meter: CalibrationMeter) -> "ReliabilityPanel":
+    def of(cls, name: str, meter: CalibrationMeter) -> ReliabilityPanel:
         return cls(f"{name}\nECE {meter.ece:.2f}%, accuracy {meter.accuracy:.2f}%", meter.reliability())
 
 
-def draw_reliability(panels: Sequence[ReliabilityPanel], size: tuple[float, float] | None = None) -> "Figure":
+def draw_reliability(panels: Sequence[ReliabilityPanel], size: tuple[float, float] | None = None) -> Figure:
     """A figure of one column per panel: above, the accuracy of each bin's predictions (blue
     bars), the gap up or down to their mean confidence (red, hatched) and the diagonal of a
     calibrated model; below, the predictions per bin (log scale, each count written above its
@@ -94,7 +95,7 @@ def _draw_panel(diagram, counts_axes, panel: ReliabilityPanel, first: bool) -> N
         counts_axes.set_ylabel("predictions")
 
 
-def figure_png(figure: "Figure") -> bytes:
+def figure_png(figure: Figure) -> bytes:
     """The figure as PNG bytes (write them with comixup.core.files.atomic_write_bytes)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=PIXELS_PER_INCH)

@@ -20,18 +20,29 @@ The same basis names ``evaluate.py``'s CIFAR-C column (:func:`corruption_column`
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import torch.nn as nn
 
 from comixup.core.calibration import DEFAULT_BINS
 from comixup.core.precision import Precision
-from comixup.data.cifar_c import (CORRUPTIONS, PUBLISHED_AVERAGE, SEVERITIES, STANDARD_AVERAGE, CorruptionRelease,
-                                  open_release)
+from comixup.data.cifar_c import (
+    CORRUPTIONS,
+    PUBLISHED_AVERAGE,
+    SEVERITIES,
+    STANDARD_AVERAGE,
+    CorruptionRelease,
+    open_release,
+)
 from comixup.data.datasets import dataset_info
-from comixup.evaluation.robustness import (CorruptionAverage, CorruptionResult, Normalisation, corruption_errors,
-                                           fgsm_accuracy)
+from comixup.evaluation.robustness import (
+    CorruptionAverage,
+    CorruptionResult,
+    Normalisation,
+    corruption_errors,
+    fgsm_accuracy,
+)
 from comixup.train import distributed
 from comixup.train.log_lines import calibration_line, eval_line
 from comixup.train.loop import evaluate

@@ -26,8 +26,8 @@ images and the pass sums the counts over the processes, so every rank gets the w
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch

@@ -31,8 +31,8 @@ import argparse
 import math
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -40,13 +40,25 @@ import torch.nn as nn
 from comixup import models
 from comixup.core import lifecycle
 from comixup.core.calibration import DEFAULT_BINS, CalibrationMeter
-from comixup.core.precision import AMP_MODES, Precision
 from comixup.core.files import atomic_write_bytes
+from comixup.core.precision import AMP_MODES, Precision
 from comixup.core.tables import TABLE_FORMATS, render_table
-from comixup.data.cifar_c import (CORRUPTION_AVERAGES, PUBLISHED_AVERAGE, STANDARD_AVERAGE, CorruptionRelease,
-                                  open_release)
-from comixup.data.datasets import (CIFAR_CLASSES, DATASETS, DataError, check_data_dir, dataset_info, get_datasets,
-                                   get_folder_test_set)
+from comixup.data.cifar_c import (
+    CORRUPTION_AVERAGES,
+    PUBLISHED_AVERAGE,
+    STANDARD_AVERAGE,
+    CorruptionRelease,
+    open_release,
+)
+from comixup.data.datasets import (
+    CIFAR_CLASSES,
+    DATASETS,
+    DataError,
+    check_data_dir,
+    dataset_info,
+    get_datasets,
+    get_folder_test_set,
+)
 from comixup.data.loaders import get_test_loader
 from comixup.evaluation.reliability import ReliabilityPanel, draw_reliability, figure_png
 from comixup.evaluation.report import corruption_column, format_eps, published_basis

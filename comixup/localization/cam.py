@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -121,7 +121,9 @@ def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray, published: bool = False) -
     inter_h = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
     if published:
         inter = inter_w * inter_h
-        union = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter
+        area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+        area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+        union = area_a + area_b - inter
         with np.errstate(divide="ignore", invalid="ignore"):
             return inter / union
     inter = np.clip(inter_w, 0, None) * np.clip(inter_h, 0, None)
@@ -159,7 +161,8 @@ class LocalizationScores:
     published result (that is ``top1_loc`` of a run with the published formula and boxes).
     """
 
-    def __init__(self, th: float, sweep: Sequence[float], iou_mode: str = "correct", iou_threshold: float = 0.5) -> None:
+    def __init__(self, th: float, sweep: Sequence[float], iou_mode: str = "correct",
+                 iou_threshold: float = 0.5) -> None:
         if iou_mode not in IOU_MODES:
             raise ValueError(f"iou_mode must be one of {IOU_MODES}, got {iou_mode!r}")
         self.th = th

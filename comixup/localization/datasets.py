@@ -32,8 +32,9 @@ import pickle
 import re
 import struct
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -100,7 +101,7 @@ class _LazyArray:
             self.data = data.encode("latin-1")
 
     @classmethod
-    def from_buffer(cls, data: bytes | _Payload, dtype: Any, shape: Sequence[int], order: str) -> "_LazyArray":
+    def from_buffer(cls, data: bytes | _Payload, dtype: Any, shape: Sequence[int], order: str) -> _LazyArray:
         array = cls()
         array.shape, array.dtype, array.order, array.data = tuple(shape), np.dtype(dtype), order, data
         return array
@@ -464,7 +465,8 @@ class FolderSet:
         return Sample(image, label, boxes)
 
 
-def open_source(path: str | os.PathLike, boxes: str | os.PathLike | None, name: str | None = None) -> LocalizationSource:
+def open_source(path: str | os.PathLike, boxes: str | os.PathLike | None,
+                name: str | None = None) -> LocalizationSource:
     """A :class:`PickleSet` for a folder holding input.pkl, else a :class:`FolderSet` (needs ``boxes``)."""
     path = Path(path)
     if (path / "input.pkl").exists() or boxes is None:
@@ -553,7 +555,8 @@ class CroppedSet(torch.utils.data.Dataset):
         return tensor, sample.label, boxes, index
 
 
-def collate(batch: list[tuple[torch.Tensor, int, np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor, list[np.ndarray], list[int]]:
+def collate(batch: list[tuple[torch.Tensor, int, np.ndarray, int]]
+            ) -> tuple[torch.Tensor, torch.Tensor, list[np.ndarray], list[int]]:
     """Stacks images and labels; boxes (a different count per image) and indices stay lists."""
-    images, labels, boxes, indices = zip(*batch)
+    images, labels, boxes, indices = zip(*batch, strict=False)
     return torch.stack(images), torch.as_tensor(labels, dtype=torch.int64), list(boxes), list(indices)

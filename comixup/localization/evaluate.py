@@ -22,9 +22,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +35,15 @@ from comixup import models
 from comixup.core.files import atomic_write_bytes
 from comixup.core.lifecycle import ArgumentParser, HelpFormatter
 from comixup.data.datasets import DataError
-from comixup.localization.cam import (IOU_MODES, LocalizationScores, box_from_gray, box_iou, class_activation_maps,
-                                      logits_and_features, to_gray)
+from comixup.localization.cam import (
+    IOU_MODES,
+    LocalizationScores,
+    box_from_gray,
+    box_iou,
+    class_activation_maps,
+    logits_and_features,
+    to_gray,
+)
 from comixup.localization.corrupt import CORRUPTIONS, Corruption, build_corrupted_set
 from comixup.localization.datasets import CroppedSet, LocalizationSource, PickleSet, collate, open_source
 from comixup.localization.report import PUBLISHED_MODELS, draw_figure, write_tables
@@ -93,7 +101,8 @@ def _non_negative(text: str) -> int:
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("models")
     group.add_argument("--model_name", nargs="+", default=[], metavar="NAME",
-                       help=f"published model names, read from <pretrained_dir>/<NAME>.pt ({', '.join(PUBLISHED_MODELS)})")
+                       help=f"published model names, read from <pretrained_dir>/<NAME>.pt "
+                            f"({', '.join(PUBLISHED_MODELS)})")
     group.add_argument("--checkpoint", nargs="+", default=[], metavar="[NAME=]PATH",
                        help="any checkpoint (published .pt or main.py's checkpoint.pth.tar); NAME defaults to "
                             "the file name without extension")
@@ -349,7 +358,8 @@ def _check_names(pairs: Sequence[tuple[str, Any]], what: str) -> None:
     names = [name for name, *_ in pairs]
     for name in names:
         if not name or names.count(name) > 1 or any(c in name for c in "/\\@"):
-            raise UsageError(f"{what} name {name!r} is empty, repeated or holds / \\ @; give NAME=PATH with distinct names")
+            raise UsageError(f"{what} name {name!r} is empty, repeated or holds / \\ @; give NAME=PATH with distinct "
+                             f"names")
 
 
 def _prepare_root(root: str) -> Path:
@@ -378,7 +388,8 @@ def run_eval(args: argparse.Namespace) -> int:
         for data_name, source, resize in data:
             dataset = CroppedSet(source, args.crop, resize, published, _subset(len(source), args.debug, args.limit))
             started = time.perf_counter()
-            with _progress(len(dataset), None if args.tqdm is None else bool(args.tqdm), f"{model_name}@{data_name}") as bar:
+            show = None if args.tqdm is None else bool(args.tqdm)
+            with _progress(len(dataset), show, f"{model_name}@{data_name}") as bar:
                 summary = evaluate(model, dataset, LocalizationScores(args.th, sweep, args.iou), device,
                                    Throughput(args.batch_size, args.workers, args.box_threads), bar)
             seconds = time.perf_counter() - started

@@ -13,8 +13,8 @@ import functools
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -93,7 +93,8 @@ def tables_text(results: Sequence[dict]) -> str:
         table = [header] + [[str(r["model"]), str(r["data"]), *(_cell(r.get(k)) for _, k in _ALL_COLUMNS)]
                             for r in results]
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-        lines += ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        lines += ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
+                            for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
                   for row in table]
         lines += [FORMULA_ONLY_NOTE, ""]
     return "\n".join(lines)

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from concurrent.futures import Executor
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -27,8 +27,9 @@ The functions :func:`input_mixup` and :func:`cutmix` and the class :class:`Manif
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -14,7 +14,7 @@ Arrays are numpy, float64, blocks flattened row-major (p = row * n + col).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from numba import njit

@@ -65,7 +65,7 @@ class MixupProcessParallel:
     def close(self) -> None:
         self.pool.close()
 
-    def __enter__(self) -> "MixupProcessParallel":
+    def __enter__(self) -> MixupProcessParallel:
         return self
 
     def __exit__(self, *exc: object) -> None:

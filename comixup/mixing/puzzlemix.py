@@ -73,9 +73,9 @@ Usage::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, fields
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -406,7 +406,7 @@ def _solve_levels_batch(unary, w_down, w_right, n):
                     for a in range(layers):
                         linear[p * layers + a] += w * (2 * (a + 1) - n_labels)
                         linear[q * layers + a] += w * (2 * (a + 1) - n_labels)
-                    for a in range(layers * layers):
+                    for _ in range(layers * layers):
                         cap[slot_fwd[e]] = w
                         cap[slot_bwd[e]] = w
                         e += 1
@@ -438,7 +438,7 @@ def _in_chunks(solve: Callable[..., np.ndarray], arrays: Sequence[np.ndarray], e
         return solve(*arrays, *extra)
     bounds = np.linspace(0, batch, min(chunks, batch) + 1).astype(int)
     parts = executor.map(lambda lo_hi: solve(*(a[lo_hi[0]:lo_hi[1]] for a in arrays), *extra),
-                         list(zip(bounds[:-1], bounds[1:])))
+                         list(zip(bounds[:-1], bounds[1:], strict=False)))
     return np.concatenate(list(parts))
 
 

@@ -4,8 +4,9 @@ grid that can be drawn fits the images), and a config read from an argparse name
 are checked for their types."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch

@@ -16,7 +16,7 @@ manifold mixup; ``model.num_mix_layers == 3``.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .mixable import MixableClassifier, check_initial_channels
 from .preactresnet import preactresnet18, preactresnet34, preactresnet50, preactresnet101, preactresnet152

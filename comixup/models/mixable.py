@@ -8,7 +8,7 @@ learning rate (0.2 with the BCE-on-softmax loss) was tuned with it.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch.nn as nn
 from torch import Tensor

@@ -7,7 +7,7 @@ so that its published checkpoints load. Like the published model it has no BN or
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn as nn
 import torch.nn.functional as F

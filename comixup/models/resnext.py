@@ -9,7 +9,7 @@ conv. The width is fixed by the architecture name: there is no ``initial_channel
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn as nn
 import torch.nn.functional as F

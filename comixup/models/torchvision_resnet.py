@@ -12,7 +12,7 @@ dropout (p=0.5) before ``fc``.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch.nn as nn
 import torchvision.models as tvm
@@ -24,7 +24,8 @@ from .mixable import HEAD_DROPOUT_P, MixableClassifier, check_model_args
 class TorchvisionResNet(MixableClassifier):
     """A torchvision ResNet whose forward supports ``mix_layer`` / ``mix_fn``."""
 
-    def __init__(self, builder: Callable[..., tvm.ResNet], num_classes: int, dropout: bool = False, stride: int = 1) -> None:
+    def __init__(self, builder: Callable[..., tvm.ResNet], num_classes: int, dropout: bool = False,
+                 stride: int = 1) -> None:
         check_model_args(num_classes, dropout, stride)
         super().__init__()
         self.num_classes = num_classes

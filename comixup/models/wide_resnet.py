@@ -13,7 +13,7 @@ dropout with p=0.3 inside every block, between the two convolutions, as in the W
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn as nn
 import torch.nn.functional as F

@@ -32,10 +32,11 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from comixup.core import lifecycle
 
@@ -216,7 +217,8 @@ def prepare(job: Job, workers: int, progress: bool | None = None) -> Summary:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = lifecycle.ArgumentParser(description="Resize SRC/{train,val}/<class>/<image> so that the short side is each "
+    parser = lifecycle.ArgumentParser(description="Resize SRC/{train,val}/<class>/<image> so that the short side is "
+                                                  "each "
                                                "of --sizes (sides truncated to whole pixels as published, so a short "
                                                "side can come out one pixel less), into "
                                                "DST/<size>/{train,val}/<class>/<image> (JPEG). "

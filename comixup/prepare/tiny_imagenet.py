@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from comixup.data.datasets import DEFAULT_TINY_DIR, DataError, flat_images, nested_tiny_hint
 

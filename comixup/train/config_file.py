@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["ConfigError", "RECIPE_KEYS", "load_config", "apply_config", "parse_args_with_config"]
 

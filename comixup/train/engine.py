@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -86,11 +86,12 @@ def set_train_epoch(loader: Loader, seed: int, epoch: int, rank: int = 0, skip_b
     many epochs this process ran before, so a resumed run sees the batches an uninterrupted one
     would.
 
-    A loader of :func:`comixup.data.loaders.get_loaders` has an :class:`~comixup.data.loaders.EpochSampler` (order and loader
-    workers' per-image seeds from its seed and the epoch), which takes the epoch; its generator
-    (used only for the workers' start-up seeds) is re-seeded from (seed, epoch, rank). A
-    DeviceLoader takes the epoch. ``skip_batches``: the epoch's first batches already trained on
-    (a mid-epoch resume), left out without loading them. ValueError for any other loader.
+    A loader of :func:`comixup.data.loaders.get_loaders` has an
+    :class:`~comixup.data.loaders.EpochSampler` (order and loader workers' per-image seeds from its
+    seed and the epoch), which takes the epoch; its generator (used only for the workers' start-up
+    seeds) is re-seeded from (seed, epoch, rank). A DeviceLoader takes the epoch. ``skip_batches``:
+    the epoch's first batches already trained on (a mid-epoch resume), left out without loading them.
+    ValueError for any other loader.
     """
     if isinstance(loader, DeviceLoader):
         loader.set_epoch(epoch, skip_batches)

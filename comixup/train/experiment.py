@@ -37,7 +37,7 @@ class FolderLock:
         self.path = os.path.join(folder, LOCK_NAME)
         self._fd: int | None = None
 
-    def acquire(self) -> "FolderLock":
+    def acquire(self) -> FolderLock:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
@@ -71,7 +71,7 @@ class FolderLock:
             os.close(self._fd)  # closing drops the lock
             self._fd = None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
@@ -86,7 +86,7 @@ def auto_resume_path(exp_dir: str, checkpoint_name: str) -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def open_exp_dir(exp_dir: str) -> tuple["FolderLock", list[str]]:
+def open_exp_dir(exp_dir: str) -> tuple[FolderLock, list[str]]:
     """Create the experiment folder, lock it for this run (:class:`FolderLock`), prove it writable
     (a probe file written, fsynced and removed) and remove the temporary files that a killed run
     left in it, before anything heavy happens. Returns (the lock, the removed files' paths).

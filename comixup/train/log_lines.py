@@ -2,7 +2,7 @@
 the ``**Calib**`` line after each Test line, and the closing median of the last ten epochs."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

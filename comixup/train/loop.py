@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -57,7 +58,7 @@ class EpochProgress:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, saved: dict | None) -> "EpochProgress":
+    def from_dict(cls, saved: dict | None) -> EpochProgress:
         saved = saved or {}
         return cls(**{name: type(value)(saved.get(name, value)) for name, value in asdict(cls()).items()})
 

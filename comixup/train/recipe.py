@@ -25,8 +25,9 @@ from __future__ import annotations
 import math
 import os
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch.nn as nn
 
@@ -124,7 +125,7 @@ class Recipe:
 
     @classmethod
     def from_config(cls, phases: Sequence[Any] | None, lr_points: Sequence[Any] | None, epochs: int,
-                    data_dir: str | None = None) -> "Recipe":
+                    data_dir: str | None = None) -> Recipe:
         """Check and build the recipe of the ``phases:`` and ``lr_points:`` entries of a config
         (either may be None). The phases must follow each other from epoch 0 to ``epochs``;
         relative data folders are joined to ``data_dir``. RecipeError with every problem."""
@@ -136,7 +137,7 @@ class Recipe:
         return cls(built, points)
 
     @classmethod
-    def from_args(cls, args: Any) -> "Recipe":
+    def from_args(cls, args: Any) -> Recipe:
         """The recipe of main.py's arguments: their ``phases`` and ``lr_points`` (absent or None:
         none), ``epochs`` and ``data_dir`` (see :meth:`from_config`)."""
         return cls.from_config(getattr(args, "phases", None), getattr(args, "lr_points", None), args.epochs,
@@ -163,7 +164,7 @@ class Recipe:
         """The learning rate at a fractional epoch (piecewise linear in the points)."""
         if not self.lr_points:
             raise ValueError("this recipe has no lr_points")
-        xs, ys = zip(*self.lr_points)
+        xs, ys = zip(*self.lr_points, strict=False)
         return piecewise_linear(epoch, xs, ys)
 
     def step_lr(self, epoch: int, step: int, steps_per_epoch: int) -> float:

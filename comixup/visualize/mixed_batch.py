@@ -39,9 +39,10 @@ import math
 import os
 import sys
 import textwrap
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,7 +67,8 @@ from comixup.train.classifier import ClassifierSpec, classifier_spec, recorded_c
 
 __all__ = [
     "METHODS", "MixResult", "FigureResult", "Visualisation", "VisualizeError", "mix_batch", "denormalise",
-    "format_shares", "figure_size_px", "wrap_title", "build_figure", "write_png", "get_args_parser", "make_figure", "main",
+    "format_shares", "figure_size_px", "wrap_title", "build_figure", "write_png", "get_args_parser", "make_figure",
+    "main",
 ]
 
 def drawable_methods() -> tuple[str, ...]:
@@ -198,7 +200,7 @@ def format_shares(shares: np.ndarray, per_line: int = SOURCES_PER_LINE) -> str:
         raise ValueError("an output must draw from at least one input (all shares are 0)")
     used = used[np.argsort(-shares[used], kind="stable")]
     percents = _rounded_percentages(shares[used])
-    entries = [f"#{i + 1} {p}%" if p > 0 else f"#{i + 1} <1%" for i, p in zip(used, percents)]
+    entries = [f"#{i + 1} {p}%" if p > 0 else f"#{i + 1} <1%" for i, p in zip(used, percents, strict=False)]
     return "\n".join(" · ".join(entries[k:k + per_line]) for k in range(0, len(entries), per_line))
 
 
