@@ -133,6 +133,7 @@ def test_fgsm_under_bf16_autocast_and_eps_0_is_the_clean_accuracy(published_run,
     assert model.training is False
 
 
+@pytest.mark.slow  # 15 corruptions x 5 severities through the model: a long run
 def test_corruption_errors_per_severity_and_mean(published_run, cifar_no_md5, tmp_path, capsys):
     data_dir, checkpoint, model = published_run
     images, labels = unnormalised_split(data_dir, train=False)
@@ -261,6 +262,7 @@ def test_a_checkpoint_without_test_ece_resumes_with_nan_for_its_epochs(cifar10_d
 
 # --------------------------------------------------------------------------- evaluate.py
 
+@pytest.mark.slow  # two checkpoints through the evaluate command, FGSM and the diagram: a long run
 def test_evaluate_command_table_and_reliability_diagrams(published_run, cifar_no_md5, tmp_path, capsys, monkeypatch):
     data_dir, checkpoint, model = published_run
     drawn = []

@@ -12,8 +12,6 @@ import random
 import re
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ import torch
 from comixup.compare import run_log
 from comixup.data.synthetic import write_cifar
 
-from tests.support.processes import CHILD, STANDALONE_PAIR, child_env, finish, start, start_torchrun, wait_for
+from tests.support.processes import STANDALONE_PAIR, finish, start, start_torchrun, wait_for
 from tests.support.runs import TEST_PER_CLASS, TRAIN_PER_CLASS, base_args
 
 pytestmark = pytest.mark.slow  # every run here is a child process
@@ -112,11 +110,10 @@ def test_a_held_folder_stops_a_second_run_and_a_killed_run_resumes_from_its_mid_
     saved = torch.load(folder / "checkpoint.pth.tar", weights_only=True)
     assert (saved["epoch"], saved["step"]) == (1, 1)  # 4 steps: epoch 0 whole, then 1 step of epoch 1
 
-    second = subprocess.run([sys.executable, str(CHILD), *argv], cwd=tmp_path, env=child_env(),
-                            capture_output=True, text=True, timeout=120)
-    assert second.returncode == 2
-    lines = second.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in second.stderr, second.stderr[-2000:]
+    rc, _, err = finish(start(argv, tmp_path))
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
     assert lines[0] == (f"error: the experiment folder {folder} is in use by another run (host "
                         f"{socket.gethostname()}, pid {first.pid}); wait for it to end, or give this run another "
                         f"--root_dir or --tag")

@@ -63,14 +63,26 @@ def _test_line(capsys) -> list[str]:
 # --------------------------------------------------------------------------- torchrun, 2 processes
 
 @pytest.mark.slow  # torchrun
-def test_two_processes_train_together_and_only_rank_0_speaks(cifar10_dir, tmp_path, capsys):
+def test_a_single_process_checkpoint_resumes_under_ddp_where_two_processes_train_together(cifar10_dir, tmp_path,
+                                                                                         capsys):
+    """One epoch in this process, then torchrun resumes its checkpoint for two more: both ranks train
+    and evaluate their own halves, only rank 0 prints and writes, the checkpoint keeps every rank's
+    streams and evaluates in one process to the logged line. --clean_lam 0 takes only the input
+    gradient in the clean pass: DDP must not wait for a reduction."""
+    single = tmp_path / "single"
+    assert main.main(ddp_args(cifar10_dir, single, "--clean_lam", "0")) == 0
+    first = only_experiment(single) / "checkpoint.pth.tar"
+    capsys.readouterr()
     root, record = tmp_path / "ddp", tmp_path / "reductions"
-    result = torchrun(ddp_args(cifar10_dir, root, "--epochs", "2"), tmp_path, record)
+    result = torchrun(ddp_args(cifar10_dir, root, "--clean_lam", "0", "--epochs", "3", "--resume", str(first)),
+                      tmp_path, record)
     assert result.returncode == 0, result.stderr[-4000:]
     out = result.stdout.splitlines()
 
     # every line once: rank 1 prints nothing
-    assert len(matching(out, HEADER_RE)) == len(matching(out, TRAIN_RE)) == len(matching(out, TEST_RE)) == 2
+    assert f"=> loaded checkpoint '{first}' (epoch 1)" in out
+    assert [m.group(1) for m in matching(out, HEADER_RE)] == ["001", "002"]
+    assert len(matching(out, TRAIN_RE)) == len(matching(out, TEST_RE)) == 2
     assert len(matching(out, FINAL_RE)) == 1
     assert sum(line.startswith("save path : ") for line in out) == 1
     assert "=> distributed: 2 processes (gloo), 10 images per process and step, 20 in all" in out
@@ -100,10 +112,13 @@ def test_two_processes_train_together_and_only_rank_0_speaks(cifar10_dir, tmp_pa
         assert whole.count == test_sums[3] == 20
         assert out[out.index(test.group(0)) + 1].startswith(f"**Calib** ECE {whole.ece:.2f} NLL {whole.nll:.4f} ")
 
-    # the checkpoint: plain keys, every rank's own random streams
-    checkpoint = read_checkpoint(exp / "checkpoint.pth.tar")
-    assert checkpoint["epoch"] == 2 and checkpoint["world_size"] == 2
+    # the checkpoint: plain keys, the single process's history continued, every rank's own random
+    # streams (rank 0 continued the saved ones, rank 1 got fresh ones)
+    checkpoint, before = read_checkpoint(exp / "checkpoint.pth.tar"), read_checkpoint(first)
+    assert checkpoint["epoch"] == 3 and checkpoint["world_size"] == 2
     assert not any(key.startswith("module.") for key in checkpoint["state_dict"])
+    assert checkpoint["history"]["test_acc"][:1] == before["history"]["test_acc"]
+    assert not torch.equal(checkpoint["state_dict"]["linear.weight"], before["state_dict"]["linear.weight"])
     streams = checkpoint["rng_ranks"]
     assert len(streams) == 2 and streams[0]["numpy"] == checkpoint["rng"]["numpy"]
     assert streams[0]["numpy"]["key"] != streams[1]["numpy"]["key"]
@@ -113,28 +128,6 @@ def test_two_processes_train_together_and_only_rank_0_speaks(cifar10_dir, tmp_pa
     assert main.main(ddp_args(cifar10_dir, tmp_path / "eval", "--evaluate", "--log_off",
                               "--resume", str(exp / "checkpoint.pth.tar"))) == 0
     assert _test_line(capsys) == [matching(out, TEST_RE)[-1].group(0)]
-
-
-@pytest.mark.slow  # torchrun
-def test_a_single_process_checkpoint_resumes_under_ddp_with_clean_lam_0(cifar10_dir, tmp_path):
-    """clean_lam 0 takes only the input gradient in the clean pass: DDP must not wait for a reduction."""
-    single = tmp_path / "single"
-    assert main.main(ddp_args(cifar10_dir, single, "--clean_lam", "0")) == 0
-    first = only_experiment(single) / "checkpoint.pth.tar"
-    root = tmp_path / "ddp"
-    result = torchrun(ddp_args(cifar10_dir, root, "--clean_lam", "0", "--epochs", "2", "--resume", str(first)),
-                      tmp_path)
-    assert result.returncode == 0, result.stderr[-4000:]
-    out = result.stdout.splitlines()
-    assert f"=> loaded checkpoint '{first}' (epoch 1)" in out
-    assert [m.group(1) for m in matching(out, HEADER_RE)] == ["001"]
-    resumed = read_checkpoint(only_experiment(root) / "checkpoint.pth.tar")
-    before = read_checkpoint(first)
-    assert resumed["epoch"] == 2
-    assert resumed["history"]["test_acc"][:1] == before["history"]["test_acc"]
-    assert not torch.equal(resumed["state_dict"]["linear.weight"], before["state_dict"]["linear.weight"])
-    # rank 0 continued the saved streams, rank 1 got fresh ones of its own
-    assert resumed["rng_ranks"][0]["numpy"]["key"] != resumed["rng_ranks"][1]["numpy"]["key"]
 
 
 @pytest.mark.slow  # torchrun

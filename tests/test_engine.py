@@ -178,6 +178,7 @@ def mixing_threads() -> list[str]:
     return sorted(t.name for t in threading.enumerate() if t.name.startswith("comix-partition"))
 
 
+@pytest.mark.slow  # loader worker processes over several epochs
 def test_workers_and_threads_are_reused_and_joined(cifar10_dir, tmp_path, monkeypatch):
     seen = []
     save_epoch = engine.TrainingRun.save

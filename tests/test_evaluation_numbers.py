@@ -332,6 +332,7 @@ def test_cifar100_c_is_normalised_with_cifar100_statistics(tmp_path, cifar_no_md
 
 # --------------------------------------------------------------------------- FGSM under --amp
 
+@pytest.mark.slow  # FGSM twice over the test set: a long run
 def test_fgsm_under_bf16_attacks_in_float32(published_run, cifar_no_md5):
     """The decision of robustness.FGSM: the attack (its gradient's forward) runs in float32 also under
     autocast, so its images are those of a float32 run exactly; only their classification runs in
@@ -379,6 +380,7 @@ def mixed_release(published_run, tmp_path):
     return folder
 
 
+@pytest.mark.slow  # a corruption release through the evaluate command: a long run
 def test_evaluate_py_column_says_what_it_averages(published_run, cifar_no_md5, mixed_release, capsys):
     data_dir, checkpoint, model = published_run
     accuracies = puzzle_mix_accuracies(model, mixed_release)

@@ -452,6 +452,7 @@ def test_published_layout_and_checkpoint(tmp_path, monkeypatch, capsys):
     assert json.loads((tmp_path / "first2" / "resnet18@comix-blk4@rep" / "result.json").read_text())["images"] == 2
 
 
+@pytest.mark.slow  # an ImageNet-sized model through main.py: a long run
 def test_main_py_imagenet_checkpoint_evaluates(tmp_path, capsys):
     data = write_class_folder(tmp_path / "imagenet", num_classes=2, per_class=3, size=32)
     assert train_main.main(["--dataset", "imagenet", "--data_dir", str(data), "--root_dir", str(tmp_path / "exp"),
@@ -467,6 +468,7 @@ def test_main_py_imagenet_checkpoint_evaluates(tmp_path, capsys):
     assert result["iou"] == "published" and result["images"] == 6
 
 
+@pytest.mark.slow  # draws the published figure: a long run
 def test_figure(tmp_path, capsys):
     write_published_pt(tmp_path / "pretrained" / "vanilla.pt", seed=1)
     write_published_pt(tmp_path / "pretrained" / "cutmix.pt", seed=2)

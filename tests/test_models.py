@@ -14,6 +14,8 @@ ALL_ARCHS = [
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
 ]
 TORCHVISION_ARCHS = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"}
+# a second or more per forward on 2 cores: in the whole suite only
+DEEP_ARCHS = {"preactresnet101", "preactresnet152", "wrn28_10", "resnet50", "resnet101", "resnet152"}
 
 # Channels of the activation at mixing depth 2 (output of the second stage), by hand from each
 # architecture: pre-act basic 2c = 128, pre-act bottleneck 4 * 2c = 512, WRN 32k, ResNeXt 4 * 128,
@@ -119,7 +121,8 @@ def test_registry_holds_every_published_arch_and_exports_constructors():
         assert published_models.__dict__[name] is MODELS[name]
 
 
-@pytest.mark.parametrize("arch", ALL_ARCHS)
+@pytest.mark.parametrize("arch", [pytest.param(arch, marks=pytest.mark.slow) if arch in DEEP_ARCHS else arch
+                                  for arch in ALL_ARCHS])
 def test_forward_shapes_at_32_stride1_and_64_stride2(arch):
     x32 = torch.randn(2, 3, 32, 32)
     x64 = torch.randn(2, 3, 64, 64)

@@ -194,6 +194,7 @@ def test_default_quality_is_the_published_one_and_quality_sets_it(tmp_path, caps
         assert out.size == (355, 351)
 
 
+@pytest.mark.slow  # a child process
 def test_a_run_killed_midway_leaves_no_broken_output_and_the_rerun_finishes(tmp_path):
     import signal
     import subprocess

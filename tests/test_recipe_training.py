@@ -289,6 +289,7 @@ def sixteen_dir(tmp_path_factory) -> Path:
     return base
 
 
+@pytest.mark.slow  # a multi-phase recipe run: a long run
 def test_a_jump_at_the_last_step_partition_warnings_and_the_dropped_partial_batch(sixteen_dir, tmp_path, recorder,
                                                                                    capsys):
     """lr_points [[0, 0.5], [1, 0.125], [1, 0.2], [2, 0.02]] and one epoch: the last step runs at

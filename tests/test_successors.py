@@ -315,6 +315,7 @@ def test_a_built_saliencymix_that_loses_the_detector_fails_in_one_line(monkeypat
     assert "comixup[saliencymix]" in _one_line(caught.value)
 
 
+@pytest.mark.slow  # a child process
 def test_importing_the_successors_loads_neither_opencv_nor_torchvision():
     code = ("import sys; import comixup.mixing.saliencymix, comixup.mixing.fmix, comixup.mixing.resizemix, "
             "comixup.mixing.guided; print(sorted(m for m in ('cv2', 'torchvision', 'scipy') if m in sys.modules))")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,10 +25,137 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start(argv: list[str], cwd: Path, **env: str) -> subprocess.Popen:
-    """The child in a session (and process group) of its own, so that its descendants can be found."""
+def start(argv: list[str], cwd: Path, **env: str) -> subprocess.Popen | ForkedRun:
+    """The child in a session (and process group) of its own, so that its descendants can be found.
+
+    In a pytest-xdist worker the child is forked from the worker (torch, numba's compiled solver and
+    the package already loaded: seconds saved per run) and then runs as a fresh one would: its own
+    session, cwd, environment, stdout/stderr, signal dispositions and exit status. Elsewhere (``-n 0``,
+    where torch may have run OpenMP on several threads, which a forked child cannot use) it is
+    ``python tests/support/main_fake_cifar.py ARGV``."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return ForkedRun(argv, cwd, child_env(**env))
     return subprocess.Popen([sys.executable, str(CHILD), *argv], cwd=cwd, env=child_env(**env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+class ForkedRun:
+    """main_fake_cifar.run(argv) in a forked child, with the part of subprocess.Popen the tests use
+    (pid, poll, wait, communicate, kill, returncode: negative for a signal). stdout and stderr go to
+    files, read when the child has ended, so that a chatty child never blocks on a full pipe."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.returncode: int | None = None
+        self._outputs = [tempfile.mkstemp(prefix="forked-run-", suffix=f".{name}") for name in ("out", "err")]
+        for fd, _ in self._outputs:
+            os.close(fd)
+        with warnings.catch_warnings():  # Python 3.12+ warns of fork() in a process with threads: the
+            warnings.simplefilter("ignore", DeprecationWarning)  # child uses none of the worker's threads
+            self.pid = os.fork()
+        if self.pid == 0:
+            status = 1
+            try:
+                status = _forked_main(argv, cwd, env, [path for _, path in self._outputs])
+            finally:
+                os._exit(status)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(CHILD), timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        texts = []
+        for _, path in self._outputs:
+            texts.append(Path(path).read_text(errors="replace"))
+            os.unlink(path)
+        return texts[0], texts[1]
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def _forked_main(argv: list[str], cwd: Path, env: dict[str, str], outputs: list[str]) -> int:
+    """In the forked child: become what ``python main_fake_cifar.py ARGV`` would be, run, and give
+    the exit status a Python process would end with. Never returns into the worker's pytest."""
+    import atexit
+    import io
+    import logging
+    import multiprocessing.util
+    import threading
+    import traceback
+
+    code = 1
+    try:
+        os.setsid()
+        os.chdir(cwd)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        for fd, path in zip((1, 2), outputs, strict=True):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_TRUNC), fd)
+        # unbuffered text streams on the new descriptors (PYTHONUNBUFFERED in child_env)
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True, line_buffering=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True, line_buffering=True)
+        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = [str(CHILD), *argv]
+        # a fresh interpreter's state: the worker's exit functions, log handlers, warning filters and
+        # signal handlers are pytest's, not the run's
+        atexit._clear()
+        atexit.register(multiprocessing.util._exit_function)
+        logging.root.handlers.clear()
+        warnings.resetwarnings()
+        warnings.simplefilter("ignore")  # PYTHONWARNINGS=ignore in child_env
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+            signal.signal(signum, signal.SIG_DFL)
+        import torch
+
+        torch.set_num_threads(int(env.get("OMP_NUM_THREADS", "1")))
+        from tests.support import main_fake_cifar
+
+        code = _exit_status(main_fake_cifar.run(argv))
+    except SystemExit as stop:
+        code = _exit_status(stop.code)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = -signal.SIGINT  # an uncaught KeyboardInterrupt ends Python by SIGINT itself
+    except BaseException:  # noqa: BLE001 - what the interpreter would print, then exit 1
+        traceback.print_exc()
+        code = 1
+    try:
+        threading._shutdown()  # non-daemon threads are joined at exit, as in any Python process
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001 - the run's status stands
+        pass
+    if code < 0:
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code & 0xFF
+
+
+def _exit_status(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
 
 
 STANDALONE_PAIR = ("--standalone", "--nproc_per_node", "2")
