@@ -8,7 +8,6 @@ import csv
 import io
 import math
 import pickle
-import re
 import shutil
 from pathlib import Path
 
@@ -22,16 +21,13 @@ from comixup import models
 from comixup.core.calibration import CalibrationMeter
 from comixup.data import cifar_c
 from comixup.data.datasets import DataError
-from comixup.evaluation import reliability, robustness
+from comixup.evaluation import reliability
 from comixup.evaluation import table as evaluation_table
-from comixup.train import methods
 
 import main
 from tests.support.evaluation import (
     CALIB_RE,
     FGSM_RE,
-    MEAN,
-    STD,
     eval_args,
     normalise,
     reference_bins,
@@ -114,52 +110,6 @@ def test_evaluate_prints_ece_and_fgsm_equal_to_the_definitions(published_run, ci
     assert float(fgsm[0].group(3)) == pytest.approx(expected, abs=0.25)
     assert float(fgsm[0].group(3)) > 100 - top1  # the attack has teeth on this model
     assert float(fgsm[0].group(2)) == pytest.approx(100 - float(fgsm[0].group(3)), abs=0.011)
-
-
-@pytest.mark.slow  # bf16, which CPUs without bf16 instructions run slowly
-def test_fgsm_under_bf16_autocast_and_eps_0_is_the_clean_accuracy(published_run, cifar_no_md5):
-    data_dir, _, model = published_run
-    images, labels = unnormalised_split(data_dir, train=False)
-    # 40 of the 400 test images: bf16 convolutions are slow on CPUs without bf16 instructions
-    images, labels = images[::10], labels[::10]
-    loader = [(normalise(images[i:i + 16]), labels[i:i + 16]) for i in range(0, len(labels), 16)]
-    normalisation = robustness.Normalisation(MEAN, STD)
-    bf16 = methods.Precision.from_flag("bf16", torch.device("cpu"))
-    clean, attacked = robustness.fgsm_accuracy(model, loader, [0, 8], normalisation, bf16)
-    with torch.no_grad(), bf16.autocast():
-        expected_clean = (model(normalise(images)).argmax(1) == labels).float().mean().item() * 100
-    assert clean == pytest.approx(expected_clean, abs=0.25)  # less than one image: the same images right
-    assert attacked < clean
-    assert model.training is False
-
-
-@pytest.mark.slow  # 15 corruptions x 5 severities through the model: a long run
-def test_corruption_errors_per_severity_and_mean(published_run, cifar_no_md5, tmp_path, capsys):
-    data_dir, checkpoint, model = published_run
-    images, labels = unnormalised_split(data_dir, train=False)
-    pixels = (images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
-    release = write_release(tmp_path / "CIFAR-10-C", pixels[:100], labels[:100].numpy(),
-                            {"fog": 12, "jpeg_compression": 30})
-    assert main.main(eval_args(data_dir, checkpoint, "--corruption_dir", str(release), "--batch_size", "64")) == 0
-    out = capsys.readouterr().out.splitlines()
-
-    missing = [line for line in out if line.startswith("=> CIFAR-C:")]
-    assert len(missing) == 1 and "13 of the 15 standard corruptions are missing" in missing[0]
-    assert "gaussian_noise" in missing[0] and "fog" not in missing[0].split("missing:")[1]
-    lines = {line.split()[1]: line for line in out if line.startswith("**CIFAR-C** ")}
-    assert list(lines) == ["fog", "jpeg_compression", "mean"]  # the standard order, then the mean
-    means = []
-    for name, shift in (("fog", 12), ("jpeg_compression", 30)):
-        errors = []
-        for severity in range(1, 6):
-            darker = np.clip(pixels[:100].astype(np.int16) - shift * severity, 0, 255).astype(np.float32) / 255
-            with torch.no_grad():
-                predicted = model(normalise(torch.from_numpy(darker).permute(0, 3, 1, 2))).argmax(1)
-            errors.append(100 * (predicted != labels[:100]).float().mean().item())
-        printed = re.findall(r"s\d (\d+\.\d\d)", lines[name])
-        assert [float(e) for e in printed] == pytest.approx(errors, abs=0.011)
-        means.append(np.mean(errors))
-    assert f"Error@1 {np.mean(means):.2f} over 2 corruptions x 5 severities (unnormalised)" in lines["mean"]
 
 
 def test_a_malformed_release_is_refused_with_one_line_before_any_work(published_run, cifar_no_md5, tmp_path,

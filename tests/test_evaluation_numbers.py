@@ -259,9 +259,11 @@ def test_fgsm_and_cifar_c_under_torchrun_are_the_whole_sets(published_run, cifar
     whole set, as one process computes it here; each rank classified its half."""
     data_dir, checkpoint, model = published_run
     images, labels = unnormalised_split(data_dir, train=False)
-    pixels = as_pixels(images[:100])
+    # a release of 20 images, two of each class (a CIFAR-10-C release holds every class)
+    chosen = torch.cat([torch.nonzero(labels == c)[:2, 0] for c in range(10)])
+    pixels, chosen_labels = as_pixels(images[chosen]), labels[chosen]
     shifts = {"fog": 12, "jpeg_compression": 30}
-    release = write_release(tmp_path / "CIFAR-10-C", pixels, labels[:100].numpy(), shifts)
+    release = write_release(tmp_path / "CIFAR-10-C", pixels, chosen_labels.numpy(), shifts)
     record = tmp_path / "reductions"
     result = torchrun(eval_args(data_dir, checkpoint, "--fgsm", "8", "--corruption_dir", str(release),
                                 "--batch_size", "50"), tmp_path, record)
@@ -271,23 +273,26 @@ def test_fgsm_and_cifar_c_under_torchrun_are_the_whole_sets(published_run, cifar
     fgsm = [m for m in map(FGSM_RE.match, out) if m]
     assert len(fgsm) == 1
     assert float(fgsm[0].group(3)) == pytest.approx(reference_fgsm_error(model, images, labels, 8), abs=0.25)
+    missing = [line for line in out if line.startswith("=> CIFAR-C:")]
+    assert len(missing) == 1 and "13 of the 15 standard corruptions are missing" in missing[0]
+    assert "gaussian_noise" in missing[0] and "fog" not in missing[0].split("missing:")[1]
     lines = {line.split()[1]: line for line in out if line.startswith("**CIFAR-C** ")}
-    assert list(lines) == ["fog", "jpeg_compression", "mean"]
+    assert list(lines) == ["fog", "jpeg_compression", "mean"]  # the standard order, then the mean
     means = []
     for name, shift in shifts.items():
         errors = []
         for severity in range(1, 6):
             darker = np.clip(pixels.astype(np.int16) - shift * severity, 0, 255).astype(np.float32) / 255
             logits = logits_of(model, torch.from_numpy(darker).permute(0, 3, 1, 2))
-            errors.append(100 - top1(logits, labels[:100]))
+            errors.append(100 - top1(logits, chosen_labels))
         assert [float(e) for e in re.findall(r"s\d (\d+\.\d\d)", lines[name])] == pytest.approx(errors, abs=0.011)
         means.append(np.mean(errors))
-    assert f"Error@1 {np.mean(means):.2f} over 2 corruptions" in lines["mean"]
+    assert f"Error@1 {np.mean(means):.2f} over 2 corruptions x 5 severities (unnormalised)" in lines["mean"]
 
     # each pass: every rank its half, the sums the whole set (test, FGSM, then 2 x 5 severities)
     calls = [reductions(record, rank) for rank in (0, 1)]
-    assert [c["sums"][3] for c in calls[0]] == [400, 400] + [100] * 10
-    assert [c["values"][3] for c in calls[0]] == [c["values"][3] for c in calls[1]] == [200, 200] + [50] * 10
+    assert [c["sums"][3] for c in calls[0]] == [400, 400] + [20] * 10
+    assert [c["values"][3] for c in calls[0]] == [c["values"][3] for c in calls[1]] == [200, 200] + [10] * 10
 
 
 # --------------------------------------------------------------------------- CIFAR-100-C
@@ -353,9 +358,12 @@ def test_fgsm_under_bf16_attacks_in_float32(published_run, cifar_no_md5):
     torch.testing.assert_close(attacked, expected, atol=1e-5, rtol=0)
 
     bf16 = methods.Precision.from_flag("bf16", torch.device("cpu"))
-    (accuracy,) = robustness.fgsm_accuracy(model, [(normalise(images), labels)], [8], normalisation, bf16)
+    clean, accuracy = robustness.fgsm_accuracy(model, [(normalise(images), labels)], [0, 8], normalisation, bf16)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert accuracy == pytest.approx(top1(model(expected).float(), labels), abs=1e-9)
+        assert clean == pytest.approx(top1(model(normalise(images)).float(), labels), abs=1e-9)  # eps 0: clean
+    assert accuracy < clean
+    assert model.training is False
 
     # why: the bfloat16 gradient's signs differ from float32's for some pixels
     x = images.clone().requires_grad_(True)
