@@ -3,9 +3,6 @@ loader (crop, batch, folder), lr_points set every step's rate, the optimiser and
 inside a phase across the boundary, evaluation at 224 pixels, and two gloo processes."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +19,7 @@ from comixup.train import distributed, engine, options
 from comixup.train.experiment import RunProgress
 
 import main
+from tests.support.processes import torchrun
 from tests.support.runs import HEADER_RE, TEST_RE, assert_one_error_line, only_experiment, read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -368,12 +366,7 @@ def test_two_processes_cross_a_phase_boundary(recipe_dir, tmp_path):
     config = tmp_path / "two.yml"
     config.write_text(_config_text(phases))
     root = tmp_path / "ddp"
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(ROOT / "main.py"), *recipe_args(recipe_dir, root, config=config)]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
-                            check=False)
+    result = torchrun(recipe_args(recipe_dir, root, config=config), tmp_path, script=ROOT / "main.py")
     assert result.returncode == 0, result.stderr[-4000:]
     out = result.stdout.splitlines()
     phase_lines = [line for line in out if line.startswith("=> phase ")]

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -33,18 +33,38 @@ def start(argv: list[str], cwd: Path, **env: str) -> subprocess.Popen | ForkedRu
     session, cwd, environment, stdout/stderr, signal dispositions and exit status. Elsewhere (``-n 0``,
     where torch may have run OpenMP on several threads, which a forked child cannot use) it is
     ``python tests/support/main_fake_cifar.py ARGV``."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        return ForkedRun(argv, cwd, child_env(**env))
+    if forking():
+        return ForkedRun([str(CHILD), *argv], _run_main_fake_cifar, cwd, child_env(**env))
     return subprocess.Popen([sys.executable, str(CHILD), *argv], cwd=cwd, env=child_env(**env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-class ForkedRun:
-    """main_fake_cifar.run(argv) in a forked child, with the part of subprocess.Popen the tests use
-    (pid, poll, wait, communicate, kill, returncode: negative for a signal). stdout and stderr go to
-    files, read when the child has ended, so that a chatty child never blocks on a full pipe."""
+def forking() -> bool:
+    """Whether children are forked from this process: in a pytest-xdist worker, which runs torch on
+    one thread from the start (conftest.py)."""
+    return bool(os.environ.get("PYTEST_XDIST_WORKER"))
 
-    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+
+def _run_main_fake_cifar(argv: list[str]) -> object:
+    from tests.support import main_fake_cifar
+
+    return main_fake_cifar.run(argv)
+
+
+def _run_torchrun(argv: list[str]) -> object:
+    from torch.distributed import run
+
+    return run.main(argv)
+
+
+class ForkedRun:
+    """``program(argv[1:])`` in a forked child (the entry point of main_fake_cifar.py or torchrun,
+    called as its command line would call it), with the part of subprocess.Popen the tests use (pid,
+    poll, wait, communicate, kill, returncode: negative for a signal). stdout and stderr go to files,
+    read when the child has ended, so that a chatty child never blocks on a full pipe."""
+
+    def __init__(self, argv: list[str], program: Callable[[list[str]], object], cwd: Path,
+                 env: dict[str, str]) -> None:
         self.returncode: int | None = None
         self._outputs = [tempfile.mkstemp(prefix="forked-run-", suffix=f".{name}") for name in ("out", "err")]
         for fd, _ in self._outputs:
@@ -55,7 +75,7 @@ class ForkedRun:
         if self.pid == 0:
             status = 1
             try:
-                status = _forked_main(argv, cwd, env, [path for _, path in self._outputs])
+                status = _forked_main(argv, program, cwd, env, [path for _, path in self._outputs])
             finally:
                 os._exit(status)
 
@@ -87,15 +107,15 @@ class ForkedRun:
             os.kill(self.pid, signal.SIGKILL)
 
 
-def _forked_main(argv: list[str], cwd: Path, env: dict[str, str], outputs: list[str]) -> int:
-    """In the forked child: become what ``python main_fake_cifar.py ARGV`` would be, run, and give
-    the exit status a Python process would end with. Never returns into the worker's pytest."""
+def _forked_main(argv: list[str], program: Callable[[list[str]], object], cwd: Path, env: dict[str, str],
+                 outputs: list[str]) -> int:
+    """In the forked child: become what ``python ARGV`` would be, run, and give the exit status a
+    Python process would end with. Never returns into the worker's pytest."""
     import atexit
     import io
     import logging
     import multiprocessing.util
     import threading
-    import traceback
 
     code = 1
     try:
@@ -111,30 +131,29 @@ def _forked_main(argv: list[str], cwd: Path, env: dict[str, str], outputs: list[
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
         os.environ.clear()
         os.environ.update(env)
-        sys.argv = [str(CHILD), *argv]
+        sys.argv = list(argv)
         # a fresh interpreter's state: the worker's exit functions, log handlers, warning filters and
         # signal handlers are pytest's, not the run's
         atexit._clear()
         atexit.register(multiprocessing.util._exit_function)
         logging.root.handlers.clear()
         warnings.resetwarnings()
-        warnings.simplefilter("ignore")  # PYTHONWARNINGS=ignore in child_env
+        if env.get("PYTHONWARNINGS") == "ignore":  # as child_env asks
+            warnings.simplefilter("ignore")
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
             signal.signal(signum, signal.SIG_DFL)
         import torch
 
         torch.set_num_threads(int(env.get("OMP_NUM_THREADS", "1")))
-        from tests.support import main_fake_cifar
-
-        code = _exit_status(main_fake_cifar.run(argv))
+        code = _exit_status(program(argv[1:]))
     except SystemExit as stop:
         code = _exit_status(stop.code)
-    except KeyboardInterrupt:
-        traceback.print_exc()
+    except KeyboardInterrupt as uncaught:
+        _print_uncaught(uncaught)
         code = -signal.SIGINT  # an uncaught KeyboardInterrupt ends Python by SIGINT itself
-    except BaseException:  # noqa: BLE001 - what the interpreter would print, then exit 1
-        traceback.print_exc()
+    except BaseException as uncaught:  # noqa: BLE001 - what the interpreter would print, then exit 1
+        _print_uncaught(uncaught)
         code = 1
     try:
         threading._shutdown()  # non-daemon threads are joined at exit, as in any Python process
@@ -147,6 +166,16 @@ def _forked_main(argv: list[str], cwd: Path, env: dict[str, str], outputs: list[
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code & 0xFF
+
+
+def _print_uncaught(uncaught: BaseException) -> None:
+    """The traceback the interpreter would print: from the program's frames on, not this file's."""
+    import traceback
+
+    frames = uncaught.__traceback__
+    while frames is not None and frames.tb_frame.f_code.co_filename == __file__:
+        frames = frames.tb_next
+    traceback.print_exception(type(uncaught), uncaught, frames)
 
 
 def _exit_status(code: object) -> int:
@@ -165,9 +194,16 @@ def start_torchrun(argv: list[str], cwd: Path, launcher: Sequence[str] = STANDAL
                    **env: str) -> subprocess.Popen:
     """``torchrun LAUNCHER`` (default: 2 processes, standalone) of the child, in a session of its own
     as in start()."""
-    command = [sys.executable, "-m", "torch.distributed.run", *launcher, str(CHILD), *argv]
-    return subprocess.Popen(command, cwd=cwd, env=child_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    return _launch_torchrun([*launcher, str(CHILD), *argv], cwd, child_env(**env))
+
+
+def _launch_torchrun(arguments: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen | ForkedRun:
+    """``torchrun ARGUMENTS`` in a session of its own; in a pytest-xdist worker the launcher is forked
+    (as start() forks its child), while its ranks are fresh processes as always."""
+    if forking():
+        return ForkedRun(["torchrun", *arguments], _run_torchrun, cwd, env)
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *arguments], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def group_members(pgid: int) -> list[tuple[int, str]]:
@@ -227,16 +263,19 @@ def run_args(data: Path, root: Path, epochs: int, *extra: str) -> list[str]:
     return base_args(data, root, "--epochs", str(epochs), "--workers", "2", *extra)
 
 
-def torchrun(argv: list[str], cwd: Path, record: Path | None = None) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node 2 tests/support/main_fake_cifar.py ARGV`` on the CPU."""
+def torchrun(argv: list[str], cwd: Path, record: Path | None = None,
+             script: Path = CHILD) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 SCRIPT ARGV`` on the CPU, to its end (SCRIPT:
+    tests/support/main_fake_cifar.py, or main.py)."""
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
     if record is not None:
         record.mkdir()
         env["COMIX_TEST_REDUCTIONS"] = str(record)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(CHILD), *argv]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=240, check=False)
+    arguments = [*STANDALONE_PAIR, str(script), *argv]
+    process = _launch_torchrun(arguments, cwd, env)
+    out, err = process.communicate(timeout=240)
+    return subprocess.CompletedProcess(["torchrun", *arguments], process.returncode, out, err)
 
 
 def reductions(record: Path, rank: int) -> list[dict]:
