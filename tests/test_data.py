@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
-import os
 import subprocess
 import sys
 import tarfile
@@ -429,9 +428,13 @@ def test_a_damaged_cifar_archive_in_place_exits_2_with_one_line(tmp_path, capsys
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_a_damaged_cifar_batch_file(cifar10_dir, tmp_path, capsys):
+@pytest.mark.parametrize("damage", ["noise", "huge-length"])
+def test_a_damaged_cifar_batch_file(cifar10_dir, tmp_path, capsys, damage):
     batch = cifar10_dir / "cifar-10-batches-py" / "data_batch_3"
-    batch.write_bytes(os.urandom(4000))
+    if damage == "noise":
+        batch.write_bytes(np.random.default_rng(3).bytes(4000))
+    else:  # a pickle whose first object claims 2**40 bytes: pickle's allocation fails (MemoryError)
+        batch.write_bytes(b"\x80\x04\x8e" + (2**40).to_bytes(8, "little"))
     assert main.main(base_args(cifar10_dir, tmp_path / "exp", "--log_off")) == 2
     line = one_error_line(capsys)
     assert "cannot be read" in line and "cifar-10-batches-py" in line and "delete" in line
@@ -442,7 +445,7 @@ def test_a_damaged_cifar_batch_file(cifar10_dir, tmp_path, capsys):
 def test_an_unreadable_image_in_an_image_folder(tmp_path, capsys, workers):
     data = write_image_folder(tmp_path / "imagenet", num_classes=2, per_class=2, size=32)
     broken = data / "val" / "class1" / "0.png"
-    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + np.random.default_rng(5).bytes(200))
     args = ["--dataset", "imagenet", "--data_dir", str(data), "--root_dir", str(tmp_path / "exp"),
             "--labels_per_class", "0", "--arch", "preactresnet18", "--initial_channels", "16", "--batch_size", "2",
             "--ngpu", "0", "--workers", str(workers), "--method", "vanilla", "--evaluate", "--log_off"]

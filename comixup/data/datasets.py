@@ -100,8 +100,10 @@ _DOWNLOAD_ERRORS = (OSError, RuntimeError, tarfile.TarError, EOFError)
 
 
 # What reading a damaged or foreign CIFAR batch file raises (an EOFError is a truncated pickle when
-# the extracted folder exists, else a truncated archive).
-_READ_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, IndexError, AttributeError)
+# the extracted folder exists, else a truncated archive; a MemoryError a damaged length field that
+# asks pickle for more bytes than the machine has).
+_READ_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, IndexError, AttributeError,
+                MemoryError)
 
 
 def dataset_info(name: str) -> DatasetInfo:

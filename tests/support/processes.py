@@ -121,10 +121,11 @@ def _forked_main(argv: list[str], program: Callable[[list[str]], object], cwd: P
     try:
         os.setsid()
         os.chdir(cwd)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        for fd, path in zip((1, 2), outputs, strict=True):
-            os.dup2(os.open(path, os.O_WRONLY | os.O_TRUNC), fd)
+        for fd, opened in zip((0, 1, 2), (os.open(os.devnull, os.O_RDONLY),
+                                          *(os.open(path, os.O_WRONLY | os.O_TRUNC) for path in outputs)),
+                              strict=True):
+            os.dup2(opened, fd)
+            os.close(opened)
         # unbuffered text streams on the new descriptors (PYTHONUNBUFFERED in child_env)
         sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True, line_buffering=True)
         sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True, line_buffering=True)
@@ -191,7 +192,7 @@ STANDALONE_PAIR = ("--standalone", "--nproc_per_node", "2")
 
 
 def start_torchrun(argv: list[str], cwd: Path, launcher: Sequence[str] = STANDALONE_PAIR,
-                   **env: str) -> subprocess.Popen:
+                   **env: str) -> subprocess.Popen | ForkedRun:
     """``torchrun LAUNCHER`` (default: 2 processes, standalone) of the child, in a session of its own
     as in start()."""
     return _launch_torchrun([*launcher, str(CHILD), *argv], cwd, child_env(**env))
