@@ -59,11 +59,15 @@ class _SaliencyMethod(Method):
             problems += _as_flags(str(err), already + problems)
         return problems
 
-    def __init__(self, num_classes: int, clean_lam: float, loss: str = "bce") -> None:
+    def __init__(self, num_classes: int, mixer: Mixer, clean_lam: float, loss: str = "bce") -> None:
         super().__init__(num_classes, loss)
         if not (isinstance(clean_lam, (int, float)) and math.isfinite(clean_lam) and clean_lam >= 0):
             raise ValueError(f"clean_lam must be a finite number >= 0, got {clean_lam!r}")
         self.clean_lam = float(clean_lam)
+        self.mixer = mixer
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.mixer!r}, clean_lam={self.clean_lam}, loss={self.loss!r})"
 
     def _clean_pass(self, model: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """The clean forward/backward: (the input-gradient saliency (B, H, W), non-finite maps
@@ -130,11 +134,7 @@ class PuzzleMixMethod(_SaliencyMethod):
 
     def __init__(self, num_classes: int, mixer: puzzlemix.PuzzleMix, clean_lam: float = 0.0,
                  loss: str = "bce") -> None:
-        super().__init__(num_classes, clean_lam, loss)
-        self.mixer = mixer
-
-    def __repr__(self) -> str:
-        return f"PuzzleMixMethod({self.mixer!r}, clean_lam={self.clean_lam}, loss={self.loss!r})"
+        super().__init__(num_classes, mixer, clean_lam, loss)
 
     @classmethod
     def draw_mix(cls, images: Tensor, labels: Tensor, saliency: Tensor, settings: FigureSettings) -> MixResult:
@@ -194,11 +194,7 @@ class CoMixupMethod(_SaliencyMethod):
         return problems
 
     def __init__(self, num_classes: int, mixer: comix.CoMixup, clean_lam: float = 1.0, loss: str = "bce") -> None:
-        super().__init__(num_classes, clean_lam, loss)
-        self.mixer = mixer
-
-    def __repr__(self) -> str:
-        return f"CoMixupMethod({self.mixer!r}, clean_lam={self.clean_lam}, loss={self.loss!r})"
+        super().__init__(num_classes, mixer, clean_lam, loss)
 
     @classmethod
     def draw_mix(cls, images: Tensor, labels: Tensor, saliency: Tensor, settings: FigureSettings) -> MixResult:

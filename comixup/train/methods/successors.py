@@ -275,11 +275,7 @@ class GuidedMixupAPMethod(_GuidedMixup, _SaliencyMethod):
 
     def __init__(self, num_classes: int, mixer: guided.GuidedMixupAP, clean_lam: float = 0.0,
                  loss: str = "bce") -> None:
-        super().__init__(num_classes, clean_lam, loss)
-        self.mixer = mixer
-
-    def __repr__(self) -> str:
-        return f"GuidedMixupAPMethod({self.mixer!r}, clean_lam={self.clean_lam}, loss={self.loss!r})"
+        super().__init__(num_classes, mixer, clean_lam, loss)
 
     def _mix(self, images: Tensor, targets: Tensor, saliency: Tensor) -> tuple[Tensor, Tensor]:
         return self.mixer.mix(images, targets, saliency)  # the coin is drawn already
