@@ -2,12 +2,41 @@ import os
 
 import pytest
 
+from tests.support import solver_warmup
+
+# the controller's handle on the background compile of the solvers (tests/support/solver_warmup.py)
+_WARMUP = pytest.StashKey["solver_warmup.Warmup | None"]()
+
 
 def pytest_configure(config):
     if hasattr(config, "workerinput"):  # a pytest-xdist worker: one per core, so one torch thread each
         import torch
 
         torch.set_num_threads(1)
+        if config.workerinput.get("solver_warmup_lock"):
+            solver_warmup.wait_before_compiling(config.workerinput["solver_warmup_lock"])
+    elif getattr(config.option, "dist", "no") != "no":  # the controller of pytest-xdist workers
+        config.stash[_WARMUP] = solver_warmup.start()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """pytest-xdist, for each worker it starts: where the warm-up's lock is."""
+    warmup = node.config.stash.get(_WARMUP, None)
+    if warmup is not None:
+        node.workerinput["solver_warmup_lock"] = str(warmup.lock_path)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    warmup = config.stash.get(_WARMUP, None)
+    if warmup is not None and warmup.failure():  # the tests compiled for themselves: say why it was slow
+        terminalreporter.write_line(warmup.failure())
+
+
+def pytest_unconfigure(config):
+    warmup = config.stash.get(_WARMUP, None)
+    if warmup is not None:
+        warmup.stop()
 
 
 @pytest.fixture

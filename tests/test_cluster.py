@@ -1,5 +1,6 @@
 """Long runs on shared clusters: one run per experiment folder, --resume auto, checkpoints inside an
-epoch, pre-emption by SIGTERM, torchrun's elastic restarts and a two-node rendezvous.
+epoch, pre-emption by SIGTERM, torchrun's elastic restarts and a two-node rendezvous
+(which trains manifold mixup on data held on the device, in bf16).
 
 Every run here is a child process (tests/support/main_fake_cifar.py: main.main on generated CIFAR files),
 3 steps per epoch; the runs that are stopped and resumed must end with the weights, momenta and
@@ -14,13 +15,14 @@ import signal
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from comixup.compare import run_log
 from comixup.data.synthetic import write_cifar
 
-from tests.support.processes import STANDALONE_PAIR, finish, start, start_torchrun, wait_for
+from tests.support.processes import STANDALONE_PAIR, finish, reductions, start, start_torchrun, wait_for
 from tests.support.runs import TEST_PER_CLASS, TRAIN_PER_CLASS, base_args
 
 pytestmark = pytest.mark.slow  # every run here is a child process
@@ -196,15 +198,20 @@ def test_torchrun_restarts_the_group_after_a_worker_dies_and_logs_each_epoch_onc
     assert torch.load(folder / "checkpoint.pth.tar", weights_only=True)["epoch"] == EPOCHS
 
 
-def test_two_launchers_rendezvous_on_loopback_and_train(data, tmp_path):
+def test_two_launchers_rendezvous_on_loopback_and_train_manifold_mixup_on_device_in_bf16(data, tmp_path):
+    """Two torchrun launchers of one process each meet by c10d rendezvous and train together; the
+    model's extra forward arguments (mix_layer, mix_fn) pass through DDP, the on-device loader shards
+    the data by global rank, and autocast runs in every process."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    root = tmp_path / "exp"
-    argv = base_args(data, root, "--epochs", "1", "--batch_size", "10", "--m_part", "5", "--method", "vanilla")
+    root, record = tmp_path / "exp", tmp_path / "reductions"
+    record.mkdir()
+    argv = base_args(data, root, "--epochs", "1", "--batch_size", "10", "--m_part", "5", "--method", "manifold",
+                     "--data_on_device", "--amp", "bf16")
     launcher = ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint",
                 f"127.0.0.1:{port}", "--rdzv_id", "two-nodes"]
-    nodes = [start_torchrun(argv, tmp_path, launcher) for _ in range(2)]
+    nodes = [start_torchrun(argv, tmp_path, launcher, COMIX_TEST_REDUCTIONS=str(record)) for _ in range(2)]
     results = [finish(node, timeout=180) for node in nodes]
     assert [rc for rc, _, _ in results] == [0, 0], [err[-3000:] for _, _, err in results]
     folder = only_folder(root)
@@ -212,3 +219,9 @@ def test_two_launchers_rendezvous_on_loopback_and_train(data, tmp_path):
     assert "=> distributed: 2 processes (gloo), 10 images per process and step, 20 in all" in log
     assert log.count("**Test ** Prec@1") == 1
     assert torch.load(folder / "checkpoint.pth.tar", weights_only=True)["epoch"] == 1
+    train_images, test_images = 10 * TRAIN_PER_CLASS, 10 * TEST_PER_CLASS
+    for rank in (0, 1):  # each rank its half of each set, the sums the whole sets'
+        train, test = reductions(record, rank)
+        assert (train["values"][3], train["sums"][3]) == (train_images // 2, train_images)
+        assert (test["values"][3], test["sums"][3]) == (test_images // 2, test_images)
+        assert np.isfinite(train["sums"][0])

@@ -130,24 +130,6 @@ def test_a_single_process_checkpoint_resumes_under_ddp_where_two_processes_train
     assert _test_line(capsys) == [matching(out, TEST_RE)[-1].group(0)]
 
 
-@pytest.mark.slow  # torchrun
-def test_manifold_mixup_with_data_on_device_and_bf16_under_ddp(cifar10_dir, tmp_path):
-    """The model's extra forward arguments (mix_layer, mix_fn) pass through DDP; the on-device loader
-    shards the data; autocast runs in every process."""
-    record = tmp_path / "reductions"
-    result = torchrun(ddp_args(cifar10_dir, tmp_path / "ddp", "--method", "manifold", "--data_on_device",
-                               "--amp", "bf16", "--log_off"), tmp_path, record)
-    assert result.returncode == 0, result.stderr[-4000:]
-    out = result.stdout.splitlines()
-    assert len(matching(out, TRAIN_RE)) == len(matching(out, TEST_RE)) == 1
-    assert not (tmp_path / "ddp").exists()
-    for rank in (0, 1):
-        train, test = reductions(record, rank)
-        assert (train["values"][3], train["sums"][3]) == (30, 60)
-        assert (test["values"][3], test["sums"][3]) == (10, 20)
-        assert np.isfinite(train["sums"][0])
-
-
 # --------------------------------------------------------------------------- torchrun, stopped
 
 @pytest.fixture
