@@ -54,30 +54,19 @@ def _run_main_fake_cifar(argv: list[str]) -> object:
 def _run_torchrun(argv: list[str]) -> object:
     from torch.distributed import run
 
-    return run.main(argv)
+    from tests.support import forked_ranks
+
+    with forked_ranks.ranks_forked():
+        return run.main(argv)
 
 
-class ForkedRun:
-    """``program(argv[1:])`` in a forked child (the entry point of main_fake_cifar.py or torchrun,
-    called as its command line would call it), with the part of subprocess.Popen the tests use (pid,
-    poll, wait, communicate, kill, returncode: negative for a signal). stdout and stderr go to files,
-    read when the child has ended, so that a chatty child never blocks on a full pipe."""
+class ForkedChild:
+    """The part of subprocess.Popen that the tests and torchrun use, for a child that was forked
+    rather than started: pid, poll, wait, kill, returncode (negative for a signal)."""
 
-    def __init__(self, argv: list[str], program: Callable[[list[str]], object], cwd: Path,
-                 env: dict[str, str]) -> None:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
         self.returncode: int | None = None
-        self._outputs = [tempfile.mkstemp(prefix="forked-run-", suffix=f".{name}") for name in ("out", "err")]
-        for fd, _ in self._outputs:
-            os.close(fd)
-        with warnings.catch_warnings():  # Python 3.12+ warns of fork() in a process with threads: the
-            warnings.simplefilter("ignore", DeprecationWarning)  # child uses none of the worker's threads
-            self.pid = os.fork()
-        if self.pid == 0:
-            status = 1
-            try:
-                status = _forked_main(argv, program, cwd, env, [path for _, path in self._outputs])
-            finally:
-                os._exit(status)
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -90,9 +79,36 @@ class ForkedRun:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(str(CHILD), timeout)
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
             time.sleep(0.01)
         return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+class ForkedRun(ForkedChild):
+    """``program(argv[1:])`` in a forked child (the entry point of main_fake_cifar.py or torchrun,
+    called as its command line would call it), with communicate() besides ForkedChild's part of
+    Popen. stdout and stderr go to files, read when the child has ended, so that a chatty child never
+    blocks on a full pipe."""
+
+    def __init__(self, argv: list[str], program: Callable[[list[str]], object], cwd: Path,
+                 env: dict[str, str]) -> None:
+        self._outputs = [tempfile.mkstemp(prefix="forked-run-", suffix=f".{name}") for name in ("out", "err")]
+        for fd, _ in self._outputs:
+            os.close(fd)
+        with warnings.catch_warnings():  # Python 3.12+ warns of fork() in a process with threads: the
+            warnings.simplefilter("ignore", DeprecationWarning)  # child uses none of the worker's threads
+            pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                status = _forked_main(argv, program, cwd, env, [path for _, path in self._outputs])
+            finally:
+                os._exit(status)
+        super().__init__(pid)
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         self.wait(timeout)
@@ -102,15 +118,12 @@ class ForkedRun:
             os.unlink(path)
         return texts[0], texts[1]
 
-    def kill(self) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, signal.SIGKILL)
 
-
-def _forked_main(argv: list[str], program: Callable[[list[str]], object], cwd: Path, env: dict[str, str],
-                 outputs: list[str]) -> int:
-    """In the forked child: become what ``python ARGV`` would be, run, and give the exit status a
-    Python process would end with. Never returns into the worker's pytest."""
+def _forked_main(argv: list[str], program: Callable[[list[str]], object], cwd: Path | str, env: dict[str, str],
+                 outputs: Sequence[str | None]) -> int:
+    """In the forked child: become what ``python ARGV`` would be (stdout and stderr: the files
+    ``outputs`` names, or the inherited ones where None), run, and give the exit status a Python
+    process would end with. Never returns into the worker's pytest."""
     import atexit
     import io
     import logging
@@ -121,11 +134,14 @@ def _forked_main(argv: list[str], program: Callable[[list[str]], object], cwd: P
     try:
         os.setsid()
         os.chdir(cwd)
-        for fd, opened in zip((0, 1, 2), (os.open(os.devnull, os.O_RDONLY),
-                                          *(os.open(path, os.O_WRONLY | os.O_TRUNC) for path in outputs)),
-                              strict=True):
-            os.dup2(opened, fd)
-            os.close(opened)
+        stdin = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(stdin, 0)
+        os.close(stdin)
+        for fd, path in zip((1, 2), outputs, strict=True):
+            if path is not None:
+                opened = os.open(path, os.O_WRONLY | os.O_TRUNC)
+                os.dup2(opened, fd)
+                os.close(opened)
         # unbuffered text streams on the new descriptors (PYTHONUNBUFFERED in child_env)
         sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True, line_buffering=True)
         sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True, line_buffering=True)
@@ -151,10 +167,10 @@ def _forked_main(argv: list[str], program: Callable[[list[str]], object], cwd: P
     except SystemExit as stop:
         code = _exit_status(stop.code)
     except KeyboardInterrupt as uncaught:
-        _print_uncaught(uncaught)
+        _print_uncaught(uncaught, program)
         code = -signal.SIGINT  # an uncaught KeyboardInterrupt ends Python by SIGINT itself
     except BaseException as uncaught:  # noqa: BLE001 - what the interpreter would print, then exit 1
-        _print_uncaught(uncaught)
+        _print_uncaught(uncaught, program)
         code = 1
     try:
         threading._shutdown()  # non-daemon threads are joined at exit, as in any Python process
@@ -169,12 +185,15 @@ def _forked_main(argv: list[str], program: Callable[[list[str]], object], cwd: P
     return code & 0xFF
 
 
-def _print_uncaught(uncaught: BaseException) -> None:
-    """The traceback the interpreter would print: from the program's frames on, not this file's."""
+def _print_uncaught(uncaught: BaseException, program: Callable) -> None:
+    """The traceback the interpreter would print: from the program's frames on, not those of the
+    code that started it (this file, the entry point's, runpy's)."""
+    import runpy
     import traceback
 
+    launcher_files = {__file__, runpy.__file__, getattr(getattr(program, "__code__", None), "co_filename", __file__)}
     frames = uncaught.__traceback__
-    while frames is not None and frames.tb_frame.f_code.co_filename == __file__:
+    while frames is not None and frames.tb_frame.f_code.co_filename in launcher_files:
         frames = frames.tb_next
     traceback.print_exception(type(uncaught), uncaught, frames)
 

@@ -3,12 +3,14 @@
 A fresh checkout has no numba cache: the Co-Mixup solver takes most of a minute of CPU to compile,
 Puzzle Mix's and the frozen reference solver (bench/reference_solver.py) tens of seconds more, and
 two pytest-xdist workers that reach the same solver before it is cached both compile it. So the
-controller starts ``python -m tests.support.solver_warmup`` (:func:`start`), which calls each solver
-as the suite does and so writes the shared on-disk cache, holding an exclusive lock on a file for
-its lifetime. A worker about to compile a signature the cache does not hold yet waits until the
-warm-up has cached it (or has ended), and then loads it (:func:`wait_before_compiling`): tests that
-need no compiled code, or code already cached, never wait; with a warm cache the warm-up ends in
-seconds.
+controller starts the warm-up (:func:`start`): two processes, ``python -m tests.support.solver_warmup
+co-mixup`` and ``... others``, that call each solver as the suite does and so write the shared
+on-disk cache, and hold an exclusive lock on a file while they run. A worker about to compile a
+signature the cache does not hold yet waits until the warm-up has cached it (or has ended), and then
+loads it (:func:`wait_before_compiling`): tests that need no compiled code, or code already cached,
+never wait. The workers run at a lower priority (``nice``) than the warm-up, so that it is done as
+soon as it can be; two processes keep both cores busy when both workers wait. With a warm cache the
+warm-up ends in seconds.
 
 If the warm-up fails or misses a signature, a worker compiles what it needs itself, as without it:
 only time is lost, never a result.
@@ -32,7 +34,8 @@ except ImportError:  # not POSIX: no warm-up, each worker compiles for itself
 
 
 class Warmup:
-    """The controller's handle on the warm-up process: the lock file the workers wait on, its log."""
+    """The controller's handle on the warm-up: two processes (Co-Mixup's solver, the longest to
+    compile, and the others), the lock file the workers wait on, a log."""
 
     def __init__(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="solver-warmup-"))
@@ -40,27 +43,31 @@ class Warmup:
         self.log_path = self.folder / "log"
         descriptor = os.open(self.lock_path, os.O_CREAT | os.O_RDWR)
         try:
-            # Taken here and handed to the child: the lock is held from before any worker exists
-            # until the child exits, however it exits.
+            # Taken here and handed to the children: the lock is held from before any worker exists
+            # until both have exited, however they exit.
             fcntl.flock(descriptor, fcntl.LOCK_EX)
             with open(self.log_path, "w") as log:
-                self.process = subprocess.Popen([sys.executable, "-m", "tests.support.solver_warmup"], cwd=ROOT,
-                                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                                pass_fds=(descriptor,))
+                self.processes = [
+                    subprocess.Popen([sys.executable, "-m", "tests.support.solver_warmup", part], cwd=ROOT,
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                     pass_fds=(descriptor,))
+                    for part in PARTS]
         finally:
             os.close(descriptor)
 
     def failure(self) -> str | None:
-        """What went wrong, if the warm-up has ended and failed (its log's end)."""
-        if self.process.poll() in (None, 0):
+        """What went wrong, if a warm-up process has ended and failed (the log's end)."""
+        codes = [process.poll() for process in self.processes]
+        if all(code in (None, 0) for code in codes):
             return None
-        return f"the solver warm-up failed (exit {self.process.returncode}): {self.log_path.read_text()[-2000:]}"
+        return f"the solver warm-up failed (exit codes {codes}): {self.log_path.read_text()[-2000:]}"
 
     def stop(self) -> None:
         """End the warm-up (killed if the session ended first: numba writes each cache entry whole)."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         for path in (self.lock_path, self.log_path):
             path.unlink(missing_ok=True)
         self.folder.rmdir()
@@ -90,6 +97,7 @@ def wait_before_compiling(lock_path: str) -> None:
         return compile_for_args(self, *args, **kwargs)
 
     Dispatcher._compile_for_args = wait_then_compile
+    os.nice(5)  # the warm-up first: everything after it runs faster
 
 
 def _wait_for_cache(dispatcher, args: tuple, lock_path: str) -> None:
@@ -117,19 +125,27 @@ def _ended(lock_path: str) -> bool:
         os.close(descriptor)
 
 
-def compile_everything() -> None:
-    """Call each compiled solver once with the argument types the package and the tests use."""
+def compile_co_mixup() -> None:
+    """Co-Mixup's solver, through the mixer, with the argument types the package passes."""
+    import numpy as np
+    import torch
+
+    from comixup.mixing.comix import CoMixup
+
+    images, labels, saliency = torch.rand(4, 3, 32, 32), torch.arange(4), torch.rand(4, 32, 32)
+    CoMixup(num_classes=4, rng=np.random.default_rng(0))(images, labels, saliency)
+
+
+def compile_the_others() -> None:
+    """Puzzle Mix's solvers (seconds), then the reference solver of bench/ as the tests call it."""
     import numpy as np
     import torch
 
     from bench import reference_solver
-    from comixup.mixing.comix import CoMixup
     from comixup.mixing.puzzlemix import PuzzleMix
 
     images, labels, saliency = torch.rand(4, 3, 32, 32), torch.arange(4), torch.rand(4, 32, 32)
-    # the quickest to compile first (seconds, then most of a minute, then tens of seconds)
     PuzzleMix(num_classes=4, rng=np.random.default_rng(0))(images, labels, saliency)
-    CoMixup(num_classes=4, rng=np.random.default_rng(0))(images, labels, saliency)
 
     rng = np.random.default_rng(0)
     n, m = 4, 6
@@ -142,6 +158,9 @@ def compile_everything() -> None:
     reference_solver.solve_partition(cost, A, init, n, 0.32 / n ** 2, 1.0 / n ** 2, 0.83 * n ** 2, True, True, 4)
 
 
+# Two processes, so that the warm-up keeps both cores busy while both workers wait for it.
+PARTS = {"co-mixup": compile_co_mixup, "others": compile_the_others}
+
 if __name__ == "__main__":
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # the workers run tests meanwhile
-    compile_everything()
+    PARTS[sys.argv[1]]()
