@@ -219,7 +219,7 @@ def start_torchrun(argv: list[str], cwd: Path, launcher: Sequence[str] = STANDAL
 
 def _launch_torchrun(arguments: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen | ForkedRun:
     """``torchrun ARGUMENTS`` in a session of its own; in a pytest-xdist worker the launcher is forked
-    (as start() forks its child), while its ranks are fresh processes as always."""
+    (as start() forks its child), and so are its ranks (tests/support/forked_ranks.py)."""
     if forking():
         return ForkedRun(["torchrun", *arguments], _run_torchrun, cwd, env)
     return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *arguments], cwd=cwd, env=env,
