@@ -37,12 +37,16 @@ def ranks_forked() -> Iterator[None]:
         return
     from torch.distributed.elastic.multiprocessing.subprocess_handler import subprocess_handler
 
-    zygote = _Zygote()
     handler_class = subprocess_handler.SubprocessHandler
-    started_as_usual = handler_class._popen
+    started_as_usual = getattr(handler_class, "_popen", None)
+    if started_as_usual is None:  # another torch: its ranks start as it starts them
+        yield
+        return
+    zygote = _Zygote()
 
     def popen(handler, args: tuple, env: dict[str, str]):
-        return zygote.fork_rank(args, env, handler._stdout, handler._stderr) or started_as_usual(handler, args, env)
+        streams = getattr(handler, "_stdout", None), getattr(handler, "_stderr", None)
+        return zygote.fork_rank(args, env, *streams) or started_as_usual(handler, args, env)
 
     handler_class._popen = popen
     try:
