@@ -29,8 +29,9 @@ def pytest_configure_node(node):
 
 def pytest_terminal_summary(terminalreporter, config):
     warmup = config.stash.get(_WARMUP, None)
-    if warmup is not None and warmup.failure():  # the tests compiled for themselves: say why it was slow
-        terminalreporter.write_line(warmup.failure())
+    failure = warmup.failure() if warmup is not None else None
+    if failure:  # the tests compiled for themselves: say why it was slow
+        terminalreporter.write_line(failure)
 
 
 def pytest_unconfigure(config):

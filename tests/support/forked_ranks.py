@@ -23,7 +23,7 @@ import sys
 from collections.abc import Iterator
 from typing import IO
 
-from tests.support.processes import ForkedChild, _forked_main
+from tests.support.processes import ForkedChild, _forked_main, fork_child
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -63,16 +63,14 @@ class _Zygote:
     def __init__(self) -> None:
         requests_in, requests_out = os.pipe()
         replies_in, replies_out = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            status = 1
-            try:
-                os.close(requests_out)
-                os.close(replies_in)
-                _serve(requests_in, replies_out)
-                status = 0
-            finally:
-                os._exit(status)
+
+        def zygote_main() -> int:
+            os.close(requests_out)
+            os.close(replies_in)
+            _serve(requests_in, replies_out)
+            return 0
+
+        pid = fork_child(zygote_main)
         os.close(requests_in)
         os.close(replies_out)
         self.pid = pid
@@ -104,33 +102,35 @@ def _serve(requests_in: int, replies_out: int) -> None:
     with os.fdopen(requests_in, "rb") as requests, os.fdopen(replies_out, "wb") as replies:
         while True:
             try:
-                argv, env, cwd, outputs = pickle.load(requests)
+                request = pickle.load(requests)
             except EOFError:
                 return
-            pid_in, pid_out = os.pipe()
-            middle = os.fork()
-            if middle == 0:
-                status = 1
-                try:
-                    rank = os.fork()
-                    if rank == 0:
-                        rank_status = 1
-                        try:
-                            for descriptor in (requests.fileno(), replies.fileno(), pid_in, pid_out):
-                                os.close(descriptor)
-                            rank_status = _forked_main(argv, _run_script, cwd, env, outputs)
-                        finally:
-                            os._exit(rank_status)
-                    os.write(pid_out, rank.to_bytes(8, "little"))
-                    status = 0
-                finally:
-                    os._exit(status)  # the rank is orphaned, and the launcher adopts it
-            os.close(pid_out)
-            os.waitpid(middle, 0)
-            with os.fdopen(pid_in, "rb") as pid_reader:
-                written = pid_reader.read(8)
-            pickle.dump(int.from_bytes(written, "little") if len(written) == 8 else None, replies)
+            pickle.dump(_start_orphan(request, (requests.fileno(), replies.fileno())), replies)
             replies.flush()
+
+
+def _start_orphan(request: tuple, inherited: tuple[int, ...]) -> int | None:
+    """The rank that ``request`` (argv, env, cwd, outputs) asks for, forked by a middle process that
+    exits at once: the rank is orphaned, and the launcher adopts it. Its pid once that has happened;
+    None if it could not be forked. ``inherited``: the zygote's descriptors, closed in the rank."""
+    argv, env, cwd, outputs = request
+    pid_in, pid_out = os.pipe()
+
+    def rank_main() -> int:
+        for descriptor in (*inherited, pid_in, pid_out):
+            os.close(descriptor)
+        return _forked_main(argv, _run_script, cwd, env, outputs)
+
+    def middle_main() -> int:
+        os.write(pid_out, fork_child(rank_main).to_bytes(8, "little"))
+        return 0
+
+    middle = fork_child(middle_main)
+    os.close(pid_out)
+    os.waitpid(middle, 0)
+    with os.fdopen(pid_in, "rb") as pid_reader:
+        written = pid_reader.read(8)
+    return int.from_bytes(written, "little") if len(written) == 8 else None
 
 
 def _run_script(args: list[str]) -> None:

@@ -99,16 +99,8 @@ class ForkedRun(ForkedChild):
         self._outputs = [tempfile.mkstemp(prefix="forked-run-", suffix=f".{name}") for name in ("out", "err")]
         for fd, _ in self._outputs:
             os.close(fd)
-        with warnings.catch_warnings():  # Python 3.12+ warns of fork() in a process with threads: the
-            warnings.simplefilter("ignore", DeprecationWarning)  # child uses none of the worker's threads
-            pid = os.fork()
-        if pid == 0:
-            status = 1
-            try:
-                status = _forked_main(argv, program, cwd, env, [path for _, path in self._outputs])
-            finally:
-                os._exit(status)
-        super().__init__(pid)
+        outputs = [path for _, path in self._outputs]
+        super().__init__(fork_child(lambda: _forked_main(argv, program, cwd, env, outputs)))
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         self.wait(timeout)
@@ -117,6 +109,21 @@ class ForkedRun(ForkedChild):
             texts.append(Path(path).read_text(errors="replace"))
             os.unlink(path)
         return texts[0], texts[1]
+
+
+def fork_child(child_main: Callable[[], int]) -> int:
+    """fork(): the child runs ``child_main`` and exits with its status (1 if it raised), never
+    returning into its parent's code; the parent gets the child's pid."""
+    with warnings.catch_warnings():  # Python 3.12+ warns of fork() in a process with threads: the
+        warnings.simplefilter("ignore", DeprecationWarning)  # child uses none of the worker's threads
+        pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            status = child_main()
+        finally:
+            os._exit(status)
+    return pid
 
 
 def _forked_main(argv: list[str], program: Callable[[list[str]], object], cwd: Path | str, env: dict[str, str],
